@@ -1,0 +1,191 @@
+"""One nox session per layer; each installs only its layer and those below it.
+
+A layer that imports a higher layer, or a package it does not declare, fails its own session because
+that package is simply not installed there.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import tempfile
+import zipfile
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.error_on_missing_interpreters = True
+
+ROOT = pathlib.Path(__file__).parent
+CONSTRAINTS = ("-c", "constraints/test.txt")
+TORCH = "torch==2.13.0"  # a CPU wheel on local disk here; any other version downloads GBs of CUDA
+LIGHTNING_NEWEST = "2.6.6"
+LIGHTNING_NEMO = "2.4.0"  # what nemo_toolkit 3.0.0's extras pin
+
+DIRPATH = "./packages/s3-dirpath-utils"
+UTILS = "./packages/s3-utils"
+CHECKPOINT_IO = "./packages/s3-checkpoint-io"
+NEMO = "./packages/nemo-s3-integration"
+PACKAGES = {
+    "s3-dirpath-utils": DIRPATH,
+    "s3-utils": UTILS,
+    "s3-checkpoint-io": CHECKPOINT_IO,
+    "nemo-s3-integration": NEMO,
+}
+
+TEST_DEPS = ("pytest", "pytest-timeout", "hypothesis", "psutil")
+S3_TEST_DEPS = (*TEST_DEPS, "moto[server]")
+
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "wheels",
+    "dirpath",
+    "utils",
+    "checkpoint_io",
+    "summary",
+]
+
+
+def _pytest(session: nox.Session, folder: str, *extra: str) -> None:
+    junit = ROOT / ".nox" / "junit" / f"{session.name}.xml"
+    junit.unlink(missing_ok=True)
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    session.run("pytest", folder, f"--junitxml={junit}", *extra, *session.posargs)
+
+
+@nox.session(python="3.11")
+def dirpath(session: nox.Session) -> None:
+    """s3-dirpath-utils alone (no dependencies), 100% line and branch coverage."""
+    session.install(*CONSTRAINTS, DIRPATH, *TEST_DEPS, "pytest-cov")
+    _pytest(
+        session,
+        "tests/dirpath",
+        "--cov=s3_dirpath_utils",
+        "--cov-branch",
+        "--cov-report=term-missing",
+        "--cov-fail-under=100",
+    )
+
+
+@nox.session(python="3.11")
+def utils(session: nox.Session) -> None:
+    """s3-utils on s3-dirpath-utils, against moto's server over HTTP. No torch, no Lightning."""
+    session.install(*CONSTRAINTS, DIRPATH, UTILS, *S3_TEST_DEPS)
+    session.run("pip", "check")
+    _pytest(session, "tests/utils")
+
+
+@nox.session(python="3.11")
+@nox.parametrize("lightning", [LIGHTNING_NEWEST, LIGHTNING_NEMO])
+def checkpoint_io(session: nox.Session, lightning: str) -> None:
+    """s3-checkpoint-io with a real Trainer, on the newest Lightning and on the one NeMo pins."""
+    session.install(TORCH)
+    session.install(*CONSTRAINTS, DIRPATH, UTILS, CHECKPOINT_IO, f"lightning=={lightning}", *S3_TEST_DEPS)
+    session.run("pip", "check")
+    _pytest(session, "tests/checkpoint_io")
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff: lint and format check."""
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on every package's sources."""
+    session.install(TORCH)
+    session.install(
+        *CONSTRAINTS,
+        DIRPATH,
+        UTILS,
+        CHECKPOINT_IO,
+        f"lightning=={LIGHTNING_NEWEST}",
+        "mypy==2.4.1",
+        "boto3-stubs[s3]",
+    )
+    session.run("mypy", *sorted(str(p) for p in ROOT.glob("packages/*/src/*")))
+
+
+def _requires(wheel: pathlib.Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        text = archive.read(name).decode()
+    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
+
+
+@nox.session(python="3.11")
+def wheels(session: nox.Session) -> None:
+    """Build every wheel with hatch, install each alone into a fresh venv, and prove the layering."""
+    session.install("hatch")
+    dist = ROOT / "dist"
+    dist.mkdir(exist_ok=True)
+    for old in dist.glob("*"):
+        old.unlink()
+    for path in PACKAGES.values():
+        with session.chdir(path):
+            session.run("hatch", "build", "-t", "wheel", str(dist.resolve()), silent=True)
+    built = {w.name.split("-")[0].replace("_", "-"): w for w in dist.glob("*.whl")}
+    session.log(f"built: {sorted(w.name for w in built.values())}")
+    if set(built) != set(PACKAGES):
+        session.error(f"expected one wheel per package {sorted(PACKAGES)}, got {sorted(built)}")
+
+    rules = {
+        "s3-dirpath-utils": ([], ("boto3", "torch", "lightning", "nemo")),
+        "s3-utils": (["s3-dirpath-utils"], ("torch", "lightning", "pytorch-lightning", "nemo-toolkit")),
+        "s3-checkpoint-io": (["s3-utils"], ("nemo-toolkit",)),
+    }
+    declared = _requires(built["s3-dirpath-utils"])
+    if declared:
+        session.error(f"s3-dirpath-utils must declare no dependencies, declares {declared}")
+    nemo_requires = " ".join(_requires(built["nemo-s3-integration"]))
+    for needed in ("s3-checkpoint-io", "nemo-toolkit"):
+        if needed not in nemo_requires.replace("_", "-"):
+            session.error(f"nemo-s3-integration must declare {needed}; declares {nemo_requires}")
+
+    for name, (_, forbidden) in rules.items():
+        module = name.replace("-", "_")
+        with tempfile.TemporaryDirectory() as tmp:
+            venv = pathlib.Path(tmp) / "venv"
+            session.run("python", "-m", "venv", str(venv))
+            pip = str(venv / "bin" / "pip")
+            if name == "s3-checkpoint-io":
+                session.run(pip, "install", "-q", TORCH, external=True)
+            session.run(
+                pip,
+                "install",
+                "-q",
+                *CONSTRAINTS,
+                "--find-links",
+                str(dist),
+                str(built[name]),
+                external=True,
+            )
+            listing = session.run(pip, "list", "--format=json", external=True, silent=True)
+            installed = {p["name"].lower().replace("_", "-") for p in json.loads(str(listing))}
+            pulled = sorted(installed & set(forbidden))
+            if pulled:
+                session.error(f"{name} pulled {pulled}, which its layer must not depend on")
+            session.run(str(venv / "bin" / "python"), "-c", f"import {module}; print({module}.__name__, 'ok')")
+            session.run(pip, "check", external=True)
+
+
+@nox.session(venv_backend="none")
+def summary(session: nox.Session) -> None:
+    """One closing line over every pytest session this run: 'N passed, N failed'."""
+    import xml.etree.ElementTree as ET
+
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for report in sorted((ROOT / ".nox" / "junit").glob("*.xml")):
+        for suite in ET.parse(report).getroot().iter("testsuite"):
+            for key in totals:
+                totals[key] += int(suite.get(key, 0))
+    failed = totals["failures"] + totals["errors"]
+    passed = totals["tests"] - failed - totals["skipped"]
+    print(f"tests: {passed} passed, {failed} failed, {totals['skipped']} skipped")
+    if failed:
+        session.error(f"{failed} tests failed")

@@ -1,0 +1,3 @@
+"""S3CheckpointIO for PyTorch Lightning (work in progress)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Shared test fixtures and helpers: the S3 server, the fault proxy, the multi-rank launcher."""
