@@ -170,7 +170,9 @@ def wheels(session: nox.Session) -> None:
             pulled = sorted(installed & set(forbidden))
             if pulled:
                 session.error(f"{name} pulled {pulled}, which its layer must not depend on")
-            session.run(str(venv / "bin" / "python"), "-c", f"import {module}; print({module}.__name__, 'ok')")
+            session.run(
+                str(venv / "bin" / "python"), "-c", f"import {module}; print({module}.__name__, 'ok')"
+            )
             session.run(pip, "check", external=True)
 
 

@@ -35,7 +35,13 @@ def test_prefix_constant_matches_nemo() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["s3://bucket/key", "  s3://bucket/key\n", "s3://bucket", pathlib.Path("s3://bucket/key"), "s3:/bucket/k"],
+    [
+        "s3://bucket/key",
+        "  s3://bucket/key\n",
+        "s3://bucket",
+        pathlib.Path("s3://bucket/key"),
+        "s3:/bucket/k",
+    ],
 )
 def test_is_s3_url_accepts_s3_forms(path: object) -> None:
     assert is_s3_url(path)  # type: ignore[arg-type]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from s3_dirpath_utils._urls import (
     S3_PATH_PREFIX,
-    build_s3_url,
     bucket_name_problem,
+    build_s3_url,
     is_s3_url,
     join_s3_url,
     normalize_s3_url,
