@@ -44,6 +44,7 @@ nox.options.sessions = [
     "dirpath",
     "utils",
     "checkpoint_io",
+    "nemo",
     "summary",
 ]
 
@@ -85,6 +86,27 @@ def checkpoint_io(session: nox.Session, lightning: str) -> None:
     session.install(*CONSTRAINTS, DIRPATH, UTILS, CHECKPOINT_IO, f"lightning=={lightning}", *S3_TEST_DEPS)
     session.run("pip", "check")
     _pytest(session, "tests/checkpoint_io")
+
+
+@nox.session(python="3.11")
+def nemo(session: nox.Session) -> None:
+    """nemo-s3-integration against the real nemo_toolkit 3.0.0 (and the Lightning 2.4.0 it pins)."""
+    session.install(TORCH)
+    session.install(
+        "-c",
+        "constraints/nemo.txt",
+        DIRPATH,
+        UTILS,
+        CHECKPOINT_IO,
+        NEMO,
+        "nemo_toolkit[lightning]==3.0.0",
+        "einops",
+        "sentencepiece",
+        "pandas",
+        *S3_TEST_DEPS,
+    )
+    session.run("pip", "check")
+    _pytest(session, "tests/nemo")
 
 
 @nox.session(python="3.11")
