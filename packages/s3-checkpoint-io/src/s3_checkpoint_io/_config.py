@@ -1,0 +1,62 @@
+"""The validated settings of one :class:`~s3_checkpoint_io.S3CheckpointIO`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MIN_CHUNK_SIZE_MB = 5
+"""S3's smallest multipart part, in MiB."""
+MAX_CHUNK_SIZE_MB = 5 * 1024
+"""S3's largest part, in MiB."""
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is invalid: it must be an int >= {minimum}")
+
+
+@dataclass(frozen=True)
+class CheckpointIOSettings:
+    """How checkpoints move between a training process and S3.
+
+    Attributes:
+        chunk_size_MB: part size in MiB for multipart uploads and ranged downloads (5 to 5120).
+        max_read_concurrency: ranged GETs in flight while loading (>= 1).
+        max_write_concurrency: part uploads in flight while saving (>= 1).
+        async_checkpointing: return from ``save_checkpoint`` once a snapshot exists and upload it in
+            the background.
+        max_pending_saves: asynchronous saves that may be queued or uploading at once (>= 1); a
+            further save waits for the oldest (backpressure). Each holds one snapshot of the state.
+        clean_same_step_last: after saving ``...step=<n>-...last.ckpt``, delete older ``-last``
+            checkpoints of the same step (NeMo's clean-up of stale ``-last`` files).
+        history_size: how many :class:`~s3_checkpoint_io.SaveStats` ``save_history`` keeps (>= 1).
+
+    Raises:
+        ValueError: at construction, naming the field, the value and the allowed range.
+    """
+
+    chunk_size_MB: float = 64
+    max_read_concurrency: int = 15
+    max_write_concurrency: int = 10
+    async_checkpointing: bool = False
+    max_pending_saves: int = 1
+    clean_same_step_last: bool = False
+    history_size: int = 1000
+
+    def __post_init__(self) -> None:
+        size = self.chunk_size_MB
+        if isinstance(size, bool) or not isinstance(size, int | float) or math.isnan(size):
+            raise ValueError(f"chunk_size_MB={size!r} is invalid: it must be a number of MiB")
+        if not MIN_CHUNK_SIZE_MB <= size <= MAX_CHUNK_SIZE_MB:
+            raise ValueError(
+                f"chunk_size_MB={size!r} is out of range: S3 parts must be {MIN_CHUNK_SIZE_MB} to "
+                f"{MAX_CHUNK_SIZE_MB} MiB"
+            )
+        _check_int("max_read_concurrency", self.max_read_concurrency, 1)
+        _check_int("max_write_concurrency", self.max_write_concurrency, 1)
+        _check_int("max_pending_saves", self.max_pending_saves, 1)
+        _check_int("history_size", self.history_size, 1)
+        for name in ("async_checkpointing", "clean_same_step_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: it must be True or False")

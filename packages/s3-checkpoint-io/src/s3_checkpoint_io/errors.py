@@ -1,0 +1,32 @@
+"""Errors raised by s3_checkpoint_io, each also the natural built-in a caller may already catch."""
+
+from __future__ import annotations
+
+import pickle
+
+
+class CheckpointIOError(Exception):
+    """Base class of every error raised by s3_checkpoint_io itself."""
+
+
+class BackgroundSaveError(CheckpointIOError, RuntimeError):
+    """An asynchronous save (or a removal queued behind one) failed in the background.
+
+    It is raised at the next ``save_checkpoint``, ``remove_checkpoint``, ``wait_for_saves`` or
+    ``teardown``; the original exception is its ``__cause__``.
+
+    Attributes:
+        path: the checkpoint URL whose save or removal failed.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CorruptCheckpointError(CheckpointIOError, ValueError):
+    """The object is not a readable ``torch.save`` checkpoint (truncated, corrupt, or another format)."""
+
+
+class WeightsOnlyLoadError(CheckpointIOError, pickle.UnpicklingError):
+    """``weights_only=True`` refused the checkpoint because it holds objects that need full unpickling."""
