@@ -19,6 +19,8 @@ nox.options.error_on_missing_interpreters = True
 
 ROOT = pathlib.Path(__file__).parent
 CONSTRAINTS = ("-c", "constraints/test.txt")
+# lightning 2.4 needs fsspec<2026, hence an older s3fs/aiobotocore/boto3 set
+CONSTRAINTS_LIGHTNING24 = ("-c", "constraints/lightning24.txt")
 TORCH = "torch==2.13.0"  # a CPU wheel on local disk here; any other version downloads GBs of CUDA
 LIGHTNING_NEWEST = "2.6.6"
 LIGHTNING_NEMO = "2.4.0"  # what nemo_toolkit 3.0.0's extras pin
@@ -82,8 +84,9 @@ def utils(session: nox.Session) -> None:
 @nox.parametrize("lightning", [LIGHTNING_NEWEST, LIGHTNING_NEMO])
 def checkpoint_io(session: nox.Session, lightning: str) -> None:
     """s3-checkpoint-io with a real Trainer, on the newest Lightning and on the one NeMo pins."""
+    constraints = CONSTRAINTS if lightning == LIGHTNING_NEWEST else CONSTRAINTS_LIGHTNING24
     session.install(TORCH)
-    session.install(*CONSTRAINTS, DIRPATH, UTILS, CHECKPOINT_IO, f"lightning=={lightning}", *S3_TEST_DEPS)
+    session.install(*constraints, DIRPATH, UTILS, CHECKPOINT_IO, f"lightning=={lightning}", *S3_TEST_DEPS)
     session.run("pip", "check")
     _pytest(session, "tests/checkpoint_io")
 
