@@ -1,0 +1,153 @@
+"""``s3ckpt ls URL``: the checkpoints under a dirpath, and which one a resume would load."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from s3_utils import ObjectInfo
+from s3_utils.checkpoint_names import UNFINISHED_SUFFIX, choose_resume_checkpoint, step_from_name
+from s3_utils.cli import exit_codes
+from s3_utils.cli.console import Console
+from s3_utils.cli.formatting import human_size, utc_time
+from s3_utils.cli.store import open_store
+from s3_utils.cli.urls import as_prefix, s3_url
+from s3_utils.errors import S3NotFoundError
+
+HELP = "list checkpoints under a dirpath: size, time, step, and what a resume would load"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One checkpoint under the listed dirpath: an object, or a folder of objects (sharded checkpoint).
+
+    Attributes:
+        name: the name below the dirpath (a folder's name without the trailing ``/``).
+        url: the full ``s3://`` URL (a folder's with its trailing ``/``).
+        size: bytes (a folder: all objects under it).
+        modified: last modification (a folder: its newest object).
+        objects: 1 for an object, the object count for a folder.
+        is_folder: whether this is a folder of objects.
+    """
+
+    name: str
+    url: str
+    size: int
+    modified: datetime | None
+    objects: int
+    is_folder: bool
+
+    @property
+    def step(self) -> int | None:
+        """The training step in the name, if any."""
+        return step_from_name(self.name)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``ls`` on the subcommand parser."""
+    parser = sub.add_parser("ls", help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
+    parser.add_argument("url", metavar="URL", help="the checkpoint dirpath, e.g. s3://bucket/run/checkpoints")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(run=run)
+
+
+def group_entries(prefix_url: str, objects: Iterable[ObjectInfo]) -> list[Entry]:
+    """Group the objects under ``prefix_url`` into checkpoints: direct objects, and first-level folders.
+
+    Args:
+        prefix_url: the listed dirpath, ending in ``/``.
+        objects: every object under it.
+
+    Returns:
+        The entries, sorted by step then name.
+    """
+    files: list[Entry] = []
+    folders: dict[str, list[ObjectInfo]] = {}
+    for info in objects:
+        relative = info.url[len(prefix_url) :]
+        head, slash, _ = relative.partition("/")
+        if slash:
+            folders.setdefault(head, []).append(info)
+        else:
+            files.append(Entry(head, info.url, info.size, info.last_modified, 1, False))
+    for name, members in folders.items():
+        files.append(
+            Entry(
+                name=name,
+                url=prefix_url + name + "/",
+                size=sum(m.size for m in members),
+                modified=max((m.last_modified for m in members if m.last_modified), default=None),
+                objects=len(members),
+                is_folder=True,
+            )
+        )
+    return sorted(files, key=lambda e: (-1 if e.step is None else e.step, e.name))
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """List the dirpath; exit code 3 when nothing is there."""
+    prefix = as_prefix(s3_url(args.url))
+    with open_store(args) as store:
+        entries = group_entries(prefix, store.iter_objects(prefix))
+    if not entries:
+        raise S3NotFoundError(f"nothing under {prefix}; check the bucket and the dirpath")
+    resume = choose_resume_checkpoint(e.name for e in entries)
+    names = {e.name for e in entries}
+    if args.json:
+        console.print(json.dumps(_as_json(prefix, entries, resume), indent=2))
+        return exit_codes.OK
+    console.print(f"{'':2}{'SIZE':>10}  {'MODIFIED (UTC)':<19}  {'STEP':>8}  NAME")
+    for entry in entries:
+        mark = "* " if entry.name == resume else "  "
+        step = "-" if entry.step is None else str(entry.step)
+        note = _note(entry, names)
+        console.print(
+            f"{mark}{human_size(entry.size):>10}  {_time(entry.modified):<19}  {step:>8}  "
+            f"{entry.name}{'/' if entry.is_folder else ''}{note}"
+        )
+    total = sum(e.size for e in entries)
+    console.print(f"{len(entries)} entries, {human_size(total)} under {prefix}")
+    if resume is None:
+        console.print("resume: none (no *last.ckpt or *end.ckpt here); training would start from scratch")
+    else:
+        console.print(f"resume: {prefix}{resume}")
+    return exit_codes.OK
+
+
+def _time(moment: datetime | None) -> str:
+    return "-" if moment is None else utc_time(moment)
+
+
+def _note(entry: Entry, names: set[str]) -> str:
+    notes = []
+    if entry.is_folder:
+        notes.append(f"{entry.objects} objects")
+    if entry.name.endswith(UNFINISHED_SUFFIX):
+        notes.append("marker: save in progress or interrupted")
+    elif f"{entry.name}{UNFINISHED_SUFFIX}" in names or (
+        entry.name.endswith(".ckpt") and f"{entry.name[: -len('.ckpt')]}{UNFINISHED_SUFFIX}" in names
+    ):
+        notes.append("unfinished, never resumed from")
+    return f"  ({'; '.join(notes)})" if notes else ""
+
+
+def _as_json(prefix: str, entries: list[Entry], resume: str | None) -> dict[str, object]:
+    return {
+        "dirpath": prefix,
+        "resume": None if resume is None else prefix + resume,
+        "checkpoints": [
+            {
+                "name": e.name,
+                "url": e.url,
+                "size": e.size,
+                "modified": None if e.modified is None else e.modified.isoformat(),
+                "step": e.step,
+                "objects": e.objects,
+                "folder": e.is_folder,
+            }
+            for e in entries
+        ],
+    }

@@ -1,0 +1,98 @@
+"""Extra ``s3ckpt`` abilities that need more than s3-utils (torch), found through entry points.
+
+s3-utils never imports torch. A package that can load checkpoints (s3-checkpoint-io) declares an entry
+point in the ``s3ckpt.plugins`` group whose object implements :class:`CliPlugin`; ``verify`` then also
+checks that the checkpoint loads, and ``bench --torch`` times a real save and load.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Protocol, runtime_checkable
+
+from s3_utils.cli.tuning import Recommendation
+
+ENTRY_POINT_GROUP = "s3ckpt.plugins"
+"""The entry-point group ``s3ckpt`` loads plugins from."""
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SaveLoadTiming:
+    """A timed save and load of a checkpoint-shaped object through a plugin.
+
+    Attributes:
+        label: what was saved (e.g. ``"torch state_dict via S3CheckpointIO"``).
+        size_bytes: size of the saved object in S3.
+        save_s: seconds the save took until the object was complete in S3.
+        load_s: seconds the load took.
+    """
+
+    label: str
+    size_bytes: int
+    save_s: float
+    load_s: float
+
+
+@runtime_checkable
+class CliPlugin(Protocol):
+    """What an ``s3ckpt.plugins`` entry point must provide."""
+
+    name: str
+
+    def check_loads(self, data: bytearray, url: str, weights_only: bool) -> str:
+        """Load a checkpoint from its bytes and describe it in one line.
+
+        Args:
+            data: the whole object, already checksum-verified.
+            url: where it came from, for messages.
+            weights_only: refuse arbitrary pickled objects (safe for untrusted files).
+
+        Returns:
+            A one-line description of what was loaded.
+
+        Raises:
+            Exception: any error that shows the checkpoint does not load.
+        """
+        ...
+
+    def bench_save_load(self, prefix_url: str, size_MB: int, settings: Recommendation) -> SaveLoadTiming:
+        """Save and load a checkpoint of about ``size_MB`` under ``prefix_url`` with ``settings``.
+
+        The plugin removes what it wrote before returning.
+
+        Args:
+            prefix_url: a scratch prefix the CLI owns.
+            size_MB: approximate checkpoint size in MiB.
+            settings: the chunk size and concurrencies to use.
+
+        Returns:
+            The timings.
+        """
+        ...
+
+
+def load_plugins() -> list[CliPlugin]:
+    """Every installed ``s3ckpt.plugins`` entry point that loads and implements :class:`CliPlugin`.
+
+    A plugin that fails to import is logged and skipped: a broken optional extra must not break the
+    commands that do not need it.
+
+    Returns:
+        The plugins, in entry-point name order.
+    """
+    found: list[CliPlugin] = []
+    for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
+        try:
+            plugin = point.load()
+        except Exception as exc:
+            logger.warning("s3ckpt plugin %r (%s) failed to load: %s", point.name, point.value, exc)
+            continue
+        if isinstance(plugin, CliPlugin):
+            found.append(plugin)
+        else:
+            logger.warning("s3ckpt plugin %r (%s) does not implement CliPlugin", point.name, point.value)
+    return found
