@@ -42,15 +42,18 @@ class AsyncSaver:
         self._failures: list[_Failure] = []
         self._failure_count = 0
 
-    def submit_save(self, path: str, job: Callable[[], None]) -> Future[None]:
-        """Queue ``job`` (a save of ``path``), first waiting for a free slot (backpressure).
+    def submit_save(self, path: str, prepare: Callable[[], Callable[[], None]]) -> Future[None]:
+        """Wait for a free slot (backpressure), call ``prepare`` and queue the job it returns.
+
+        ``prepare`` runs in the caller's thread once a slot is free (e.g. to take a snapshot); if it
+        raises, nothing is queued and the slot is freed.
 
         Returns:
             A future that completes when the save is durable (or has failed).
         """
         self._slots.acquire()
         try:
-            return self._submit(path, "save", job, release_slot=True)
+            return self._submit(path, "save", prepare(), release_slot=True)
         except BaseException:
             self._slots.release()
             raise

@@ -16,7 +16,19 @@ from typing import Any
 
 import torch
 
-_ATOMIC = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size, enum.Enum)
+_ATOMIC = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    torch.dtype,
+    torch.device,
+    torch.Size,
+    enum.Enum,
+)
 
 
 class PinnedBufferPool:

@@ -1,0 +1,416 @@
+"""``S3CheckpointIO``: a Lightning ``CheckpointIO`` that streams checkpoints to and from S3."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from lightning.fabric.plugins import CheckpointIO
+
+from s3_checkpoint_io._async_saver import AsyncSaver
+from s3_checkpoint_io._compat import override
+from s3_checkpoint_io._config import CheckpointIOSettings
+from s3_checkpoint_io._loading import load_from_buffer
+from s3_checkpoint_io._snapshot import PinnedBufferPool, take_snapshot
+from s3_checkpoint_io._stats import MiB, SaveStats
+from s3_dirpath_utils import is_s3_url, normalize_s3_url, parse_s3_url
+from s3_utils import ObjectInfo, S3ClientConfig, S3Store, TransferConfig
+from s3_utils.checkpoint_names import parse_prefix_with_step
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+class _CountingWriter:
+    """Counts the bytes ``torch.save`` writes on their way into the S3 writer."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self.count = 0
+
+    def write(self, data: Any) -> int:
+        self._target.write(data)
+        written = memoryview(data).nbytes
+        self.count += written
+        return written
+
+    def flush(self) -> None:
+        self._target.flush()
+
+
+class S3CheckpointIO(CheckpointIO):
+    """Save and load Lightning checkpoints on S3, synchronously or in the background.
+
+    Saving streams ``torch.save`` into a multipart upload: the checkpoint is never held whole in memory
+    and nothing touches local disk; extra memory is about ``(max_write_concurrency + 2) * chunk_size_MB``
+    MiB. An object appears at the path only when its upload completes, so a failed or killed save leaves
+    the previous object there untouched.
+
+    With ``async_checkpointing=True``, ``save_checkpoint`` returns once a snapshot of the state exists
+    (tensors copied; CUDA tensors into reusable pinned host buffers) and one background worker
+    serializes and uploads it. At most ``max_pending_saves`` saves are outstanding; another waits for
+    the oldest. ``remove_checkpoint`` is queued behind every earlier save, so the previous best is never
+    deleted before the new one is in S3, and it is skipped if such a save fails. A background failure is
+    logged at once and raised at the next ``save_checkpoint``, ``remove_checkpoint``, ``wait_for_saves``
+    or ``teardown``.
+
+    Loading is one HEAD plus parallel ranged GETs into one buffer that ``torch.load`` reads in place.
+    Unpickling can run arbitrary code: load checkpoints you did not write with ``weights_only=True``.
+
+    Args:
+        dirpath: the ``s3://bucket/prefix`` the checkpoints live under.
+        chunk_size_MB: multipart part and download range size in MiB (5 to 5120).
+        max_read_concurrency: ranged GETs in flight while loading.
+        max_write_concurrency: part uploads in flight while saving.
+        async_checkpointing: upload in the background (see above).
+        endpoint_url: an S3-compatible endpoint, e.g. ``http://127.0.0.1:9000``; default from
+            ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else AWS.
+        region: AWS region; default from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
+        profile: a named AWS profile; default from ``AWS_PROFILE``.
+        client_config: a complete ``S3ClientConfig`` instead of the three settings above.
+        max_pending_saves: asynchronous saves outstanding at once (each holds one snapshot).
+        clean_same_step_last: after saving ``...step=<n>-...last.ckpt``, delete the other ``-last``
+            checkpoints of the same step (NeMo's behaviour; off by default).
+        history_size: how many entries ``save_history`` keeps.
+
+    Raises:
+        ValueError: if ``dirpath`` is not an S3 URL (use Lightning's ``TorchCheckpointIO`` for local
+            paths) or a setting is out of range.
+    """
+
+    def __init__(
+        self,
+        dirpath: PathLike,
+        chunk_size_MB: float = 64,
+        max_read_concurrency: int = 15,
+        max_write_concurrency: int = 10,
+        async_checkpointing: bool = False,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        client_config: S3ClientConfig | None = None,
+        max_pending_saves: int = 1,
+        clean_same_step_last: bool = False,
+        history_size: int = 1000,
+    ) -> None:
+        super().__init__()
+        if not is_s3_url(dirpath):
+            raise ValueError(
+                f"S3CheckpointIO needs an s3://bucket/prefix dirpath, got {os.fspath(dirpath)!r}; "
+                "for local paths use Lightning's TorchCheckpointIO (the default) instead"
+            )
+        parse_s3_url(dirpath)
+        self.dirpath = normalize_s3_url(dirpath).rstrip("/")
+        self.settings = CheckpointIOSettings(
+            chunk_size_MB=chunk_size_MB,
+            max_read_concurrency=max_read_concurrency,
+            max_write_concurrency=max_write_concurrency,
+            async_checkpointing=async_checkpointing,
+            max_pending_saves=max_pending_saves,
+            clean_same_step_last=clean_same_step_last,
+            history_size=history_size,
+        )
+        overrides = {"endpoint_url": endpoint_url, "region": region, "profile": profile}
+        given = {name: value for name, value in overrides.items() if value is not None}
+        if client_config is not None and given:
+            raise ValueError(
+                f"pass either client_config or {sorted(given)}, not both; put those settings in the "
+                "S3ClientConfig"
+            )
+        self.client_config = client_config if client_config is not None else S3ClientConfig.from_env(**given)
+        self._write_transfer = TransferConfig(
+            chunk_size_MB=chunk_size_MB, max_concurrency=max_write_concurrency
+        )
+        self._read_transfer = TransferConfig(
+            chunk_size_MB=chunk_size_MB, max_concurrency=max_read_concurrency
+        )
+        self._stores_lock = threading.Lock()
+        self._write_store: S3Store | None = None
+        self._read_store: S3Store | None = None
+        self._saver = AsyncSaver(max_pending_saves)
+        self._pinned = PinnedBufferPool()
+        self._history: collections.deque[SaveStats] = collections.deque(maxlen=history_size)
+        self._history_lock = threading.Lock()
+        self._saves_started = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(dirpath={self.dirpath!r}, async_checkpointing="
+            f"{self.settings.async_checkpointing}, endpoint={self.client_config.endpoint_name!r})"
+        )
+
+    # -- what a benchmark or a callback reads -------------------------------------------------------
+
+    @property
+    def async_checkpointing(self) -> bool:
+        """Whether saves upload in the background."""
+        return self.settings.async_checkpointing
+
+    @property
+    def last_save_stats(self) -> SaveStats | None:
+        """The stats of the most recently completed save, or None before the first one."""
+        with self._history_lock:
+            return self._history[-1] if self._history else None
+
+    @property
+    def save_history(self) -> tuple[SaveStats, ...]:
+        """Stats of the last ``history_size`` completed saves, oldest first."""
+        with self._history_lock:
+            return tuple(self._history)
+
+    @property
+    def pending_saves(self) -> list[str]:
+        """URLs whose asynchronous save or removal is queued or running."""
+        return self._saver.pending_paths()
+
+    def wait_for_saves(self, timeout: float | None = None) -> None:
+        """Block until every queued save and removal has finished, then report any failure.
+
+        Args:
+            timeout: seconds to wait at most; None waits as long as it takes.
+
+        Raises:
+            TimeoutError: if saves are still running after ``timeout``.
+            BackgroundSaveError: if a background save or removal failed.
+        """
+        self._saver.wait(timeout)
+        self._saver.raise_failures()
+
+    # -- the Lightning CheckpointIO API --------------------------------------------------------------
+
+    @override
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any | None = None
+    ) -> None:
+        """Write ``checkpoint`` to ``path`` with ``torch.save``, streamed into a multipart upload.
+
+        Args:
+            checkpoint: the state to save.
+            path: an ``s3://bucket/key`` URL.
+            storage_options: not supported; must be None.
+
+        Raises:
+            TypeError: if ``storage_options`` is given.
+            ValueError: if ``path`` is not a valid S3 URL.
+            BackgroundSaveError: if an earlier asynchronous save or removal failed.
+            TypeError: (asynchronous) if an object in ``checkpoint`` cannot be snapshotted.
+            Exception: (synchronous) whatever ``torch.save`` or the upload raised; no object is
+                written at ``path`` then.
+        """
+        if storage_options is not None:
+            raise TypeError(
+                "`Trainer.save_checkpoint(..., storage_options=...)` with `storage_options` arg is not "
+                f"supported for `{type(self).__name__}`; subclass it to define how to use them"
+            )
+        url = _as_url(path)
+        self._saver.raise_failures()
+        started = time.perf_counter()
+        self._saves_started += 1
+        sequence = self._saves_started
+        if not self.settings.async_checkpointing:
+            nbytes, upload_s = self._write(checkpoint, url)
+            self._finish_save(
+                SaveStats(sequence, url, nbytes, time.perf_counter() - started, upload_s, False)
+            )
+            return
+
+        stall_s = 0.0
+
+        def prepare() -> Callable[[], None]:
+            # Runs once a slot is free; the caller waits for this much and no more.
+            nonlocal stall_s
+            snapshot = take_snapshot(checkpoint, self._pinned)
+            stall_s = time.perf_counter() - started
+
+            def job() -> None:
+                try:
+                    nbytes, upload_s = self._write(snapshot.state, url)
+                finally:
+                    snapshot.state = None
+                    if snapshot.pinned:
+                        self._pinned.give_back(snapshot.pinned)
+                        snapshot.pinned = []
+                self._finish_save(SaveStats(sequence, url, nbytes, stall_s, upload_s, True))
+
+            return job
+
+        self._saver.submit_save(url, prepare)
+
+    @override
+    def load_checkpoint(
+        self, path: PathLike, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Download ``path`` with parallel ranged GETs and ``torch.load`` it from memory.
+
+        Unpickling runs code named in the checkpoint: use ``weights_only=True`` for checkpoints whose
+        origin you do not trust.
+
+        Args:
+            path: an ``s3://bucket/key`` URL.
+            map_location: as for ``torch.load``; None loads every tensor onto the CPU, as Lightning's
+                ``TorchCheckpointIO`` does.
+            weights_only: as for ``torch.load``; None uses torch's default (True since torch 2.6).
+
+        Returns:
+            The loaded checkpoint.
+
+        Raises:
+            FileNotFoundError: if there is no object at ``path``.
+            CorruptCheckpointError: if the object is not a readable torch checkpoint.
+            WeightsOnlyLoadError: if ``weights_only`` loading refused an object in it.
+        """
+        url = _as_url(path)
+        if url in self._saver.pending_paths():
+            self._saver.wait()
+        started = time.perf_counter()
+        try:
+            buffer = self._store(write=False).download_bytes(url)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"checkpoint not found: no object at {url}") from exc
+        download_s = time.perf_counter() - started
+        checkpoint = load_from_buffer(
+            buffer, url, "cpu" if map_location is None else map_location, weights_only
+        )
+        size = len(buffer)
+        del buffer
+        log.info(
+            "loaded %s: %d bytes, download %.3fs (%.1f MiB/s), total %.3fs",
+            url,
+            size,
+            download_s,
+            size / MiB / download_s if download_s > 0 else 0.0,
+            time.perf_counter() - started,
+        )
+        if not isinstance(checkpoint, dict):
+            raise TypeError(f"{url} holds a {type(checkpoint).__name__}, not a Lightning checkpoint dict")
+        return checkpoint
+
+    @override
+    def remove_checkpoint(self, path: PathLike) -> None:
+        """Delete the checkpoint at ``path``, after every earlier save is durable.
+
+        With asynchronous saves the removal is queued behind them and returns at once; it is skipped
+        (with a warning) if one of them fails, so the checkpoint it replaces stays.
+
+        Args:
+            path: an ``s3://bucket/key`` URL.
+
+        Raises:
+            BackgroundSaveError: if an earlier asynchronous save or removal failed.
+        """
+        url = _as_url(path)
+        self._saver.raise_failures()
+        if self.settings.async_checkpointing:
+            self._saver.submit_removal(url, lambda: self._delete(url))
+        else:
+            self._delete(url)
+
+    @override
+    def teardown(self) -> None:
+        """Wait for every background save, release clients and buffers, and report any failure.
+
+        The object stays usable: a later save starts a new worker.
+
+        Raises:
+            BackgroundSaveError: if a background save or removal failed.
+        """
+        try:
+            self._saver.close()
+        finally:
+            self._pinned.clear()
+            self._close_stores()
+        self._saver.raise_failures()
+
+    # -- helpers for S3ModelCheckpoint ---------------------------------------------------------------
+
+    def exists(self, path: PathLike) -> bool:
+        """Whether a checkpoint is at ``path`` or its asynchronous save is still on its way."""
+        url = _as_url(path)
+        if url in self._saver.pending_paths():
+            return True
+        try:
+            self._store(write=False).head(url)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list_objects(self, prefix: PathLike) -> Iterator[ObjectInfo]:
+        """Every object whose URL starts with ``prefix``, streamed page by page."""
+        return self._store(write=False).iter_objects(normalize_s3_url(prefix))
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _store(self, write: bool) -> S3Store:
+        with self._stores_lock:
+            if write:
+                if self._write_store is None:
+                    self._write_store = S3Store(self.client_config, self._write_transfer)
+                return self._write_store
+            if self._read_store is None:
+                self._read_store = S3Store(self.client_config, self._read_transfer)
+            return self._read_store
+
+    def _close_stores(self) -> None:
+        with self._stores_lock:
+            stores = [s for s in (self._write_store, self._read_store) if s is not None]
+            self._write_store = self._read_store = None
+        for store in stores:
+            store.close()
+
+    def _write(self, checkpoint: Any, url: str) -> tuple[int, float]:
+        started = time.perf_counter()
+        with self._store(write=True).open_writer(url) as writer:
+            counting = _CountingWriter(writer)
+            torch.save(checkpoint, counting)
+        return counting.count, time.perf_counter() - started
+
+    def _finish_save(self, stats: SaveStats) -> None:
+        with self._history_lock:
+            self._history.append(stats)
+        log.info(
+            "saved %s: %d bytes, stall %.3fs, upload %.3fs (%.1f MiB/s)%s",
+            stats.path,
+            stats.bytes,
+            stats.stall_s,
+            stats.upload_s,
+            stats.mib_per_s,
+            " in the background" if stats.asynchronous else "",
+        )
+        if self.settings.clean_same_step_last:
+            self._remove_same_step_last(stats.path)
+
+    def _remove_same_step_last(self, url: str) -> None:
+        if not url.endswith("last.ckpt"):
+            return
+        try:
+            prefix = parse_prefix_with_step(url)
+        except ValueError:
+            log.warning("same-step -last clean-up skipped for %s: its name has no 'step=<n>-'", url)
+            return
+        for info in self.list_objects(prefix):
+            rest = info.url[len(prefix) :]
+            if info.url != url and info.url.endswith("last.ckpt") and "/" not in rest:
+                log.info("removing stale same-step checkpoint %s (superseded by %s)", info.url, url)
+                self._delete(info.url)
+
+    def _delete(self, url: str) -> None:
+        self._store(write=True).delete(url)
+        log.debug("removed checkpoint %s", url)
+
+
+def _as_url(path: PathLike) -> str:
+    if not is_s3_url(path):
+        raise ValueError(
+            f"S3CheckpointIO got a non-S3 path {os.fspath(path)!r}; expected s3://bucket/key "
+            "(use Lightning's TorchCheckpointIO for local paths)"
+        )
+    parse_s3_url(path)
+    return normalize_s3_url(path)

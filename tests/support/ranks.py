@@ -1,0 +1,144 @@
+"""Run a function on N ranks: one CPU process each, torch.distributed over gloo on 127.0.0.1.
+
+Each rank is a fresh ``python`` process (no fork of the test process) with the usual variables set
+(``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``), so both
+plain ``torch.distributed`` code and a Lightning ``Trainer`` (which sees ``LOCAL_RANK`` and does not
+launch processes itself) work unchanged. The target is named ``"module:function"`` and is called with
+the string arguments given. Every launch is bounded: when one rank fails the others get a short grace
+period, then every straggler is killed, so a rank stuck in a collective never hangs the test run.
+
+    results = launch("checkpoint_io.ddp_train:main", world_size=2, args=[url], timeout_s=120)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from support.s3_server import free_port
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+GRACE_AFTER_FAILURE_S = 10.0
+_ENTRY = (
+    "import importlib, sys\n"
+    "module, _, name = sys.argv[1].partition(':')\n"
+    "getattr(importlib.import_module(module), name)(*sys.argv[2:])\n"
+)
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """How one rank ended: its exit code (negative: killed by that signal) and its output."""
+
+    rank: int
+    returncode: int
+    output: str
+
+
+class RanksFailed(AssertionError):
+    """At least one rank exited non-zero or was killed; the message holds every failing rank's output."""
+
+
+def init_process_group(timeout_s: float = 60.0) -> None:
+    """Call inside a rank: join the gloo process group from the variables :func:`launch` sets."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
+
+
+def launch(
+    target: str,
+    world_size: int,
+    args: Sequence[str] = (),
+    *,
+    timeout_s: float = 120.0,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> list[RankResult]:
+    """Run ``target(*args)`` on ``world_size`` ranks and wait for all of them (at most ``timeout_s``).
+
+    Args:
+        target: ``"package.module:function"``, importable with ``tests/`` on the path.
+        world_size: number of ranks (processes).
+        args: strings passed to the function.
+        timeout_s: wall-clock limit for the whole launch; stragglers are killed after it.
+        env: extra environment variables for every rank.
+        check: raise :class:`RanksFailed` if any rank did not exit 0.
+
+    Returns:
+        One result per rank, in rank order.
+
+    Raises:
+        RanksFailed: if ``check`` and a rank failed or had to be killed.
+    """
+    port = free_port()
+    base_env = dict(os.environ)
+    base_env.update(env or {})
+    base_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), base_env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory(prefix="ranks-") as logs:
+        processes: list[subprocess.Popen[bytes]] = []
+        files = []
+        try:
+            for rank in range(world_size):
+                rank_env = dict(base_env)
+                rank_env.update(
+                    RANK=str(rank),
+                    LOCAL_RANK=str(rank),
+                    NODE_RANK="0",
+                    GROUP_RANK="0",
+                    WORLD_SIZE=str(world_size),
+                    LOCAL_WORLD_SIZE=str(world_size),
+                    MASTER_ADDR="127.0.0.1",
+                    MASTER_PORT=str(port),
+                )
+                log_file = open(Path(logs) / f"rank{rank}.log", "w+b")  # noqa: SIM115
+                files.append(log_file)
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", _ENTRY, target, *args],
+                        env=rank_env,
+                        stdout=log_file,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            _wait_all(processes, timeout_s)
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(timeout=10)
+        results = []
+        for rank, (process, log_file) in enumerate(zip(processes, files, strict=True)):
+            log_file.seek(0)
+            output = log_file.read().decode(errors="replace")
+            log_file.close()
+            results.append(RankResult(rank, process.returncode, output))
+    failed = [r for r in results if r.returncode != 0]
+    if check and failed:
+        details = "\n".join(f"--- rank {r.rank} exited {r.returncode}:\n{r.output[-4000:]}" for r in failed)
+        raise RanksFailed(f"{len(failed)} of {world_size} ranks failed running {target}:\n{details}")
+    return results
+
+
+def _wait_all(processes: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    failed_at: float | None = None
+    while True:
+        codes = [p.poll() for p in processes]
+        if all(code is not None for code in codes):
+            return
+        now = time.monotonic()
+        if failed_at is None and any(code not in (None, 0) for code in codes):
+            failed_at = now
+        if now > deadline or (failed_at is not None and now - failed_at > GRACE_AFTER_FAILURE_S):
+            return  # the caller kills whoever is left
+        time.sleep(0.05)
