@@ -1,0 +1,90 @@
+"""One boto3 S3 client per (configuration, process), shared by every thread.
+
+boto3 clients are thread-safe; creating one is slow (it loads service models) and each holds its own
+connection pool, so we cache them. A forked child must never reuse its parent's pooled sockets (two
+processes reading one TCP stream corrupts both), so the cache is emptied in the child after a fork.
+
+Botocore's own retries are turned off: :mod:`s3_utils.retry` owns the retry policy, per request.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+
+from s3_utils.config import S3ClientConfig
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+DEFAULT_POOL_HEADROOM = 4
+"""Connections beyond the transfer concurrency, for HEAD/list calls made while parts are in flight."""
+
+_lock = threading.Lock()
+_clients: dict[tuple[S3ClientConfig, int], S3Client] = {}
+_owner_pid = os.getpid()
+
+
+def _forget_after_fork() -> None:
+    global _lock, _owner_pid
+    _lock = threading.Lock()  # the parent may have held it at fork time
+    _clients.clear()
+    _owner_pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def pool_size(config: S3ClientConfig, max_concurrency: int) -> int:
+    """The connection pool size: the configured one, or the transfer concurrency plus headroom."""
+    if config.max_pool_connections is not None:
+        return config.max_pool_connections
+    return max(10, max_concurrency + DEFAULT_POOL_HEADROOM)
+
+
+def get_client(config: S3ClientConfig, max_pool_connections: int) -> S3Client:
+    """The shared client for ``config`` in this process, created on first use.
+
+    Args:
+        config: where and how to connect.
+        max_pool_connections: connection pool size (see :func:`pool_size`).
+
+    Returns:
+        A thread-safe boto3 S3 client with botocore retries disabled.
+    """
+    cache_key = (config, max_pool_connections)
+    with _lock:
+        if _owner_pid != os.getpid():  # a fork without the hook (should not happen); be safe anyway
+            _forget_after_fork()
+        client = _clients.get(cache_key)
+        if client is None:
+            client = _new_client(config, max_pool_connections)
+            _clients[cache_key] = client
+        return client
+
+
+def _new_client(config: S3ClientConfig, max_pool_connections: int) -> S3Client:
+    session = boto3.session.Session(
+        profile_name=config.profile,
+        aws_access_key_id=config.access_key_id,
+        aws_secret_access_key=config.secret_access_key,
+        aws_session_token=config.session_token,
+        region_name=config.region,
+    )
+    botocore_config = Config(
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        max_pool_connections=max_pool_connections,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        s3={"addressing_style": config.addressing_style},
+        tcp_keepalive=True,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return session.client(
+        "s3", endpoint_url=config.endpoint_url, verify=config.verify, config=botocore_config
+    )

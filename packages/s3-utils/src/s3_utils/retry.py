@@ -1,0 +1,214 @@
+"""Retry policy, per request: a failed part or range is sent again alone, never the whole transfer.
+
+Transient failures (throttling, 5xx, request timeouts, connections reset or cut mid-body, read
+timeouts) are retried with exponential backoff and full jitter, bounded by an attempt count and a total
+time. Everything else (missing bucket or key, refused access, bad credentials, a changed object) is
+raised at once. A refused connection gets only ``connect_attempts`` tries, so a dead endpoint fails in
+about a second instead of backing off for minutes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import urllib3.exceptions
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+)
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from s3_utils.config import TransferConfig
+from s3_utils.errors import (
+    S3EndpointError,
+    S3Error,
+    S3IntegrityError,
+    S3TransferError,
+    describe,
+    error_code,
+    http_status,
+    translate,
+)
+from s3_utils.stats import StatsRecorder
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "BadDigest",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class TruncatedBodyError(S3IntegrityError):
+    """A response body ended before its Content-Length (a cut connection); retried."""
+
+
+_TRANSIENT_TYPES = (
+    HTTPClientError,  # connection closed, read timeout, response streaming error
+    IncompleteReadError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    http.client.IncompleteRead,
+    ConnectionError,  # reset / aborted / broken pipe from the socket layer
+    TimeoutError,
+    TruncatedBodyError,
+)
+_CONNECT_TYPES = (EndpointConnectionError, ConnectTimeoutError)
+
+
+def is_connect_failure(exc: BaseException) -> bool:
+    """True if no connection could be made at all (refused, unreachable, connect timeout)."""
+    return isinstance(exc, _CONNECT_TYPES)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True if sending the same request again may succeed."""
+    if isinstance(exc, S3Error):
+        return isinstance(exc, TruncatedBodyError)
+    if isinstance(exc, ClientError):
+        return error_code(exc) in TRANSIENT_CODES or http_status(exc) in TRANSIENT_STATUS
+    return is_connect_failure(exc) or isinstance(exc, _TRANSIENT_TYPES)
+
+
+class Requester:
+    """Sends one request with the retry policy of a :class:`TransferConfig`, and translates failures.
+
+    Args:
+        config: attempt count, backoff and time budget.
+        endpoint: the endpoint named in error messages.
+    """
+
+    def __init__(self, config: TransferConfig, endpoint: str) -> None:
+        self._config = config
+        self._endpoint = endpoint
+
+    def _stop(self, state: RetryCallState) -> bool:
+        config = self._config
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if exc is not None and is_connect_failure(exc) and state.attempt_number >= config.connect_attempts:
+            return True
+        budget = stop_after_attempt(config.max_attempts) | stop_before_delay(config.retry_total_s)
+        return bool(budget(state))
+
+    def call(
+        self,
+        fn: Callable[[], T],
+        *,
+        operation: str,
+        bucket: str | None,
+        key: str | None,
+        stats: StatsRecorder | None = None,
+    ) -> T:
+        """Call ``fn`` (one S3 request), retrying transient failures.
+
+        Args:
+            fn: sends the request and consumes its answer (a body read belongs inside, so a connection
+                cut mid-body is retried too).
+            operation: the S3 operation name, for messages.
+            bucket: the bucket addressed, for messages.
+            key: the key addressed, for messages.
+            stats: counts requests and retries, if given.
+
+        Returns:
+            What ``fn`` returned.
+
+        Raises:
+            S3Error: the translated failure; :class:`S3TransferError` when transient failures used up the
+                retry budget, :class:`S3EndpointError` when the endpoint never answered.
+        """
+        started = time.monotonic()
+
+        def attempt() -> T:
+            if stats is not None:
+                stats.request()
+            return fn()
+
+        def before_sleep(state: RetryCallState) -> None:
+            if stats is not None:
+                stats.retry()
+            exc = state.outcome.exception() if state.outcome is not None else None
+            logger.info(
+                "retrying %s %s after %s (attempt %d of %d failed), sleeping %.2fs",
+                operation,
+                describe(bucket, key),
+                _short(exc),
+                state.attempt_number,
+                self._config.max_attempts,
+                state.upcoming_sleep,
+            )
+
+        retrying = Retrying(
+            stop=self._stop,
+            wait=wait_random_exponential(
+                multiplier=self._config.retry_base_delay_s, max=self._config.retry_max_delay_s
+            ),
+            retry=retry_if_exception(is_transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except Exception as exc:
+            attempts = int(retrying.statistics.get("attempt_number", 1))
+            raise self._final_error(
+                exc, operation=operation, bucket=bucket, key=key, attempts=attempts, started=started
+            ) from exc
+
+    def _final_error(
+        self,
+        exc: Exception,
+        *,
+        operation: str,
+        bucket: str | None,
+        key: str | None,
+        attempts: int,
+        started: float,
+    ) -> S3Error:
+        if is_connect_failure(exc) or not is_transient(exc):
+            error = translate(exc, operation=operation, bucket=bucket, key=key, endpoint=self._endpoint)
+            if isinstance(error, S3EndpointError) and attempts > 1:
+                return S3EndpointError(f"{error} (tried {attempts} times)")
+            return error
+        return S3TransferError(
+            f"{operation} {describe(bucket, key)} at {self._endpoint} failed {attempts} times over "
+            f"{time.monotonic() - started:.1f}s with transient errors, last: {_short(exc)}; the server is "
+            "overloaded or the network unstable: retry later, or lower max_concurrency / raise "
+            "retry_total_s"
+        )
+
+
+def _short(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no error"
+    code = error_code(exc)
+    return f"{code} ({http_status(exc)})" if code else f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,112 @@
+"""Per-transfer statistics, and the subscribers that receive them.
+
+Transfer code records what happened (bytes, requests, retries); whoever wants metrics or progress
+subscribes. s3_utils itself only logs at DEBUG; the layers above log one INFO line per save or load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from s3_utils.config import MiB
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TransferStats:
+    """What one transfer did.
+
+    Attributes:
+        operation: ``"upload"`` or ``"download"``.
+        url: the object's ``s3://`` URL.
+        bytes: payload bytes moved.
+        seconds: wall time from the first request to the last answer.
+        requests: HTTP requests sent, retries included.
+        retries: requests that were sent again after a transient failure.
+    """
+
+    operation: str
+    url: str
+    bytes: int
+    seconds: float
+    requests: int
+    retries: int
+
+    @property
+    def mib_per_s(self) -> float:
+        """Throughput in MiB/s (0 for an instant transfer)."""
+        return self.bytes / MiB / self.seconds if self.seconds > 0 else 0.0
+
+
+TransferSubscriber = Callable[[TransferStats], None]
+"""Called once with the stats of every finished transfer (successful ones only)."""
+
+
+class StatsRecorder:
+    """Thread-safe counters for one transfer; :meth:`finish` freezes them into a :class:`TransferStats`."""
+
+    def __init__(self, operation: str, url: str) -> None:
+        self.operation = operation
+        self.url = url
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._bytes = 0
+        self._requests = 0
+        self._retries = 0
+
+    def request(self) -> None:
+        """Count one HTTP request (first attempt or retry)."""
+        with self._lock:
+            self._requests += 1
+
+    def retry(self) -> None:
+        """Count one retry."""
+        with self._lock:
+            self._retries += 1
+
+    def add_bytes(self, count: int) -> None:
+        """Count ``count`` payload bytes as moved."""
+        with self._lock:
+            self._bytes += count
+
+    @property
+    def retries(self) -> int:
+        """Retries so far."""
+        with self._lock:
+            return self._retries
+
+    def finish(self, subscribers: Sequence[TransferSubscriber] = ()) -> TransferStats:
+        """Freeze the counters, tell ``subscribers``, and return the stats.
+
+        A subscriber that raises is logged and skipped: metrics must never fail a transfer.
+        """
+        with self._lock:
+            stats = TransferStats(
+                operation=self.operation,
+                url=self.url,
+                bytes=self._bytes,
+                seconds=time.monotonic() - self._start,
+                requests=self._requests,
+                retries=self._retries,
+            )
+        logger.debug(
+            "%s %s: %d bytes in %.3fs (%.1f MiB/s), %d requests, %d retries",
+            stats.operation,
+            stats.url,
+            stats.bytes,
+            stats.seconds,
+            stats.mib_per_s,
+            stats.requests,
+            stats.retries,
+        )
+        for subscriber in subscribers:
+            try:
+                subscriber(stats)
+            except Exception:
+                logger.exception("transfer stats subscriber %r failed; ignored", subscriber)
+        return stats

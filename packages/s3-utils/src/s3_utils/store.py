@@ -1,0 +1,467 @@
+"""``S3Store``: the one object the upper layers use to move checkpoints to and from S3.
+
+It holds the shared client (one per configuration and process), the retry policy, and a pool of
+worker threads it owns and stops in :meth:`S3Store.close`. URLs are parsed once here, at the edge;
+everything below speaks ``(bucket, key)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any
+
+from s3_dirpath_utils import build_s3_url, parse_s3_url
+from s3_utils.client import get_client, pool_size
+from s3_utils.config import S3ClientConfig, TransferConfig
+from s3_utils.download import file_sink, memory_sink, ranged_download
+from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError
+from s3_utils.objects import ObjectInfo
+from s3_utils.retry import Requester
+from s3_utils.stats import StatsRecorder, TransferStats, TransferSubscriber
+from s3_utils.transport import Transport
+from s3_utils.writer import S3Writer
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+logger = logging.getLogger(__name__)
+
+DELETE_BATCH = 1000
+"""S3's limit on keys per DeleteObjects call."""
+
+_COPY_BLOCK = 8 * 1024 * 1024
+
+
+def split_url(url: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(bucket, key)`` of an ``s3://`` URL.
+
+    Raises:
+        S3ConfigError: naming the URL and what is wrong with it.
+    """
+    try:
+        return parse_s3_url(url)
+    except ValueError as exc:
+        raise S3ConfigError(str(exc)) from None
+
+
+def _object_url(url: str | os.PathLike[str]) -> tuple[str, str]:
+    bucket, key = split_url(url)
+    if not key or key.endswith("/"):
+        raise S3ConfigError(f"{os.fspath(url)!r} names no object: expected 's3://bucket/key' with a key")
+    return bucket, key
+
+
+class S3Store:
+    """Transfers, listing and deletes against one S3 endpoint.
+
+    Thread-safe: one store may serve many threads. Use it as a context manager, or call
+    :meth:`close`, to stop its worker threads.
+
+    Args:
+        client_config: where S3 is; :meth:`S3ClientConfig.from_env` by default.
+        transfer_config: part size, concurrency, retries, checksums.
+        subscribers: called with the :class:`TransferStats` of every finished transfer.
+    """
+
+    def __init__(
+        self,
+        client_config: S3ClientConfig | None = None,
+        transfer_config: TransferConfig | None = None,
+        subscribers: Sequence[TransferSubscriber] = (),
+    ) -> None:
+        self.client_config = client_config if client_config is not None else S3ClientConfig.from_env()
+        self.transfer_config = transfer_config if transfer_config is not None else TransferConfig()
+        self._subscribers = tuple(subscribers)
+        self._requester = Requester(self.transfer_config, self.client_config.endpoint_name)
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_pid = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.client_config!r}, {self.transfer_config!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> S3Client:
+        """The shared boto3 client for this store's configuration in this process."""
+        return get_client(
+            self.client_config, pool_size(self.client_config, self.transfer_config.max_concurrency)
+        )
+
+    def _transport(self) -> Transport:
+        with self._lock:
+            if self._closed:
+                raise S3Error("this S3Store is closed; create a new one")
+            if self._executor is None or self._executor_pid != os.getpid():
+                # A forked child inherits the executor object but none of its threads: start afresh.
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.transfer_config.max_concurrency, thread_name_prefix="s3-utils"
+                )
+                self._executor_pid = os.getpid()
+            executor = self._executor
+        return Transport(self.client, self._requester, self.transfer_config, executor, self._subscribers)
+
+    def close(self) -> None:
+        """Stop the worker threads (waiting for running requests). Safe to call twice."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None and self._executor_pid == os.getpid():
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> S3Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, fn: Any, operation: str, bucket: str, key: str | None) -> Any:
+        return self._requester.call(fn, operation=operation, bucket=bucket, key=key)
+
+    # -- uploads -------------------------------------------------------------------------------------
+
+    def open_writer(self, url: str | os.PathLike[str]) -> S3Writer:
+        """A streaming writer for ``url``; the object appears when the writer closes successfully.
+
+        Raises:
+            S3ConfigError: if ``url`` is not an object URL.
+        """
+        bucket, key = _object_url(url)
+        return S3Writer(self._transport(), bucket, key)
+
+    def upload_stream(self, stream: IO[bytes], url: str | os.PathLike[str]) -> TransferStats:
+        """Upload everything readable from ``stream`` (from its current position) to ``url``.
+
+        Returns:
+            The transfer's statistics.
+
+        Raises:
+            S3Error: on failure; no object (or the previous one, untouched) is left at ``url``.
+        """
+        with self.open_writer(url) as writer:
+            shutil.copyfileobj(stream, writer, _COPY_BLOCK)
+        assert writer.stats is not None
+        return writer.stats
+
+    def upload_bytes(
+        self, url: str | os.PathLike[str], data: bytes | bytearray | memoryview
+    ) -> TransferStats:
+        """Upload ``data`` to ``url``.
+
+        Returns:
+            The transfer's statistics.
+
+        Raises:
+            S3Error: on failure; nothing is left at ``url``.
+        """
+        self.transfer_config.check_object_size(len(memoryview(data).cast("B")))
+        with self.open_writer(url) as writer:
+            writer.write(data)
+        assert writer.stats is not None
+        return writer.stats
+
+    def upload_file(self, path: str | os.PathLike[str], url: str | os.PathLike[str]) -> TransferStats:
+        """Upload the local file at ``path`` to ``url``.
+
+        Returns:
+            The transfer's statistics.
+
+        Raises:
+            FileNotFoundError: if ``path`` does not exist.
+            S3Error: on failure; nothing is left at ``url``.
+        """
+        self.transfer_config.check_object_size(os.path.getsize(path))
+        with open(path, "rb") as stream:
+            return self.upload_stream(stream, url)
+
+    # -- downloads -----------------------------------------------------------------------------------
+
+    def head(self, url: str | os.PathLike[str]) -> ObjectInfo:
+        """Size, ETag, modification time and (when the server keeps one) checksum of an object.
+
+        Raises:
+            S3NotFoundError: naming the missing bucket or key.
+            S3Error: on any other failure.
+        """
+        bucket, key = _object_url(url)
+        extra: dict[str, Any] = {"ChecksumMode": "ENABLED"} if self.transfer_config.checksum else {}
+        try:
+            response = self._call(
+                lambda: self.client.head_object(Bucket=bucket, Key=key, **extra), "HeadObject", bucket, key
+            )
+        except S3NotFoundError:
+            self._raise_if_no_bucket(bucket)
+            raise
+        return ObjectInfo(
+            url=build_s3_url(bucket, key),
+            bucket=bucket,
+            key=key,
+            size=int(response["ContentLength"]),
+            etag=str(response["ETag"]),
+            last_modified=response.get("LastModified"),
+            checksum_crc64nvme=response.get("ChecksumCRC64NVME"),
+            checksum_type=response.get("ChecksumType"),
+        )
+
+    def _raise_if_no_bucket(self, bucket: str) -> None:
+        """A HEAD's 404 does not say whether the bucket or the key is missing; ask the bucket."""
+        try:
+            self._call(lambda: self.client.head_bucket(Bucket=bucket), "HeadBucket", bucket, None)
+        except S3NotFoundError:
+            raise S3NotFoundError(
+                f"bucket {bucket!r} does not exist at {self.client_config.endpoint_name}; check the bucket "
+                "name and the endpoint"
+            ) from None
+
+    def download_into(self, url: str | os.PathLike[str], buffer: bytearray | memoryview) -> int:
+        """Download ``url`` into the start of ``buffer`` (a writable bytes-like at least as large).
+
+        Returns:
+            The object's size (bytes written).
+
+        Raises:
+            S3ConfigError: if ``buffer`` is too small or read-only.
+            S3ObjectChangedError: if the object was overwritten meanwhile.
+            S3IntegrityError: if the bytes do not match the stored checksum.
+        """
+        info = self.head(url)
+        target = memoryview(buffer).cast("B")
+        if target.readonly or len(target) < info.size:
+            raise S3ConfigError(
+                f"{info.url} is {info.size} bytes; the buffer given is {len(target)} bytes"
+                f"{' and read-only' if target.readonly else ''}: pass a writable buffer of at least "
+                f"{info.size} bytes"
+            )
+        self._download(info, target)
+        return info.size
+
+    def _download(self, info: ObjectInfo, target: memoryview) -> TransferStats:
+        stats = StatsRecorder("download", info.url)
+        stats.request()  # the HEAD
+        ranged_download(self._transport(), info, memory_sink(target), stats)
+        return stats.finish(self._subscribers)
+
+    def download_bytes(self, url: str | os.PathLike[str]) -> bytearray:
+        """Download ``url`` into a new ``bytearray``.
+
+        Raises:
+            S3NotFoundError: if the bucket or object does not exist.
+            S3ObjectChangedError: if the object was overwritten meanwhile.
+            S3IntegrityError: if the bytes do not match the stored checksum.
+        """
+        info = self.head(url)
+        buffer = bytearray(info.size)
+        self._download(info, memoryview(buffer))
+        return buffer
+
+    def download_file(self, url: str | os.PathLike[str], path: str | os.PathLike[str]) -> TransferStats:
+        """Download ``url`` to the local ``path``, atomically: a partial file never appears there.
+
+        Ranges are written into a temporary file beside ``path``, renamed over it on success and
+        deleted on failure.
+
+        Returns:
+            The transfer's statistics.
+
+        Raises:
+            S3NotFoundError: if the bucket or object does not exist.
+            S3ObjectChangedError: if the object was overwritten meanwhile.
+            S3IntegrityError: if the bytes do not match the stored checksum.
+        """
+        info = self.head(url)
+        target = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(target))
+        fd, temporary = tempfile.mkstemp(
+            prefix=f".{os.path.basename(target)}.", suffix=".part", dir=directory
+        )
+        try:
+            os.ftruncate(fd, info.size)
+            stats = StatsRecorder("download", info.url)
+            stats.request()
+            ranged_download(self._transport(), info, file_sink(fd), stats)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(temporary, target)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            os.unlink(temporary)
+            raise
+        return stats.finish(self._subscribers)
+
+    # -- listing -------------------------------------------------------------------------------------
+
+    def exists(self, url: str | os.PathLike[str], match_directory: bool = False) -> bool:
+        """Whether an object exists at ``url``; with ``match_directory``, also whether any object lies
+        under ``url`` as a directory (``url`` + ``/`` as a prefix).
+
+        Raises:
+            S3NotFoundError: if the bucket does not exist.
+            S3Error: on any other failure.
+        """
+        bucket, key = split_url(url)
+        if key and not key.endswith("/"):
+            try:
+                self._call(lambda: self.client.head_object(Bucket=bucket, Key=key), "HeadObject", bucket, key)
+                return True
+            except S3NotFoundError:
+                self._raise_if_no_bucket(bucket)
+        if not match_directory:
+            return False
+        prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""
+        response = self._call(
+            lambda: self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1),
+            "ListObjectsV2",
+            bucket,
+            prefix,
+        )
+        return bool(response.get("KeyCount", 0))
+
+    def iter_objects(self, prefix_url: str | os.PathLike[str]) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix_url``'s key, page by page (1000 per request).
+
+        The prefix is a plain string prefix: ``s3://b/ckpt`` also matches ``s3://b/ckpt2/x``; end it
+        with ``/`` to list one directory.
+
+        Raises:
+            S3NotFoundError: if the bucket does not exist.
+        """
+        bucket, prefix = split_url(prefix_url)
+        token: str | None = None
+        while True:
+            extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
+            page = self._call(
+                lambda extra=extra: self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, **extra),
+                "ListObjectsV2",
+                bucket,
+                prefix,
+            )
+            for item in page.get("Contents", []):
+                yield ObjectInfo(
+                    url=build_s3_url(bucket, item["Key"]),
+                    bucket=bucket,
+                    key=item["Key"],
+                    size=int(item.get("Size", 0)),
+                    etag=str(item.get("ETag", "")),
+                    last_modified=item.get("LastModified"),
+                )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    # -- deletes -------------------------------------------------------------------------------------
+
+    def delete(self, url: str | os.PathLike[str]) -> None:
+        """Delete the object at ``url`` (deleting a missing key is not an error, as in S3).
+
+        Raises:
+            S3NotFoundError: if the bucket does not exist.
+        """
+        bucket, key = _object_url(url)
+        self._call(lambda: self.client.delete_object(Bucket=bucket, Key=key), "DeleteObject", bucket, key)
+
+    def delete_prefix(self, prefix_url: str | os.PathLike[str]) -> int:
+        """Delete every object under ``prefix_url`` in batches of 1000 keys per request.
+
+        Returns:
+            How many objects were deleted.
+
+        Raises:
+            S3ConfigError: if the prefix is empty (refusing to empty a whole bucket by accident).
+            S3Error: naming the first keys S3 refused to delete.
+        """
+        bucket, prefix = split_url(prefix_url)
+        if not prefix:
+            raise S3ConfigError(
+                f"delete_prefix({os.fspath(prefix_url)!r}) would delete the whole bucket; pass a prefix "
+                "such as 's3://bucket/run-1/'"
+            )
+        deleted = 0
+        batch: list[ObjectIdentifierTypeDef] = []
+        for info in self.iter_objects(prefix_url):
+            batch.append({"Key": info.key})
+            if len(batch) == DELETE_BATCH:
+                deleted += self._delete_batch(bucket, batch)
+                batch = []
+        if batch:
+            deleted += self._delete_batch(bucket, batch)
+        return deleted
+
+    def _delete_batch(self, bucket: str, batch: list[ObjectIdentifierTypeDef]) -> int:
+        response = self._call(
+            lambda: self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True}),
+            "DeleteObjects",
+            bucket,
+            batch[0]["Key"],
+        )
+        errors = response.get("Errors", [])
+        if errors:
+            sample = ", ".join(f"{e.get('Key')} ({e.get('Code')})" for e in errors[:5])
+            raise S3Error(
+                f"DeleteObjects in s3://{bucket}: {len(errors)} of {len(batch)} keys were not deleted, "
+                f"e.g. {sample}; check the credentials' s3:DeleteObject permission"
+            )
+        return len(batch)
+
+    def abort_incomplete_uploads(
+        self, prefix_url: str | os.PathLike[str], older_than: timedelta = timedelta(days=1)
+    ) -> int:
+        """Abort multipart uploads under ``prefix_url`` started more than ``older_than`` ago.
+
+        Crashed writers leave their parts stored (and billed) until this or a lifecycle rule runs.
+        Pass ``timedelta(0)`` to abort all, including uploads still in progress elsewhere.
+
+        Returns:
+            How many uploads were aborted.
+        """
+        bucket, prefix = split_url(prefix_url)
+        cutoff = datetime.now(timezone.utc) - older_than
+        aborted = 0
+        markers: dict[str, Any] = {}
+        while True:
+            page = self._call(
+                lambda markers=markers: self.client.list_multipart_uploads(
+                    Bucket=bucket, Prefix=prefix, **markers
+                ),
+                "ListMultipartUploads",
+                bucket,
+                prefix,
+            )
+            for upload in page.get("Uploads", []):
+                initiated = upload.get("Initiated")
+                if initiated is not None and initiated > cutoff:
+                    continue
+                key, upload_id = upload["Key"], upload["UploadId"]
+                self._call(
+                    lambda key=key, upload_id=upload_id: self.client.abort_multipart_upload(
+                        Bucket=bucket, Key=key, UploadId=upload_id
+                    ),
+                    "AbortMultipartUpload",
+                    bucket,
+                    key,
+                )
+                logger.info("aborted incomplete upload %s of s3://%s/%s", upload_id, bucket, key)
+                aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            markers = {
+                "KeyMarker": page.get("NextKeyMarker", ""),
+                "UploadIdMarker": page.get("NextUploadIdMarker", ""),
+            }

@@ -1,0 +1,335 @@
+"""A streaming multipart writer: a write-only file whose bytes upload in parts while it is written.
+
+The producer (e.g. ``torch.save``) fills a chunk-sized buffer; a full buffer becomes a part uploaded
+by the store's workers while the producer fills the next one. At most ``max_concurrency`` parts are in
+flight, so memory stays near ``(max_concurrency + 1) * chunk_size`` and :meth:`S3Writer.write` blocks
+when the uploads fall behind. An object that fits in one chunk is a single PUT. Nothing is visible
+under the key until :meth:`S3Writer.close` completes the upload; any failure aborts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, wait
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast
+
+from s3_dirpath_utils import build_s3_url
+from s3_utils import checksums
+from s3_utils.config import MAX_PARTS
+from s3_utils.errors import S3ConfigError, S3Error
+from s3_utils.stats import StatsRecorder, TransferStats
+from s3_utils.transport import Transport
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+logger = logging.getLogger(__name__)
+
+_SLOT_POLL_S = 0.1
+_ABORT_WAIT_S = 60.0
+
+
+class S3Writer:
+    """A write-only, non-seekable file object that streams to one S3 object.
+
+    Use it as a context manager: leaving the block normally completes the upload, leaving it with an
+    exception aborts it (and no object appears). Get one from :meth:`S3Store.open_writer`.
+
+    Attributes:
+        url: the target ``s3://`` URL.
+        stats: the transfer's statistics, once :meth:`close` succeeded.
+    """
+
+    def __init__(self, transport: Transport, bucket: str, key: str) -> None:
+        self._t = transport
+        self._bucket = bucket
+        self._key = key
+        self.url = build_s3_url(bucket, key)
+        self._chunk = transport.transfer.chunk_size
+        self._checksum = transport.transfer.checksum
+        self._buffer = bytearray()
+        self._filled = 0
+        self._written = 0
+        self._upload_id: str | None = None
+        self._next_part = 1
+        self._futures: list[Future[None]] = []
+        self._parts: dict[int, tuple[str, int, int]] = {}  # part number -> (etag, crc, length)
+        self._parts_lock = threading.Lock()
+        self._slots = threading.Semaphore(transport.transfer.max_concurrency)
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._stats = StatsRecorder("upload", self.url)
+        self.stats: TransferStats | None = None
+
+    # -- file protocol -------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the writer was closed or aborted."""
+        return self._closed
+
+    def writable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readable(self) -> bool:
+        """Always False."""
+        return False
+
+    def seekable(self) -> bool:
+        """Always False: the bytes already sent cannot be rewritten."""
+        return False
+
+    def tell(self) -> int:
+        """Bytes written so far."""
+        return self._written
+
+    def flush(self) -> None:
+        """Does nothing: parts are sent as they fill; :meth:`close` sends the rest."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``; blocks while ``max_concurrency`` parts are already uploading.
+
+        Args:
+            data: any bytes-like object; it is copied, so the caller may reuse it at once.
+
+        Returns:
+            The number of bytes written (all of them).
+
+        Raises:
+            ValueError: if the writer is closed.
+            S3Error: if an earlier part failed for good (the upload is then aborted).
+        """
+        if self._closed:
+            raise ValueError(f"write to a closed S3Writer for {self.url}")
+        self._raise_if_failed()
+        view = memoryview(data).cast("B")
+        total = len(view)
+        offset = 0
+        while offset < total:
+            if self._filled == self._chunk:
+                self._send_buffer()
+            take = min(self._chunk - self._filled, total - offset)
+            self._buffer[self._filled : self._filled + take] = view[offset : offset + take]
+            self._filled += take
+            offset += take
+        self._written += total
+        return total
+
+    def close(self) -> None:
+        """Send what is left and complete the upload; the object appears only now.
+
+        Closing an already closed writer does nothing.
+
+        Raises:
+            S3Error: if any part or the completion failed; the upload is aborted and no object appears.
+        """
+        if self._closed:
+            return
+        try:
+            self._raise_if_failed()
+            if self._upload_id is None:
+                self._put_single()
+            else:
+                self._send_buffer()
+                self._wait_for_parts()
+                self._raise_if_failed()
+                self._complete()
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self.stats = self._stats.finish(self._t.subscribers)
+
+    def abort(self) -> None:
+        """Stop: cancel queued parts, wait for running ones, and abort the multipart upload.
+
+        Never raises for a failed abort (it is logged; :meth:`S3Store.abort_incomplete_uploads` cleans
+        up later). Calling it on a closed writer does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer = bytearray()
+        for future in self._futures:
+            future.cancel()
+        wait(self._futures, timeout=_ABORT_WAIT_S)
+        if self._upload_id is None:
+            return
+        upload_id = self._upload_id
+        try:
+            self._t.requester.call(
+                lambda: self._t.client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=self._key, UploadId=upload_id
+                ),
+                operation="AbortMultipartUpload",
+                bucket=self._bucket,
+                key=self._key,
+            )
+            logger.debug("aborted multipart upload of %s", self.url)
+        except S3Error as exc:
+            logger.warning(
+                "could not abort the multipart upload of %s (%s); its parts stay stored until "
+                "abort_incomplete_uploads() or a bucket lifecycle rule removes them",
+                self.url,
+                exc,
+            )
+
+    def __enter__(self) -> S3Writer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __repr__(self) -> str:
+        return f"S3Writer({self.url!r}, written={self._written}, closed={self._closed})"
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            failure = self._failure
+            self.abort()
+            raise failure
+
+    def _send_buffer(self) -> None:
+        """Hand the filled buffer to a worker as the next part, and start a fresh buffer."""
+        part_number = self._next_part
+        if part_number > MAX_PARTS:
+            raise S3ConfigError(
+                f"{self.url}: more than {MAX_PARTS} parts of chunk_size_MB="
+                f"{self._t.transfer.chunk_size_MB:g} written ({self._written} bytes so far); S3 allows "
+                f"at most {MAX_PARTS} parts: raise chunk_size_MB"
+            )
+        while not self._slots.acquire(timeout=_SLOT_POLL_S):
+            self._raise_if_failed()
+        try:
+            self._raise_if_failed()
+            if self._upload_id is None:
+                self._create_upload()
+            body = self._buffer
+            del body[self._filled :]
+            future = self._t.executor.submit(self._upload_part, part_number, body)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(self._part_done)
+        self._futures.append(future)
+        self._next_part += 1
+        self._buffer = bytearray(self._chunk)
+        self._filled = 0
+
+    def _part_done(self, future: Future[None]) -> None:
+        self._slots.release()
+        if not future.cancelled() and future.exception() is not None and self._failure is None:
+            self._failure = future.exception()
+
+    def _create_upload(self) -> None:
+        extra: dict[str, Any] = {}
+        if self._checksum:
+            extra = {"ChecksumAlgorithm": checksums.ALGORITHM, "ChecksumType": "FULL_OBJECT"}
+        response = self._t.requester.call(
+            lambda: self._t.client.create_multipart_upload(Bucket=self._bucket, Key=self._key, **extra),
+            operation="CreateMultipartUpload",
+            bucket=self._bucket,
+            key=self._key,
+            stats=self._stats,
+        )
+        self._upload_id = response["UploadId"]
+
+    def _upload_part(self, part_number: int, body: bytearray) -> None:
+        if self._closed or self._failure is not None:
+            return  # the upload is being aborted; do not send more
+        upload_id = self._upload_id
+        assert upload_id is not None
+        crc = checksums.crc(body) if self._checksum else 0
+        extra: dict[str, Any] = {}
+        if self._checksum:
+            extra = {"ChecksumAlgorithm": checksums.ALGORITHM, "ChecksumCRC64NVME": checksums.to_base64(crc)}
+        response = self._t.requester.call(
+            lambda: self._t.client.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=upload_id,
+                PartNumber=part_number,
+                Body=cast(bytes, body),  # botocore takes any bytes-like; the stubs say bytes
+                **extra,
+            ),
+            operation="UploadPart",
+            bucket=self._bucket,
+            key=self._key,
+            stats=self._stats,
+        )
+        with self._parts_lock:
+            self._parts[part_number] = (response["ETag"], crc, len(body))
+        self._stats.add_bytes(len(body))
+
+    def _wait_for_parts(self) -> None:
+        pending = [f for f in self._futures if not f.done()]
+        while pending:
+            _, not_done = wait(pending, timeout=_SLOT_POLL_S)
+            if self._failure is not None:
+                return
+            pending = list(not_done)
+
+    def _complete(self) -> None:
+        upload_id = self._upload_id
+        assert upload_id is not None
+        running = checksums.RunningChecksum()
+        parts: list[CompletedPartTypeDef] = []
+        for number in sorted(self._parts):
+            etag, crc, length = self._parts[number]
+            part: CompletedPartTypeDef = {"PartNumber": number, "ETag": etag}
+            if self._checksum:
+                part["ChecksumCRC64NVME"] = checksums.to_base64(crc)
+                running.append(crc, length)
+            parts.append(part)
+        extra: dict[str, Any] = {}
+        if self._checksum:
+            extra = {"ChecksumCRC64NVME": running.base64, "ChecksumType": "FULL_OBJECT"}
+        self._t.requester.call(
+            lambda: self._t.client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                MpuObjectSize=self._written,
+                **extra,
+            ),
+            operation="CompleteMultipartUpload",
+            bucket=self._bucket,
+            key=self._key,
+            stats=self._stats,
+        )
+        self._upload_id = None  # completed: nothing left to abort
+        logger.debug("completed %s in %d parts", self.url, len(parts))
+
+    def _put_single(self) -> None:
+        body = self._buffer
+        del body[self._filled :]
+        extra: dict[str, Any] = {}
+        if self._checksum:
+            extra = {
+                "ChecksumAlgorithm": checksums.ALGORITHM,
+                "ChecksumCRC64NVME": checksums.to_base64(checksums.crc(body)),
+            }
+        self._t.requester.call(
+            lambda: self._t.client.put_object(
+                Bucket=self._bucket, Key=self._key, Body=cast(bytes, body), **extra
+            ),
+            operation="PutObject",
+            bucket=self._bucket,
+            key=self._key,
+            stats=self._stats,
+        )
+        self._stats.add_bytes(len(body))
