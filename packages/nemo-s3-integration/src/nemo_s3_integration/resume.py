@@ -1,0 +1,151 @@
+"""Resume discovery on S3: one listing on global rank 0, the choice shared with every rank.
+
+NeMo 3.0.0's ``check_resume`` lists the checkpoint prefix on every rank (its rank-0 guard is always
+true for ``s3://`` paths), so a thousand-rank job sends a thousand listings at once and S3 throttles them.
+Here global rank 0 lists once and picks by name (``*end.ckpt`` before ``*last.ckpt``, then the highest
+step); the other ranks receive the path by broadcast, either at once when a process group already exists,
+or when Lightning has created it (see :mod:`nemo_s3_integration.connector`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nemo_s3_integration.broadcast import broadcast_object, is_global_rank_zero
+from s3_checkpoint_io import S3CheckpointIO
+from s3_dirpath_utils import is_s3_url, join_s3_url, normalize_s3_url
+from s3_utils import S3ClientConfig, S3Store, TransferConfig
+from s3_utils.checkpoint_names import choose_resume_checkpoint
+
+logger = logging.getLogger(__name__)
+
+CheckResume = Callable[..., Any]
+"""The signature of ``nemo.utils.exp_manager.check_resume``."""
+
+
+def find_resume_checkpoint(
+    dirpath: str,
+    *,
+    resume_past_end: bool = False,
+    resume_ignore_no_checkpoint: bool = False,
+    source: S3CheckpointIO | S3Store | None = None,
+) -> str | None:
+    """List ``dirpath`` once and pick the checkpoint to resume from.
+
+    ``*end.ckpt`` (a finished run) wins over ``*last.ckpt``; among several of a kind the highest
+    ``step=<n>`` in the name wins (never the modification time); checkpoints with an ``-unfinished`` marker
+    are skipped.
+
+    Args:
+        dirpath: the ``s3://bucket/prefix`` that ModelCheckpoint saves into.
+        resume_past_end: allow resuming from an ``*end.ckpt`` (to train past a finished run).
+        resume_ignore_no_checkpoint: return None instead of raising when nothing qualifies.
+        source: what to list with: the Trainer's S3CheckpointIO, an S3Store, or (None) a short-lived
+            S3Store set up from the environment.
+
+    Returns:
+        The ``s3://`` URL of the checkpoint to resume from, or None (nothing found and allowed).
+
+    Raises:
+        FileNotFoundError: if nothing qualifies and ``resume_ignore_no_checkpoint`` is False.
+        ValueError: if the newest checkpoint is an ``*end.ckpt`` and ``resume_past_end`` is False, or
+            ``dirpath`` is not an S3 URL.
+    """
+    if not is_s3_url(dirpath):
+        raise ValueError(f"resume discovery needs an s3:// dirpath, got {dirpath!r}")
+    prefix = join_s3_url(normalize_s3_url(dirpath), "/")
+    started = time.perf_counter()
+    if isinstance(source, S3CheckpointIO):
+        names = [info.url for info in source.list_objects(prefix)]
+    elif source is not None:
+        names = [info.url for info in source.iter_objects(prefix)]
+    else:
+        with S3Store(S3ClientConfig.from_env(), TransferConfig()) as store:
+            names = [info.url for info in store.iter_objects(prefix)]
+    chosen = choose_resume_checkpoint(names)
+    logger.info(
+        "resume discovery listed %d objects under %s in %.2f s; chose %s",
+        len(names),
+        prefix,
+        time.perf_counter() - started,
+        chosen,
+    )
+    if chosen is None:
+        if resume_ignore_no_checkpoint:
+            logger.warning("no *end.ckpt or *last.ckpt under %s; training from the start", prefix)
+            return None
+        raise FileNotFoundError(
+            f"no finished *end.ckpt or *last.ckpt checkpoint under {prefix}; set "
+            "exp_manager.resume_ignore_no_checkpoint=True to start from scratch when there is none"
+        )
+    if chosen.endswith("end.ckpt") and not resume_past_end:
+        raise ValueError(
+            f"found {chosen}: the run in {prefix} already finished; set exp_manager.resume_past_end=True "
+            "to continue training from it, or use a new dirpath for a new run"
+        )
+    return chosen
+
+
+def rank_zero_check_resume(original: CheckResume) -> CheckResume:
+    """Wrap NeMo's ``check_resume`` so that, for an ``s3://`` dirpath, only global rank 0 lists S3.
+
+    The wrapper keeps NeMo's signature. For a local dirpath, or without ``resume_if_exists``, it calls
+    NeMo's function unchanged. For ``s3://`` it runs :func:`find_resume_checkpoint` on rank 0, shares the
+    result (or the error) when a process group exists, then calls NeMo's function with
+    ``resume_if_exists=False`` and the chosen path as ``resume_from_checkpoint``: NeMo then sets
+    ``trainer.ckpt_path`` and tidies the log directory as usual, without listing.
+
+    Args:
+        original: ``nemo.utils.exp_manager.check_resume``.
+
+    Returns:
+        A function with the same signature.
+    """
+
+    def check_resume(  # noqa: PLR0917 (NeMo calls it positionally)
+        trainer: Any,
+        log_dir: Any,
+        resume_if_exists: bool = False,
+        resume_past_end: bool = False,
+        resume_ignore_no_checkpoint: bool = False,
+        dirpath: str | None = None,
+        resume_from_checkpoint: str | None = None,
+    ) -> Any:
+        if not (resume_if_exists and is_s3_url(dirpath)):
+            return original(
+                trainer,
+                log_dir,
+                resume_if_exists,
+                resume_past_end,
+                resume_ignore_no_checkpoint,
+                dirpath,
+                resume_from_checkpoint,
+            )
+        assert dirpath is not None  # is_s3_url(None) is False
+        found: str | None = None
+        error: Exception | None = None
+        if is_global_rank_zero():
+            try:
+                checkpoint_io = trainer.strategy.checkpoint_io
+                found = find_resume_checkpoint(
+                    str(dirpath),
+                    resume_past_end=resume_past_end,
+                    resume_ignore_no_checkpoint=resume_ignore_no_checkpoint,
+                    source=checkpoint_io if isinstance(checkpoint_io, S3CheckpointIO) else None,
+                )
+            except (FileNotFoundError, ValueError) as exc:
+                error = exc
+        found, error = broadcast_object((found, error))
+        if error is not None:
+            raise error
+        # As in NeMo, a checkpoint found in dirpath wins over an explicit resume_from_checkpoint.
+        checkpoint = found or resume_from_checkpoint
+        return original(
+            trainer, log_dir, False, resume_past_end, resume_ignore_no_checkpoint, dirpath, checkpoint
+        )
+
+    check_resume.__doc__ = original.__doc__
+    return check_resume
