@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 from typing_extensions import Buffer
@@ -13,7 +13,7 @@ from s3_checkpoint_io.errors import CorruptCheckpointError, WeightsOnlyLoadError
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 _PICKLE_PROTOCOL_2 = 0x80  # torch.save's legacy format begins with a pickle protocol marker
-_CORRUPT_HINTS = ("PytorchStreamReader", "zip archive", "central directory", "file not found", "EOF")
+_CORRUPT_HINTS = ("PytorchStreamReader", "zip archive", "central directory", "file not found", "EOF", "seek position")
 
 
 def load_from_buffer(buffer: Buffer, url: str, map_location: Any, weights_only: bool | None) -> Any:
@@ -41,7 +41,7 @@ def load_from_buffer(buffer: Buffer, url: str, map_location: Any, weights_only: 
         )
     with BufferReader(view) as reader:
         try:
-            return torch.load(reader, map_location=map_location, weights_only=weights_only)
+            return torch.load(cast(IO[bytes], reader), map_location=map_location, weights_only=weights_only)
         except pickle.UnpicklingError as exc:
             if "weights only load failed" in str(exc).lower():
                 first_line = str(exc).strip().splitlines()[0]

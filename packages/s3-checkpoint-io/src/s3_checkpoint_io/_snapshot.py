@@ -133,7 +133,7 @@ class _Copier:
             self.cuda_used = True
             copied = buffer.untyped_storage()
         else:
-            copied = source.clone()
+            copied = source.clone()  # type: ignore[no-untyped-call]
         self._storages[key] = copied
         self.snapshot.tensor_bytes += nbytes
         return copied

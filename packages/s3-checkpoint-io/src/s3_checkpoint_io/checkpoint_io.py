@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 from lightning.fabric.plugins import CheckpointIO
@@ -26,23 +26,6 @@ from s3_utils.checkpoint_names import parse_prefix_with_step
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
-
-
-class _CountingWriter:
-    """Counts the bytes ``torch.save`` writes on their way into the S3 writer."""
-
-    def __init__(self, target: Any) -> None:
-        self._target = target
-        self.count = 0
-
-    def write(self, data: Any) -> int:
-        self._target.write(data)
-        written = memoryview(data).nbytes
-        self.count += written
-        return written
-
-    def flush(self) -> None:
-        self._target.flush()
 
 
 class S3CheckpointIO(CheckpointIO):
@@ -125,7 +108,9 @@ class S3CheckpointIO(CheckpointIO):
                 f"pass either client_config or {sorted(given)}, not both; put those settings in the "
                 "S3ClientConfig"
             )
-        self.client_config = client_config if client_config is not None else S3ClientConfig.from_env(**given)
+        self.client_config = (
+            client_config if client_config is not None else S3ClientConfig.from_env(None, **given)
+        )
         self._write_transfer = TransferConfig(
             chunk_size_MB=chunk_size_MB, max_concurrency=max_write_concurrency
         )
@@ -368,9 +353,9 @@ class S3CheckpointIO(CheckpointIO):
     def _write(self, checkpoint: Any, url: str) -> tuple[int, float]:
         started = time.perf_counter()
         with self._store(write=True).open_writer(url) as writer:
-            counting = _CountingWriter(writer)
-            torch.save(checkpoint, counting)
-        return counting.count, time.perf_counter() - started
+            torch.save(checkpoint, cast(IO[bytes], writer))
+            nbytes = writer.tell()
+        return nbytes, time.perf_counter() - started
 
     def _finish_save(self, stats: SaveStats) -> None:
         with self._history_lock:

@@ -93,7 +93,8 @@ class S3ModelCheckpoint(ModelCheckpoint):
             if not (pattern.match(name) or name.endswith(self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)):
                 continue
             step = step_from_name(name)
-            key = (-1 if step is None else step, info.last_modified.timestamp(), info.url)
+            modified = info.last_modified.timestamp() if info.last_modified is not None else 0.0
+            key = (-1 if step is None else step, modified, info.url)
             if best is None or key > best:
                 best = key
         if best is None:
