@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -66,7 +67,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     console = console or Console()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stdout(console.out), contextlib.redirect_stderr(console.err):
+            args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 0 after --help, 2 on a bad command line
         return exc.code if isinstance(exc.code, int) else exit_codes.USAGE
     console.progress = args.progress

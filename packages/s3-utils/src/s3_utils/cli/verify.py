@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from s3_utils import ObjectInfo, TransferConfig
+from s3_dirpath_utils import parse_s3_url
+from s3_utils import S3Store
 from s3_utils.cli import exit_codes
-from s3_utils.cli.console import Console
+from s3_utils.cli.console import Console, UsageError
 from s3_utils.cli.formatting import human_size
-from s3_utils.cli.integrity import Check, check_crc32c, check_etag, parts_in
+from s3_utils.cli.integrity import Check, check_checksum, check_etag, parts_in, stored_checksum
 from s3_utils.cli.plugins import load_plugins
-from s3_utils.cli.store import client_config, open_store
+from s3_utils.cli.store import open_store
 from s3_utils.cli.urls import s3_url
-from s3_utils.client import get_client, pool_size
 from s3_utils.retry import Requester
 
 HELP = "check a checkpoint's bytes against its stored checksum, and that it loads"
@@ -37,50 +38,49 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(run=run)
 
 
-def first_part_size(args: argparse.Namespace, info: ObjectInfo) -> int | None:
-    """The size of part 1 of a multipart object (all parts but the last share it), or None if single."""
-    if parts_in(info.etag) is None and parts_in(info.checksum_crc32c) is None:
-        return None
-    config = client_config(args)
-    transfer = TransferConfig()
-    client = get_client(config, pool_size(config, transfer.max_concurrency))
-    answer = Requester(transfer, config.endpoint_name).call(
-        lambda: client.head_object(Bucket=info.bucket, Key=info.key, PartNumber=1, IfMatch=info.etag),
+def _head(store: S3Store, bucket: str, key: str, **extra: Any) -> dict[str, Any]:
+    requester = Requester(store.transfer_config, store.client_config.endpoint_name)
+    answer = requester.call(
+        lambda: store.client.head_object(Bucket=bucket, Key=key, **extra),
         operation="HeadObject",
-        bucket=info.bucket,
-        key=info.key,
+        bucket=bucket,
+        key=key,
     )
-    return int(answer["ContentLength"])
+    return dict(answer)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Download, recompute the checksums, try to load; exit code 4 if anything does not match."""
     url = s3_url(args.url)
+    bucket, key = parse_s3_url(url)
+    if not key or key.endswith("/"):
+        raise UsageError(f"{url} names a prefix; verify checks one object (s3://bucket/key)")
     with open_store(args) as store:
-        info = store.head(url)
-        part_size = first_part_size(args, info)
-        with console.progress_line(url.rsplit("/", 1)[-1], info.size) as progress:
+        head = _head(store, bucket, key, ChecksumMode="ENABLED")
+        etag, size = str(head["ETag"]), int(head["ContentLength"])
+        part_size = None
+        if parts_in(etag) is not None:  # all parts but the last have part 1's size
+            part_size = int(_head(store, bucket, key, PartNumber=1)["ContentLength"])
+        with console.progress_line(key.rsplit("/", 1)[-1], size) as progress:
             data = store.download_bytes(url)
             progress.add(len(data))
 
-    checks: list[Check] = [
-        Check("size", len(data) == info.size, f"{human_size(len(data))} read, {info.size} bytes stored")
-    ]
-    crc = check_crc32c(data, info.checksum_crc32c, part_size)
-    checks.append(crc)
-    if crc.ok is None:  # an ETag is only a fallback: it is not an MD5 for KMS-encrypted objects
-        checks.append(check_etag(data, info.etag, part_size))
+    checks: list[Check] = [Check("size", len(data) == size, f"{len(data)} bytes read, {size} stored")]
+    stored = check_checksum(data, stored_checksum(head), part_size)
+    checks.append(stored)
+    if stored.ok is None:  # the ETag is only a fallback: it is not an MD5 for KMS-encrypted objects
+        checks.append(check_etag(data, etag, part_size))
     checks.extend(_load_checks(args, data, url))
 
     for check in checks:
         state = {True: "ok", False: "FAILED", None: "skipped"}[check.ok]
-        console.print(f"{check.name:<8}{state:<9}{check.detail}")
+        console.print(f"{check.name:<10}{state:<9}{check.detail}")
     if any(c.ok is False for c in checks):
         console.print(f"BAD: {url}")
         return exit_codes.CHECK_FAILED
-    if not any(c.ok for c in checks if c.name in ("crc32c", "etag")):
+    if not any(c.ok for c in checks[1:3]):
         console.note(f"warning: no stored checksum of {url} could be compared")
-    console.print(f"verified {url}")
+    console.print(f"verified {url} ({human_size(size)})")
     return exit_codes.OK
 
 
