@@ -64,7 +64,8 @@ def test_ls_lists_checkpoints_with_step_and_marks_the_resume_choice(s3_client: A
 
     assert result.code == exit_codes.OK, result
     lines = result.out.splitlines()
-    assert "STEP" in lines[0] and "NAME" in lines[0]
+    assert "STEP" in lines[0]
+    assert "NAME" in lines[0]
     rows = {
         line.split()[-1] if "(" not in line else line.split("  (")[0].split()[-1]: line for line in lines[1:]
     }
@@ -72,7 +73,8 @@ def test_ls_lists_checkpoints_with_step_and_marks_the_resume_choice(s3_client: A
     assert " 150 " in rows["model--step=150-val=0.5.ckpt"]
     assert rows["model--step=200-last.ckpt"].startswith("* ")
     assert "sharded--step=300-last/" in rows
-    assert "12 B" in rows["sharded--step=300-last/"] and "2 objects" in rows["sharded--step=300-last/"]
+    assert "12 B" in rows["sharded--step=300-last/"]
+    assert "2 objects" in rows["sharded--step=300-last/"]
     assert lines[-1] == f"resume: s3://{bucket}/run/ckpt/model--step=200-last.ckpt"
 
 
@@ -148,7 +150,8 @@ def test_cp_round_trip_multipart_with_progress(tmp_path: Path, bucket: str, s3_c
     assert up.code == exit_codes.OK, up
     assert keys(s3_client, bucket) == ["ckpt/model.ckpt"]
     assert s3_client.head_object(Bucket=bucket, Key="ckpt/model.ckpt")["ETag"].endswith('-3"')
-    assert "12.0/12.0 MiB" in up.err and "100%" in up.err
+    assert "12.0/12.0 MiB" in up.err
+    assert "100%" in up.err
 
     target = tmp_path / "back"
     target.mkdir()
@@ -280,7 +283,8 @@ def test_cleanup_aborts_only_uploads_older_than_the_age(s3_client: Any, bucket: 
 def test_cleanup_rejects_an_unreadable_age(age: str, bucket: str) -> None:
     result = s3ckpt("cleanup", f"s3://{bucket}/", f"--older-than={age}")
     assert result.code == exit_codes.USAGE
-    assert "--older-than" in result.err and "30m" in result.err
+    assert "--older-than" in result.err
+    assert "30m" in result.err
 
 
 # -- bench -----------------------------------------------------------------------------------------------
@@ -296,7 +300,8 @@ def test_bench_prints_the_grid_and_a_recommendation_and_cleans_up(s3_client: Any
     assert [(r[0], r[1]) for r in rows] == [("5", "1"), ("5", "3"), ("6", "1"), ("6", "3")]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
     assert "s3_checkpointing:" in result.out
-    assert "chunk_size_MB: " in result.out and "S3CheckpointIO(dirpath, chunk_size_MB=" in result.out
+    assert "chunk_size_MB: " in result.out
+    assert "S3CheckpointIO(dirpath, chunk_size_MB=" in result.out
     assert keys(s3_client, bucket) == []
 
 
