@@ -13,7 +13,7 @@ import logging
 import threading
 from concurrent.futures import Future, wait
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from s3_dirpath_utils import build_s3_url
 from s3_utils import checksums
@@ -217,9 +217,9 @@ class S3Writer:
             self._raise_if_failed()
             if self._upload_id is None:
                 self._create_upload()
-            body = self._buffer
-            del body[self._filled :]
-            future = self._t.executor.submit(self._upload_part, part_number, body)
+            body = self._take_buffer()
+            future = self._t.executor.submit(self._upload_part, part_number, [body])
+            del body
         except BaseException:
             self._slots.release()
             raise
@@ -229,9 +229,17 @@ class S3Writer:
         self._buffer = bytearray(self._chunk)
         self._filled = 0
 
+    def _take_buffer(self) -> bytes:
+        # botocore's signer copies a bytearray body for every attempt, but not bytes: one copy here
+        # keeps a part in flight at one chunk of memory.
+        body = bytes(memoryview(self._buffer)[: self._filled])
+        self._buffer = bytearray()
+        return body
+
     def _part_done(self, future: Future[None]) -> None:
-        self._slots.release()
-        if not future.cancelled() and future.exception() is not None and self._failure is None:
+        if future.cancelled():
+            self._slots.release()  # never ran, so _upload_part did not release it
+        elif future.exception() is not None and self._failure is None:
             self._failure = future.exception()
 
     def _create_upload(self) -> None:
@@ -247,32 +255,43 @@ class S3Writer:
         )
         self._upload_id = response["UploadId"]
 
-    def _upload_part(self, part_number: int, body: bytearray) -> None:
-        if self._closed or self._failure is not None:
-            return  # the upload is being aborted; do not send more
-        upload_id = self._upload_id
-        assert upload_id is not None
-        crc = checksums.crc(body) if self._checksum else 0
-        extra: dict[str, Any] = {}
-        if self._checksum:
-            extra = {"ChecksumAlgorithm": checksums.ALGORITHM, "ChecksumCRC64NVME": checksums.to_base64(crc)}
-        response = self._t.requester.call(
-            lambda: self._t.client.upload_part(
-                Bucket=self._bucket,
-                Key=self._key,
-                UploadId=upload_id,
-                PartNumber=part_number,
-                Body=cast(bytes, body),  # botocore takes any bytes-like; the stubs say bytes
-                **extra,
-            ),
-            operation="UploadPart",
-            bucket=self._bucket,
-            key=self._key,
-            stats=self._stats,
-        )
-        with self._parts_lock:
-            self._parts[part_number] = (response["ETag"], crc, len(body))
-        self._stats.add_bytes(len(body))
+    def _upload_part(self, part_number: int, holder: list[bytes]) -> None:
+        # The body comes in a list we empty, so that once this returns nothing (not even the executor's
+        # work item) keeps it alive: the slot is released only when the memory really is free.
+        body = holder.pop()
+        try:
+            if self._closed or self._failure is not None:
+                return  # the upload is being aborted; do not send more
+            upload_id = self._upload_id
+            assert upload_id is not None
+            crc = checksums.crc(body) if self._checksum else 0
+            extra: dict[str, Any] = {}
+            if self._checksum:
+                extra = {
+                    "ChecksumAlgorithm": checksums.ALGORITHM,
+                    "ChecksumCRC64NVME": checksums.to_base64(crc),
+                }
+            response = self._t.requester.call(
+                lambda: self._t.client.upload_part(
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    UploadId=upload_id,
+                    PartNumber=part_number,
+                    Body=body,
+                    **extra,
+                ),
+                operation="UploadPart",
+                bucket=self._bucket,
+                key=self._key,
+                stats=self._stats,
+            )
+            length = len(body)
+            with self._parts_lock:
+                self._parts[part_number] = (response["ETag"], crc, length)
+            self._stats.add_bytes(length)
+        finally:
+            del body
+            self._slots.release()
 
     def _wait_for_parts(self) -> None:
         pending = [f for f in self._futures if not f.done()]
@@ -315,8 +334,7 @@ class S3Writer:
         logger.debug("completed %s in %d parts", self.url, len(parts))
 
     def _put_single(self) -> None:
-        body = self._buffer
-        del body[self._filled :]
+        body = self._take_buffer()
         extra: dict[str, Any] = {}
         if self._checksum:
             extra = {
@@ -324,9 +342,7 @@ class S3Writer:
                 "ChecksumCRC64NVME": checksums.to_base64(checksums.crc(body)),
             }
         self._t.requester.call(
-            lambda: self._t.client.put_object(
-                Bucket=self._bucket, Key=self._key, Body=cast(bytes, body), **extra
-            ),
+            lambda: self._t.client.put_object(Bucket=self._bucket, Key=self._key, Body=body, **extra),
             operation="PutObject",
             bucket=self._bucket,
             key=self._key,
