@@ -256,42 +256,43 @@ class S3Writer:
         self._upload_id = response["UploadId"]
 
     def _upload_part(self, part_number: int, holder: list[bytes]) -> None:
-        # The body comes in a list we empty, so that once this returns nothing (not even the executor's
-        # work item) keeps it alive: the slot is released only when the memory really is free.
-        body = holder.pop()
+        # The body comes in a list we empty, so that once _send_part returns nothing (not even the
+        # executor's work item) keeps it alive: the slot is freed only when the memory really is.
         try:
-            if self._closed or self._failure is not None:
-                return  # the upload is being aborted; do not send more
-            upload_id = self._upload_id
-            assert upload_id is not None
-            crc = checksums.crc(body) if self._checksum else 0
-            extra: dict[str, Any] = {}
-            if self._checksum:
-                extra = {
-                    "ChecksumAlgorithm": checksums.ALGORITHM,
-                    "ChecksumCRC64NVME": checksums.to_base64(crc),
-                }
-            response = self._t.requester.call(
-                lambda: self._t.client.upload_part(
-                    Bucket=self._bucket,
-                    Key=self._key,
-                    UploadId=upload_id,
-                    PartNumber=part_number,
-                    Body=body,
-                    **extra,
-                ),
-                operation="UploadPart",
-                bucket=self._bucket,
-                key=self._key,
-                stats=self._stats,
-            )
-            length = len(body)
-            with self._parts_lock:
-                self._parts[part_number] = (response["ETag"], crc, length)
-            self._stats.add_bytes(length)
+            self._send_part(part_number, holder.pop())
         finally:
-            del body
             self._slots.release()
+
+    def _send_part(self, part_number: int, body: bytes) -> None:
+        if self._closed or self._failure is not None:
+            return  # the upload is being aborted; do not send more
+        upload_id = self._upload_id
+        assert upload_id is not None
+        crc = checksums.crc(body) if self._checksum else 0
+        extra: dict[str, Any] = {}
+        if self._checksum:
+            extra = {
+                "ChecksumAlgorithm": checksums.ALGORITHM,
+                "ChecksumCRC64NVME": checksums.to_base64(crc),
+            }
+        response = self._t.requester.call(
+            lambda: self._t.client.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=upload_id,
+                PartNumber=part_number,
+                Body=body,
+                **extra,
+            ),
+            operation="UploadPart",
+            bucket=self._bucket,
+            key=self._key,
+            stats=self._stats,
+        )
+        length = len(body)
+        with self._parts_lock:
+            self._parts[part_number] = (response["ETag"], crc, length)
+        self._stats.add_bytes(length)
 
     def _wait_for_parts(self) -> None:
         pending = [f for f in self._futures if not f.done()]
