@@ -19,11 +19,3 @@ def seed_bucket(s3_client: Any) -> Iterator[str]:  # noqa: F811
     for upload in s3_client.list_multipart_uploads(Bucket=name).get("Uploads", []):
         s3_client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
     s3_client.delete_bucket(Bucket=name)
-
-
-def object_keys(s3_client: Any, bucket_name: str, prefix: str = "") -> list[str]:
-    """Every key under ``prefix``, sorted."""
-    keys = []
-    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket_name, Prefix=prefix):
-        keys.extend(item["Key"] for item in page.get("Contents", []))
-    return sorted(keys)

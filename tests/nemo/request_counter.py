@@ -88,10 +88,14 @@ class CountingProxy:
                 finally:
                     connection.close()
                 self.send_response_only(response.status, response.reason)
+                # A HEAD answer carries the object's length with no body: pass it through as is.
+                keep_length = self.command == "HEAD"
                 for name, value in response.getheaders():
-                    if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
+                    if name.lower() in _HOP_BY_HOP or (name.lower() == "content-length" and not keep_length):
+                        continue
+                    self.send_header(name, value)
+                if not keep_length:
+                    self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)

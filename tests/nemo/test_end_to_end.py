@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import object_keys
 from nemo_app import config, train
+from s3_listing import object_keys
 
 pytestmark = pytest.mark.timeout(240)
 
