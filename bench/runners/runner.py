@@ -1,0 +1,402 @@
+"""Measure one peer at one state-dict size; run by the peer's own venv python, prints one JSON object.
+
+``python runner.py '<json config>'`` with keys: peer, endpoint, bucket, size_bytes, reps, metrics_url,
+train (measure steps/s during an async save), chunk_size_MB, concurrency, out (a file for the JSON).
+Credentials and endpoint come from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), set by
+the orchestrator. Only the imports of the chosen peer are loaded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import torch
+
+MiB = 1 << 20
+TENSOR_BYTES = 16 * MiB
+
+
+# ---------------------------------------------------------------- measurement helpers
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (NeMo's async saver is a child process)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+class PeakRss:
+    """Peak RSS over a block, of this process (exact, VmHWM) and of its children (sampled every 20 ms)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._kids_peak = 0
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+
+    @staticmethod
+    def _children_rss() -> int:
+        try:
+            return sum(c.memory_info().rss for c in psutil.Process().children(recursive=True))
+        except psutil.Error:
+            return 0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self._kids_peak = max(self._kids_peak, self._children_rss())
+
+    def __enter__(self) -> PeakRss:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # resets VmHWM to the current RSS
+        self.base = _status_kib("VmRSS") * 1024
+        self._kids_base = self._kids_peak = self._children_rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.extra = _status_kib("VmHWM") * 1024 - self.base + self._kids_peak - self._kids_base
+
+
+def requests_so_far(metrics_url: str, bucket: str) -> int:
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    pattern = re.compile(
+        r'^SeaweedFS_s3_request_total\{bucket="' + re.escape(bucket) + r'",[^}]*\}\s+(\S+)$', re.M
+    )
+    return sum(int(float(v)) for v in pattern.findall(text))
+
+
+def make_checkpoint(size_bytes: int) -> dict[str, Any]:
+    """A Lightning-shaped checkpoint whose tensors hold ``size_bytes`` of random float32 data."""
+    gen = torch.Generator().manual_seed(1234)
+    tensors: dict[str, torch.Tensor] = {}
+    left, i = size_bytes, 0
+    per = min(TENSOR_BYTES, max(4, size_bytes // 4))
+    while left > 0:
+        n = min(per, left) // 4
+        tensors[f"layer{i}.weight"] = torch.randn(n, generator=gen)
+        left -= n * 4
+        i += 1
+    return {
+        "state_dict": tensors,
+        "epoch": 0,
+        "global_step": 1,
+        "optimizer_states": [],
+        "lr_schedulers": [],
+        "pytorch-lightning_version": "bench",
+    }
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    sa, sb = a["state_dict"], b["state_dict"]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ---------------------------------------------------------------- peers
+
+
+@dataclass
+class Peer:
+    """make() builds a fresh checkpoint IO; it has save(ckpt, url), load(url) and finish() (waits)."""
+
+    make: Callable[[dict[str, Any]], Any]
+    is_async: bool = False
+
+
+class CheckpointIOAdapter:
+    def __init__(self, checkpoint_io: Any) -> None:
+        self.io = checkpoint_io
+
+    def save(self, ckpt: dict[str, Any], url: str) -> None:
+        self.io.save_checkpoint(ckpt, url)
+
+    def load(self, url: str) -> dict[str, Any]:
+        return dict(self.io.load_checkpoint(url))
+
+    def finish(self) -> None:
+        self.io.teardown()
+
+
+def _ours(cfg: dict[str, Any], async_checkpointing: bool) -> Any:
+    from s3_checkpoint_io import S3CheckpointIO
+
+    return CheckpointIOAdapter(
+        S3CheckpointIO(
+            f"s3://{cfg['bucket']}/ckpt",
+            chunk_size_MB=cfg["chunk_size_MB"],
+            max_read_concurrency=cfg["read_concurrency"],
+            max_write_concurrency=cfg["write_concurrency"],
+            async_checkpointing=async_checkpointing,
+        )
+    )
+
+
+def _nemo(cfg: dict[str, Any], async_checkpointing: bool) -> Any:
+    import torch.distributed as dist
+    from nemo.utils.callbacks.s3_checkpoint_io import S3CheckpointIO
+
+    if not dist.is_initialized():  # NeMo's saver logs its rank
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(cfg["dist_port"]))
+        dist.init_process_group("gloo", rank=0, world_size=1)
+    return CheckpointIOAdapter(
+        S3CheckpointIO(
+            f"s3://{cfg['bucket']}/ckpt",
+            chunk_size_MB=cfg["chunk_size_MB"],
+            max_read_concurrency=cfg["read_concurrency"],
+            max_write_concurrency=cfg["write_concurrency"],
+            async_checkpointing=async_checkpointing,
+        )
+    )
+
+
+def _s3torch(cfg: dict[str, Any]) -> Any:
+    from s3torchconnector import S3ClientConfig
+    from s3torchconnector.lightning import S3LightningCheckpoint
+
+    return CheckpointIOAdapter(
+        S3LightningCheckpoint(
+            os.environ["AWS_REGION"],
+            s3client_config=S3ClientConfig(force_path_style=True),
+            endpoint=os.environ["AWS_ENDPOINT_URL"],
+        )
+    )
+
+
+def _lightning_s3fs(cfg: dict[str, Any], async_checkpointing: bool) -> Any:
+    from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
+
+    plain = TorchCheckpointIO()
+    return CheckpointIOAdapter(AsyncCheckpointIO(plain) if async_checkpointing else plain)
+
+
+class RawBoto3:
+    """The transfer limit: boto3's transfer manager moving bytes already serialized (not timed)."""
+
+    def __init__(self, cfg: dict[str, Any], crt: bool) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig, create_transfer_manager
+        from botocore.config import Config
+
+        self.client = boto3.client("s3", config=Config(max_pool_connections=max(10, cfg["read_concurrency"])))
+        self.transfer_write = TransferConfig(
+            multipart_chunksize=cfg["chunk_size_MB"] * MiB,
+            max_concurrency=cfg["write_concurrency"],
+            preferred_transfer_client="crt" if crt else "classic",
+        )
+        self.transfer_read = TransferConfig(
+            multipart_chunksize=cfg["chunk_size_MB"] * MiB,
+            max_concurrency=cfg["read_concurrency"],
+            preferred_transfer_client="crt" if crt else "classic",
+        )
+        self.crt = crt
+        if crt:
+            manager = create_transfer_manager(self.client, self.transfer_write)
+            if type(manager).__name__ != "CRTTransferManager":
+                raise RuntimeError(f"boto3 gave {type(manager).__name__}, not the CRT transfer manager")
+            self.manager = manager
+        self.payload = b""
+
+    def prepare(self, ckpt: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save(ckpt, buf)
+        self.payload = buf.getvalue()
+
+    def save(self, ckpt: dict[str, Any], url: str) -> None:
+        bucket, key = url[5:].split("/", 1)
+        if self.crt:
+            self.manager.upload(io.BytesIO(self.payload), bucket, key).result()
+        else:
+            self.client.upload_fileobj(io.BytesIO(self.payload), bucket, key, Config=self.transfer_write)
+
+    def load(self, url: str) -> dict[str, Any]:
+        bucket, key = url[5:].split("/", 1)
+        out = io.BytesIO()
+        if self.crt:
+            self.manager.download(bucket, key, out).result()
+        else:
+            self.client.download_fileobj(bucket, key, out, Config=self.transfer_read)
+        if out.tell() != len(self.payload):
+            raise RuntimeError(f"downloaded {out.tell()} bytes, uploaded {len(self.payload)}")
+        return {}
+
+    def finish(self) -> None:
+        if self.crt:
+            self.manager.shutdown()
+
+
+PEERS: dict[str, Peer] = {
+    "ours-sync": Peer(lambda c: _ours(c, False)),
+    "ours-async": Peer(lambda c: _ours(c, True), is_async=True),
+    "nemo-sync": Peer(lambda c: _nemo(c, False)),
+    "nemo-async": Peer(lambda c: _nemo(c, True), is_async=True),
+    "s3torchconnector": Peer(_s3torch),
+    "lightning-s3fs": Peer(lambda c: _lightning_s3fs(c, False)),
+    "lightning-s3fs-async": Peer(lambda c: _lightning_s3fs(c, True), is_async=True),
+    "raw-boto3": Peer(lambda c: RawBoto3(c, crt=False)),
+}
+
+
+# ---------------------------------------------------------------- the measurements
+
+
+def warm_up(peer: Peer, cfg: dict[str, Any]) -> None:
+    """One untimed save and load of a 1 MiB checkpoint: imports, lazy set-up and first-call costs."""
+    small = make_checkpoint(MiB)
+    url = f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-warmup.ckpt"
+    saver = peer.make(cfg)
+    if isinstance(saver, RawBoto3):
+        saver.prepare(small)
+    saver.save(small, url)
+    saver.finish()
+    loader = peer.make(cfg)
+    if isinstance(loader, RawBoto3):
+        loader.payload = saver.payload
+    loader.load(url)
+    loader.finish()
+
+
+def measure_transfers(peer: Peer, cfg: dict[str, Any], ckpt: dict[str, Any]) -> list[dict[str, Any]]:
+    warm_up(peer, cfg)
+    reps: list[dict[str, Any]] = []
+    for rep in range(cfg["reps"]):
+        url = f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-rep{rep}.ckpt"
+        saver = peer.make(cfg)
+        if isinstance(saver, RawBoto3):
+            saver.prepare(ckpt)
+        before = requests_so_far(cfg["metrics_url"], cfg["bucket"])
+        cpu0 = cpu_seconds()
+        with PeakRss() as save_rss:
+            t0 = time.perf_counter()
+            saver.save(ckpt, url)
+            stall = time.perf_counter() - t0
+            saver.finish()  # async peers: waits for the upload; sync peers: releases resources
+            save_s = time.perf_counter() - t0
+        save_cpu = cpu_seconds() - cpu0
+        save_requests = requests_so_far(cfg["metrics_url"], cfg["bucket"]) - before
+
+        loader = peer.make(cfg)
+        if isinstance(loader, RawBoto3):
+            loader.payload = saver.payload
+        cpu0 = cpu_seconds()
+        with PeakRss() as load_rss:
+            t0 = time.perf_counter()
+            loaded = loader.load(url)
+            load_s = time.perf_counter() - t0
+        load_cpu = cpu_seconds() - cpu0
+        loader.finish()
+        if not isinstance(loader, RawBoto3) and not same(ckpt, loaded):
+            raise RuntimeError(f"{cfg['peer']}: the loaded checkpoint differs from the saved one")
+        del loaded
+        reps.append(
+            {
+                "save_s": save_s,
+                "stall_s": stall,
+                "save_cpu_s": save_cpu,
+                "save_rss_extra": save_rss.extra,
+                "save_requests": save_requests,
+                "load_s": load_s,
+                "load_cpu_s": load_cpu,
+                "load_rss_extra": load_rss.extra,
+            }
+        )
+    return reps
+
+
+def bare_clone_seconds(ckpt: dict[str, Any]) -> float:
+    """The least a safe async save must block for: copying every tensor once."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        copy = {k: v.clone() for k, v in ckpt["state_dict"].items()}
+        best = min(best, time.perf_counter() - t0)
+        del copy
+    return best
+
+
+def measure_training(peer: Peer, cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Steps/s of a small CPU training loop with no save in flight, then while an async save runs."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Linear(512, 512) for _ in range(4)))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(64, 512)
+
+    def step() -> None:
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+
+    for _ in range(20):
+        step()
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 2.0:
+        step()
+        steps += 1
+    idle_rate = steps / (time.perf_counter() - t0)
+
+    saver = peer.make(cfg)
+    url = f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-train.ckpt"
+    t0 = time.perf_counter()
+    saver.save(ckpt, url)
+    stall = time.perf_counter() - t0
+    waiter = threading.Thread(target=saver.finish, name="wait-for-save")
+    waiter.start()
+    steps, t1 = 0, time.perf_counter()
+    while waiter.is_alive():
+        step()
+        steps += 1
+    busy_s = time.perf_counter() - t1
+    waiter.join()
+    return {
+        "idle_steps_per_s": idle_rate,
+        "busy_steps_per_s": steps / busy_s if busy_s > 0 else None,
+        "busy_steps": steps,
+        "busy_s": busy_s,
+        "train_stall_s": stall,
+    }
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    result: dict[str, Any] = {"peer": cfg["peer"], "size_bytes": cfg["size_bytes"], "tag": cfg["tag"]}
+    try:
+        peer = PEERS[cfg["peer"]]
+        ckpt = make_checkpoint(cfg["size_bytes"])
+        result["reps"] = measure_transfers(peer, cfg, ckpt)
+        if peer.is_async:
+            result["bare_clone_s"] = bare_clone_seconds(ckpt)
+            if cfg.get("train"):
+                result["training"] = measure_training(peer, cfg, ckpt)
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()
+    with open(cfg["out"], "w") as out:
+        json.dump(result, out)
+
+
+if __name__ == "__main__":
+    main()
