@@ -1,0 +1,131 @@
+"""The ``s3ckpt`` plugin: what the CLI in s3-utils cannot do without torch.
+
+Registered in the ``s3ckpt.plugins`` entry-point group, so ``s3ckpt verify`` also checks that a
+checkpoint loads, and ``s3ckpt bench --torch`` times a real ``S3CheckpointIO`` save and load.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from s3_checkpoint_io._loading import load_from_buffer
+from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
+from s3_dirpath_utils import join_s3_url
+from s3_utils.cli.plugins import SaveLoadTiming
+from s3_utils.cli.tuning import Recommendation
+
+MiB = 1024 * 1024
+_BENCH_TENSOR_MiB = 64
+
+
+def describe_checkpoint(checkpoint: Any) -> str:
+    """One line about a loaded checkpoint: its kind, step, epoch and how many tensors it holds.
+
+    Args:
+        checkpoint: what ``torch.load`` returned.
+
+    Returns:
+        The description.
+    """
+    if not isinstance(checkpoint, dict):
+        return f"loads as a {type(checkpoint).__name__} (not a Lightning checkpoint dict)"
+    tensors, numbers = _count_tensors(checkpoint)
+    parts = [f"{tensors} tensors ({numbers:,} values)"]
+    for key in ("global_step", "epoch"):
+        if key in checkpoint:
+            parts.append(f"{key}={checkpoint[key]}")
+    kind = "Lightning checkpoint" if "state_dict" in checkpoint else "dict"
+    keys = ", ".join(sorted(str(k) for k in checkpoint)[:8])
+    return f"{kind}: {', '.join(parts)}; keys: {keys}"
+
+
+def _count_tensors(value: Any) -> tuple[int, int]:
+    if isinstance(value, torch.Tensor):
+        return 1, value.numel()
+    if isinstance(value, dict):
+        items: list[Any] = list(value.values())
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        return 0, 0
+    count = numbers = 0
+    for item in items:
+        c, n = _count_tensors(item)
+        count += c
+        numbers += n
+    return count, numbers
+
+
+class TorchCheckpointPlugin:
+    """Loads checkpoints with torch and times ``S3CheckpointIO`` for ``s3ckpt``."""
+
+    name = "s3-checkpoint-io"
+
+    def check_loads(self, data: bytearray, url: str, weights_only: bool) -> str:
+        """``torch.load`` the bytes on the CPU and describe what came out.
+
+        Args:
+            data: the whole object.
+            url: where it came from, for messages.
+            weights_only: refuse arbitrary pickled objects.
+
+        Returns:
+            One line describing the checkpoint.
+
+        Raises:
+            CorruptCheckpointError: if the bytes are not a readable torch checkpoint.
+            WeightsOnlyLoadError: if ``weights_only`` refused an object in it.
+        """
+        return describe_checkpoint(load_from_buffer(data, url, "cpu", weights_only))
+
+    def bench_save_load(self, prefix_url: str, size_MB: int, settings: Recommendation) -> SaveLoadTiming:
+        """Save a random state dict of about ``size_MB`` MiB through ``S3CheckpointIO`` and load it back.
+
+        Args:
+            prefix_url: a scratch prefix; the checkpoint is removed afterwards.
+            size_MB: approximate size in MiB.
+            settings: chunk size and concurrencies to use.
+
+        Returns:
+            Save and load seconds, and the bytes written.
+        """
+        generator = torch.Generator().manual_seed(0)
+        state: dict[str, Any] = {"state_dict": {}, "global_step": 0}
+        remaining = size_MB * MiB // 4
+        index = 0
+        while remaining > 0:
+            count = min(remaining, _BENCH_TENSOR_MiB * MiB // 4)
+            state["state_dict"][f"layer{index}.weight"] = torch.rand(count, generator=generator)
+            remaining -= count
+            index += 1
+        url = join_s3_url(prefix_url, "torch-bench.ckpt")
+        io = S3CheckpointIO(
+            prefix_url,
+            chunk_size_MB=settings.chunk_size_MB,
+            max_read_concurrency=settings.max_read_concurrency,
+            max_write_concurrency=settings.max_write_concurrency,
+        )
+        try:
+            started = time.perf_counter()
+            io.save_checkpoint(state, url)
+            save_s = time.perf_counter() - started
+            stats = io.last_save_stats
+            started = time.perf_counter()
+            io.load_checkpoint(url, weights_only=True)
+            load_s = time.perf_counter() - started
+            io.remove_checkpoint(url)
+        finally:
+            io.teardown()
+        return SaveLoadTiming(
+            label="torch state_dict via S3CheckpointIO",
+            size_bytes=stats.bytes if stats is not None else size_MB * MiB,
+            save_s=save_s,
+            load_s=load_s,
+        )
+
+
+plugin = TorchCheckpointPlugin()
+"""The object the ``s3ckpt.plugins`` entry point names."""
