@@ -71,8 +71,10 @@ class CaptureAtTrainStart(Callback):
 
     def __init__(self) -> None:
         self.state: dict[str, Any] | None = None
+        self.ckpt_path: str | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.ckpt_path = None if trainer.ckpt_path is None else str(trainer.ckpt_path)
         self.state = {
             "weights": {k: v.detach().clone() for k, v in pl_module.state_dict().items()},
             "optimizer": _clone(trainer.optimizers[0].state_dict()),

@@ -82,15 +82,11 @@ class S3ModelCheckpoint(ModelCheckpoint):
         # Lightning picks the newest of these by modification time, through fsspec; hand it only the
         # one we choose (highest step in the name, then newest), with the URL intact.
         io = self._checkpoint_io(trainer)
-        pattern = re.compile(
-            rf"^{re.escape(self.CHECKPOINT_NAME_LAST)}(-v?\d+)?{re.escape(self.FILE_EXTENSION)}$"
-        )
+        pattern = _last_name_pattern(self.CHECKPOINT_NAME_LAST, self.FILE_EXTENSION)
         best: tuple[int, float, str] | None = None
         for info in io.list_objects(self.dir_url + "/"):
             name = info.url[len(self.dir_url) + 1 :]
-            if "/" in name:
-                continue
-            if not (pattern.match(name) or name.endswith(self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)):
+            if "/" in name or not pattern.match(name):
                 continue
             step = step_from_name(name)
             modified = info.last_modified.timestamp() if info.last_modified is not None else 0.0
@@ -131,3 +127,11 @@ class S3ModelCheckpoint(ModelCheckpoint):
                 "Trainer(plugins=[S3CheckpointIO(...)]) or DDPStrategy(checkpoint_io=S3CheckpointIO(...))"
             )
         return io
+
+
+def _last_name_pattern(template: str, extension: str) -> re.Pattern[str]:
+    """Names ``ModelCheckpoint`` gives last checkpoints: the template with any ``{...}`` filled in,
+    optionally followed by a version (``-v1``), then the extension."""
+    literal_parts = re.split(r"\{[^}]*\}", template)
+    body = ".*".join(re.escape(part) for part in literal_parts)
+    return re.compile(rf"^{body}(-v\d+)?{re.escape(extension)}$")
