@@ -216,3 +216,9 @@ def summary(session: nox.Session) -> None:
     print(f"tests: {passed} passed, {failed} failed, {totals['skipped']} skipped")
     if failed:
         session.error(f"{failed} tests failed")
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """The benchmark against every peer (not a default session): `nox -s bench -- --quick`."""
+    session.run("python3.11", "bench/run.py", *session.posargs, external=True)
