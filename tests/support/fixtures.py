@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from support.fault_proxy import FaultProxy
 from support.s3_server import MotoServer, new_bucket_name, s3_environment
 
 
@@ -49,3 +50,10 @@ def bucket(s3_server: MotoServer, s3_client: Any) -> Iterator[str]:
     for upload in s3_client.list_multipart_uploads(Bucket=name).get("Uploads", []):
         s3_client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
     s3_client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def fault_proxy(s3_server: MotoServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the test server; point a client's endpoint at ``.url``."""
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        yield proxy

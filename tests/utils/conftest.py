@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from s3_utils import S3ClientConfig, S3Store, TransferConfig
-from support.fixtures import bucket, s3_client, s3_server  # noqa: F401
+from support.fixtures import bucket, fault_proxy, s3_client, s3_server  # noqa: F401
 
 SMALL_CHUNK_MB = 5
 CHUNK = SMALL_CHUNK_MB * 1024 * 1024

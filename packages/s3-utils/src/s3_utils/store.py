@@ -199,11 +199,18 @@ class S3Store:
             S3NotFoundError: naming the missing bucket or key.
             S3Error: on any other failure.
         """
+        return self._head(url, None)
+
+    def _head(self, url: str | os.PathLike[str], stats: StatsRecorder | None) -> ObjectInfo:
         bucket, key = _object_url(url)
         extra: dict[str, Any] = {"ChecksumMode": "ENABLED"} if self.transfer_config.checksum else {}
         try:
-            response = self._call(
-                lambda: self.client.head_object(Bucket=bucket, Key=key, **extra), "HeadObject", bucket, key
+            response = self._requester.call(
+                lambda: self.client.head_object(Bucket=bucket, Key=key, **extra),
+                operation="HeadObject",
+                bucket=bucket,
+                key=key,
+                stats=stats,
             )
         except S3NotFoundError:
             self._raise_if_no_bucket(bucket)
@@ -240,7 +247,8 @@ class S3Store:
             S3ObjectChangedError: if the object was overwritten meanwhile.
             S3IntegrityError: if the bytes do not match the stored checksum.
         """
-        info = self.head(url)
+        stats = StatsRecorder("download", self._url_of(url))
+        info = self._head(url, stats)
         target = memoryview(buffer).cast("B")
         if target.readonly or len(target) < info.size:
             raise S3ConfigError(
@@ -248,14 +256,13 @@ class S3Store:
                 f"{' and read-only' if target.readonly else ''}: pass a writable buffer of at least "
                 f"{info.size} bytes"
             )
-        self._download(info, target)
+        ranged_download(self._transport(), info, memory_sink(target), stats)
+        stats.finish(self._subscribers)
         return info.size
 
-    def _download(self, info: ObjectInfo, target: memoryview) -> TransferStats:
-        stats = StatsRecorder("download", info.url)
-        stats.request()  # the HEAD
-        ranged_download(self._transport(), info, memory_sink(target), stats)
-        return stats.finish(self._subscribers)
+    @staticmethod
+    def _url_of(url: str | os.PathLike[str]) -> str:
+        return build_s3_url(*_object_url(url))
 
     def download_bytes(self, url: str | os.PathLike[str]) -> bytearray:
         """Download ``url`` into a new ``bytearray``.
@@ -265,9 +272,11 @@ class S3Store:
             S3ObjectChangedError: if the object was overwritten meanwhile.
             S3IntegrityError: if the bytes do not match the stored checksum.
         """
-        info = self.head(url)
+        stats = StatsRecorder("download", self._url_of(url))
+        info = self._head(url, stats)
         buffer = bytearray(info.size)
-        self._download(info, memoryview(buffer))
+        ranged_download(self._transport(), info, memory_sink(memoryview(buffer)), stats)
+        stats.finish(self._subscribers)
         return buffer
 
     def download_file(self, url: str | os.PathLike[str], path: str | os.PathLike[str]) -> TransferStats:
@@ -284,7 +293,8 @@ class S3Store:
             S3ObjectChangedError: if the object was overwritten meanwhile.
             S3IntegrityError: if the bytes do not match the stored checksum.
         """
-        info = self.head(url)
+        stats = StatsRecorder("download", self._url_of(url))
+        info = self._head(url, stats)
         target = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(target))
         fd, temporary = tempfile.mkstemp(
@@ -292,8 +302,6 @@ class S3Store:
         )
         try:
             os.ftruncate(fd, info.size)
-            stats = StatsRecorder("download", info.url)
-            stats.request()
             ranged_download(self._transport(), info, file_sink(fd), stats)
             os.fsync(fd)
             os.close(fd)
