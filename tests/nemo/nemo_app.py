@@ -156,3 +156,12 @@ def nemo_only_rank_main(log_dir: str, dirpath: str) -> None:
     fit_trainer = trainer(int(os.environ["WORLD_SIZE"]), 1, [])
     exp_manager(fit_trainer, cfg.exp_manager)
     print(f"rank {os.environ['RANK']} resume path: {fit_trainer.ckpt_path}", flush=True)
+
+
+def discovery_rank_main(log_dir: str, dirpath: str) -> None:
+    """``s3_exp_manager``'s resume discovery on one rank, then the broadcast at fit set-up, for docs."""
+    from nemo_s3_integration import s3_exp_manager
+
+    fit_trainer = trainer(int(os.environ["WORLD_SIZE"]), 1, [])
+    s3_exp_manager(fit_trainer, config(log_dir, dirpath=dirpath))
+    print(f"rank {os.environ['RANK']} resume path before fit: {fit_trainer.ckpt_path}", flush=True)
