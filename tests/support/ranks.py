@@ -54,6 +54,35 @@ def init_process_group(timeout_s: float = 60.0) -> None:
     dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
 
 
+def command(target: str, args: Sequence[str] = ()) -> list[str]:
+    """The command line that runs ``target(*args)`` in a fresh interpreter (see :func:`spawn`)."""
+    return [sys.executable, "-c", _ENTRY, target, *args]
+
+
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus ``env``, with ``tests/`` on ``PYTHONPATH``."""
+    merged = dict(os.environ)
+    merged.update(env or {})
+    merged["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), merged.get("PYTHONPATH")]))
+    return merged
+
+
+def spawn(
+    target: str, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start one process running ``target(*args)`` (not a rank: no distributed variables), output piped.
+
+    The caller owns it: wait for it, or kill it (e.g. to test a crash) and then wait.
+    """
+    return subprocess.Popen(
+        command(target, args),
+        env=child_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def launch(
     target: str,
     world_size: int,
@@ -80,9 +109,7 @@ def launch(
         RanksFailed: if ``check`` and a rank failed or had to be killed.
     """
     port = free_port()
-    base_env = dict(os.environ)
-    base_env.update(env or {})
-    base_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), base_env.get("PYTHONPATH")]))
+    base_env = child_env(env)
     with tempfile.TemporaryDirectory(prefix="ranks-") as logs:
         processes: list[subprocess.Popen[bytes]] = []
         files = []
@@ -103,7 +130,7 @@ def launch(
                 files.append(log_file)
                 processes.append(
                     subprocess.Popen(
-                        [sys.executable, "-c", _ENTRY, target, *args],
+                        command(target, args),
                         env=rank_env,
                         stdout=log_file,
                         stderr=subprocess.STDOUT,

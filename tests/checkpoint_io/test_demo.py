@@ -1,0 +1,55 @@
+"""The demo (``./dev demo``) end to end with small numbers: train, SIGKILL, resume from S3, summary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from s3_utils.checkpoint_names import step_from_name
+
+DEMO = Path(__file__).resolve().parents[2] / "demo" / "demo.py"
+STEPS, EVERY = 60, 10
+
+
+@pytest.mark.slow
+def test_demo_resumes_from_the_last_checkpoint_saved_before_the_kill(tmp_path: Path) -> None:
+    summary_file = tmp_path / "summary.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(DEMO),
+            f"--steps={STEPS}",
+            f"--every-n-steps={EVERY}",
+            "--hidden=64",
+            "--step-delay=0.05",
+            "--timeout=240",
+            f"--summary-json={summary_file}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=560,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "== summary ==" in result.stdout
+    assert "SIGKILLed" in result.stdout
+
+    summary = json.loads(summary_file.read_text())
+    killed_after = summary["killed_after"]
+    assert step_from_name(killed_after) >= int(STEPS * 0.6)
+    # the resume picked a -last checkpoint at least as new as the one seen in S3 before the kill
+    resumed = summary["resumed_from"]
+    assert resumed.endswith("-last.ckpt")
+    assert step_from_name(resumed) == summary["resume_step"]
+    assert summary["resume_step"] >= step_from_name(killed_after)
+    assert summary["final_step"] == STEPS
+    names = [c["name"] for c in summary["checkpoints"]]
+    assert f"demo-step={STEPS}-last.ckpt" in names
+    assert all(c["size"] > 0 for c in summary["checkpoints"])
+    assert summary["saves"]
+    assert all(s["asynchronous"] and s["upload_s"] > 0 and s["bytes"] > 0 for s in summary["saves"])
+    assert f"resumed from: {resumed}" in result.stdout
