@@ -1,0 +1,79 @@
+"""Checkpointing across processes: 2-rank DDP save + resume, and a trainer SIGKILLed mid-upload."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from checkpoint_io.test_checkpoint_io_trainer import keys, resume
+from s3_checkpoint_io import S3CheckpointIO
+from support.fault_proxy import FaultProxy
+from support.ranks import launch, spawn
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_two_rank_ddp_saves_and_resumes_from_last(
+    s3_server: Any, bucket: str, s3_client: Any, tmp_path: pathlib.Path, mode: str
+) -> None:
+    dirpath = f"s3://{bucket}/ddp"
+    launch(
+        "checkpoint_io.train_targets:ddp_save_and_resume",
+        world_size=2,
+        args=[dirpath, str(tmp_path), mode],
+        timeout_s=150,
+    )
+    assert keys(s3_client, bucket) == {
+        "ddp/step=2.ckpt",
+        "ddp/step=4.ckpt",
+        "ddp/step=6.ckpt",
+        "ddp/last.ckpt",
+    } - {"ddp/step=2.ckpt"}
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for result in ranks:
+        assert result["ended_step"] == 4
+        assert result["resumed_step"] == 4
+        assert result["resumed_from"] == f"{dirpath}/last.ckpt"
+        assert result["resumed_weights"] == result["ended_weights"]
+    assert ranks[0]["resumed_weights"] == ranks[1]["resumed_weights"]
+
+
+def test_trainer_killed_mid_async_upload_leaves_the_previous_checkpoint_and_resume_uses_it(
+    s3_server: Any, bucket: str, s3_client: Any, tmp_path: pathlib.Path
+) -> None:
+    dirpath = f"s3://{bucket}/run"
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        proxy.add_fault("UploadPart", "delay", delay_s=1.0)  # only the big step-4 checkpoint has parts
+        child = spawn("checkpoint_io.train_targets:run_until_killed", [dirpath, proxy.url, str(tmp_path)])
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                assert child.poll() is None, child.stdout.read().decode() if child.stdout else ""
+                assert time.monotonic() < deadline, "the step-4 upload never started"
+                if proxy.count("UploadPart") >= 2:  # parts are on their way: the upload is half done
+                    break
+                time.sleep(0.05)
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=30)
+            if child.stdout:
+                child.stdout.close()
+    uploads = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["Key"] for u in uploads] == ["run/step=4.ckpt"]  # begun, never completed
+    assert keys(s3_client, bucket) == {"run/step=2.ckpt", "run/last.ckpt"}  # no partial object visible
+    io = S3CheckpointIO(dirpath)
+    assert io.load_checkpoint(f"{dirpath}/last.ckpt")["global_step"] == 2
+    seen = resume(bucket, tmp_path, True, "last", max_steps=3)
+    assert seen.state is not None
+    assert seen.state["global_step"] == 2
+    assert seen.ckpt_path == f"{dirpath}/last.ckpt"
