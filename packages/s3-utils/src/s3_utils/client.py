@@ -9,7 +9,9 @@ Botocore's own retries are turned off: :mod:`s3_utils.retry` owns the retry poli
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,23 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
+
+_TOKEN_HEADER = re.compile(r"(x-amz-security-token['\"]?\s*[:=]\s*b?['\"]?)[^'\",}\s]+", re.IGNORECASE)
+
+
+class _RedactSessionToken(logging.Filter):
+    """botocore's DEBUG log prints request headers, session token included; blank the token out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "security-token" in message.lower():
+            record.msg = _TOKEN_HEADER.sub(r"\1<redacted>", message)
+            record.args = ()
+        return True
+
+
+for _name in ("botocore.endpoint", "botocore.auth", "botocore.hooks", "botocore.parsers"):
+    logging.getLogger(_name).addFilter(_RedactSessionToken())
 
 
 def pool_size(config: S3ClientConfig, max_concurrency: int) -> int:

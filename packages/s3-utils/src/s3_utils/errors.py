@@ -132,6 +132,12 @@ def translate(
             f"{operation} {at}: credentials rejected ({code}): {hint}; check AWS_ACCESS_KEY_ID / "
             "AWS_SECRET_ACCESS_KEY / AWS_PROFILE"
         )
+    if code in {"403", "Forbidden"}:  # a HEAD's answer has no body, so no reason either
+        return S3AccessDeniedError(
+            f"{operation} {at}: access denied (HTTP 403, no reason given): check the credentials "
+            f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE) and that their policy allows "
+            f"s3:{operation} on this bucket and key"
+        )
     if code in _DENIED:
         return S3AccessDeniedError(
             f"{operation} {at}: access denied; check that the credentials' policy allows "

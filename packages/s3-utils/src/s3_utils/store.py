@@ -231,10 +231,15 @@ class S3Store:
         try:
             self._call(lambda: self.client.head_bucket(Bucket=bucket), "HeadBucket", bucket, None)
         except S3NotFoundError:
-            raise S3NotFoundError(
-                f"bucket {bucket!r} does not exist at {self.client_config.endpoint_name}; check the bucket "
-                "name and the endpoint"
-            ) from None
+            pass
+        except S3Error:
+            return  # cannot tell (e.g. no s3:ListBucket permission): the key's own error stands
+        else:
+            return
+        raise S3NotFoundError(
+            f"bucket {bucket!r} does not exist at {self.client_config.endpoint_name}; check the bucket "
+            "name and the endpoint"
+        )
 
     def download_into(self, url: str | os.PathLike[str], buffer: bytearray | memoryview) -> int:
         """Download ``url`` into the start of ``buffer`` (a writable bytes-like at least as large).
