@@ -47,6 +47,7 @@ nox.options.sessions = [
     "utils",
     "checkpoint_io",
     "nemo",
+    "docs",
     "summary",
 ]
 
@@ -199,6 +200,33 @@ def wheels(session: nox.Session) -> None:
                 str(venv / "bin" / "python"), "-c", f"import {module}; print({module}.__name__, 'ok')"
             )
             session.run(pip, "check", external=True)
+
+
+DOCS_DEPS = (
+    "mkdocs==1.6.1",
+    "mkdocstrings==1.0.8",
+    "mkdocstrings-python==2.0.11",
+    "griffe==2.4.1",
+    "mkdocs-autorefs==1.4.5",
+    "ruff==0.17.6",  # mkdocstrings formats the API signatures with it
+)
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the docs site with mkdocs --strict (any warning fails); API reference from the docstrings."""
+    session.install(*DOCS_DEPS)
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / ".nox" / "site"))
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """Train with async S3 checkpoints, SIGKILL, resume from S3 (`./dev demo -- --dirpath s3://b/p`)."""
+    session.install(TORCH)
+    session.install(
+        *CONSTRAINTS, DIRPATH, UTILS, CHECKPOINT_IO, f"lightning=={LIGHTNING_NEWEST}", "moto[server]"
+    )
+    session.run("python", "demo/demo.py", *session.posargs)
 
 
 @nox.session(venv_backend="none")
