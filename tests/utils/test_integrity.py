@@ -1,0 +1,62 @@
+"""Uploads carry a CRC64NVME; downloads recompute it from the ranges and compare with the server's."""
+
+from __future__ import annotations
+
+import base64
+import random
+from typing import Any
+
+import pytest
+from awscrt import checksums
+
+from s3_utils import S3ClientConfig, S3IntegrityError, S3Store, TransferConfig
+from utils.conftest import CHUNK
+
+
+def crc64(data: bytes) -> str:
+    return base64.b64encode(checksums.crc64nvme(data).to_bytes(8, "big")).decode()
+
+
+@pytest.mark.parametrize(
+    "size", [0, 10, CHUNK + 1, 3 * CHUNK + 7], ids=["empty", "small", "2-parts", "4-parts"]
+)
+def test_stored_checksum_is_the_full_object_crc64nvme(store: S3Store, bucket: str, size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    store.upload_bytes(f"s3://{bucket}/obj", data)
+    info = store.head(f"s3://{bucket}/obj")
+    assert info.checksum_crc64nvme == crc64(data)
+    assert info.full_object_checksum == crc64(data)
+
+
+def test_corrupt_stored_object_fails_download_naming_it(store: S3Store, bucket: str, s3_client: Any) -> None:
+    data = random.Random(1).randbytes(2 * CHUNK + 3)
+    # A store whose bytes no longer match the checksum recorded when they were written.
+    s3_client.put_object(
+        Bucket=bucket,
+        Key="rotten.ckpt",
+        Body=data,
+        ChecksumAlgorithm="CRC64NVME",
+        ChecksumCRC64NVME=crc64(b"other"),
+    )
+    with pytest.raises(S3IntegrityError, match=rf"s3://{bucket}/rotten.ckpt: CRC64NVME .* is {crc64(data)}"):
+        store.download_bytes(f"s3://{bucket}/rotten.ckpt")
+
+
+def test_checksums_can_be_turned_off(s3_server: Any, bucket: str, s3_client: Any) -> None:
+    s3_client.put_object(
+        Bucket=bucket,
+        Key="k",
+        Body=b"bytes",
+        ChecksumAlgorithm="CRC64NVME",
+        ChecksumCRC64NVME=crc64(b"other"),
+    )
+    with S3Store(S3ClientConfig.from_env(), TransferConfig(chunk_size_MB=5, checksum=False)) as store:
+        assert store.download_bytes(f"s3://{bucket}/k") == b"bytes"
+        store.upload_bytes(f"s3://{bucket}/plain", b"no checksum")
+        assert store.head(f"s3://{bucket}/plain").checksum_crc64nvme is None
+
+
+def test_object_without_checksum_downloads_unverified(store: S3Store, bucket: str, s3_client: Any) -> None:
+    s3_client.put_object(Bucket=bucket, Key="legacy", Body=b"old object")
+    assert store.head(f"s3://{bucket}/legacy").full_object_checksum is None
+    assert store.download_bytes(f"s3://{bucket}/legacy") == b"old object"
