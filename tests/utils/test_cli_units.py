@@ -6,14 +6,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import time
 import zlib
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from s3_utils.cli.durations import parse_duration
+from s3_utils.cli.file_progress import FileGrowthWatcher
 from s3_utils.cli.formatting import human_size
 from s3_utils.cli.integrity import StoredChecksum, check_checksum, check_etag, parts_in, stored_checksum
 from s3_utils.cli.progress import ProgressLine
@@ -168,3 +171,19 @@ def test_a_disabled_progress_line_writes_nothing() -> None:
         progress.add(10)
     assert stream.getvalue() == ""
     assert progress.done_bytes == 10
+
+
+def test_file_growth_watcher_reports_bytes_written_at_offsets(tmp_path: Path) -> None:
+    (tmp_path / ".model.ckpt.old.part").write_bytes(b"an older temporary file, ignored")
+    reported: list[int] = []
+    with FileGrowthWatcher(tmp_path, ".model.ckpt.", reported.append, interval_s=0.01):
+        with (tmp_path / ".model.ckpt.x1y2.part").open("wb") as out:
+            out.truncate(8 * MiB)  # pre-sized and sparse, as the store's download leaves it
+            for offset in (4 * MiB, 0, 2 * MiB):  # ranges land out of order
+                out.seek(offset)
+                out.write(b"\1" * MiB)
+                out.flush()
+        deadline = time.monotonic() + 5
+        while sum(reported) < 3 * MiB and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert 3 * MiB <= sum(reported) < 8 * MiB  # what arrived, not the pre-sized length
