@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, wait
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -110,8 +111,17 @@ class S3Writer:
         offset = 0
         while offset < total:
             if self._filled == self._chunk:
-                self._send_buffer()
+                self._send(self._take_buffer)
+            if self._filled == 0 and total - offset > self._chunk:
+                # A whole part straight from the caller's bytes (one copy instead of two); more data
+                # follows in this very call, so this is not the last part.
+                piece = view[offset : offset + self._chunk]
+                self._send(piece.tobytes)
+                offset += self._chunk
+                continue
             take = min(self._chunk - self._filled, total - offset)
+            if not self._buffer and self._next_part > 1:
+                self._buffer = bytearray(self._chunk)  # multipart for sure: fill in place, no regrowth
             self._buffer[self._filled : self._filled + take] = view[offset : offset + take]
             self._filled += take
             offset += take
@@ -133,7 +143,7 @@ class S3Writer:
             if self._upload_id is None:
                 self._put_single()
             else:
-                self._send_buffer()
+                self._send(self._take_buffer)
                 self._wait_for_parts()
                 self._raise_if_failed()
                 self._complete()
@@ -202,8 +212,9 @@ class S3Writer:
             self.abort()
             raise failure
 
-    def _send_buffer(self) -> None:
-        """Hand the filled buffer to a worker as the next part, and start a fresh buffer."""
+    def _send(self, make_body: Callable[[], bytes]) -> None:
+        """Send the next part, made by ``make_body`` once a slot is free (so at most
+        ``max_concurrency`` part copies exist at a time)."""
         part_number = self._next_part
         if part_number > MAX_PARTS:
             raise S3ConfigError(
@@ -217,7 +228,7 @@ class S3Writer:
             self._raise_if_failed()
             if self._upload_id is None:
                 self._create_upload()
-            body = self._take_buffer()
+            body = make_body()
             future = self._t.executor.submit(self._upload_part, part_number, [body])
             del body
         except BaseException:
@@ -226,14 +237,13 @@ class S3Writer:
         future.add_done_callback(self._part_done)
         self._futures.append(future)
         self._next_part += 1
-        self._buffer = bytearray(self._chunk)
-        self._filled = 0
 
     def _take_buffer(self) -> bytes:
         # botocore's signer copies a bytearray body for every attempt, but not bytes: one copy here
         # keeps a part in flight at one chunk of memory.
         body = bytes(memoryview(self._buffer)[: self._filled])
         self._buffer = bytearray()
+        self._filled = 0
         return body
 
     def _part_done(self, future: Future[None]) -> None:
