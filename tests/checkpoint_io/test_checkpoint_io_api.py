@@ -29,7 +29,7 @@ def keys(s3_client: Any, bucket: str) -> set[str]:
 def wait_until_idle(io: S3CheckpointIO, timeout_s: float = 60.0) -> None:
     """Wait for background work without consuming a failure (wait_for_saves would raise it)."""
     deadline = time.monotonic() + timeout_s
-    while io.pending_saves:
+    while io.busy:
         assert time.monotonic() < deadline, f"saves still pending: {io.pending_saves}"
         time.sleep(0.02)
 
@@ -341,3 +341,23 @@ def test_same_step_last_clean_up_is_off_by_default_and_works_when_on(
         "run/gpt--step=900-loss=6.47-last.ckpt",
         "run/gpt--step=800-loss=7.00-last.ckpt",
     }
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned-buffer path needs a CUDA device")
+def test_cuda_tensors_are_snapshotted_into_reused_pinned_buffers() -> None:
+    from s3_checkpoint_io._snapshot import PinnedBufferPool, take_snapshot
+
+    pool = PinnedBufferPool()
+    weight = torch.randn(256, 256, device="cuda")
+    live = {"w": weight, "w_t": weight.t(), "step": 1}
+    first = take_snapshot(live, pool)
+    weight.add_(1.0)
+    copied = first.state["w"]
+    assert copied.device.type == "cpu"
+    assert copied.is_pinned()
+    assert torch.equal(copied + 1.0, weight.cpu())
+    assert copied.untyped_storage().data_ptr() == first.state["w_t"].untyped_storage().data_ptr()
+    pinned = first.pinned[0].data_ptr()
+    pool.give_back(first.pinned)
+    second = take_snapshot(live, pool)
+    assert second.pinned[0].data_ptr() == pinned  # reused, not pinned anew

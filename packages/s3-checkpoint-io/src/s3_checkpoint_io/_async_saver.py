@@ -37,7 +37,7 @@ class AsyncSaver:
         self._slots = threading.BoundedSemaphore(max_pending_saves)
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: dict[int, tuple[str, Future[None]]] = {}
+        self._pending: dict[int, tuple[str, str, Future[None]]] = {}
         self._next_token = 0
         self._failures: list[_Failure] = []
         self._failure_count = 0
@@ -99,13 +99,18 @@ class AsyncSaver:
             self._next_token += 1
             token = self._next_token
             future = self._executor.submit(run)
-            self._pending[token] = (path, future)
+            self._pending[token] = (path, what, future)
         return future
 
-    def pending_paths(self) -> list[str]:
-        """URLs with a save or removal still queued or running."""
+    def pending_saves(self) -> list[str]:
+        """URLs whose save is still queued or running, oldest first."""
         with self._lock:
-            return [path for path, _ in self._pending.values()]
+            return [path for path, what, _ in self._pending.values() if what == "save"]
+
+    def busy(self) -> bool:
+        """Whether any save or removal is still queued or running."""
+        with self._lock:
+            return bool(self._pending)
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until every job queued so far has finished (or ``timeout`` seconds have passed).
@@ -114,7 +119,7 @@ class AsyncSaver:
             TimeoutError: if jobs are still running after ``timeout`` seconds.
         """
         with self._lock:
-            futures = [future for _, future in self._pending.values()]
+            futures = [future for _, _, future in self._pending.values()]
         _, not_done = wait(futures, timeout=timeout)
         if not_done:
             raise TimeoutError(f"{len(not_done)} checkpoint save(s) still running after {timeout}s")

@@ -13,7 +13,14 @@ from s3_checkpoint_io.errors import CorruptCheckpointError, WeightsOnlyLoadError
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 _PICKLE_PROTOCOL_2 = 0x80  # torch.save's legacy format begins with a pickle protocol marker
-_CORRUPT_HINTS = ("PytorchStreamReader", "zip archive", "central directory", "file not found", "EOF", "seek position")
+_CORRUPT_HINTS = (
+    "PytorchStreamReader",
+    "zip archive",
+    "central directory",
+    "file not found",
+    "EOF",
+    "seek position",
+)
 
 
 def load_from_buffer(buffer: Buffer, url: str, map_location: Any, weights_only: bool | None) -> Any:

@@ -153,8 +153,13 @@ class S3CheckpointIO(CheckpointIO):
 
     @property
     def pending_saves(self) -> list[str]:
-        """URLs whose asynchronous save or removal is queued or running."""
-        return self._saver.pending_paths()
+        """URLs whose asynchronous save is queued or uploading, oldest first."""
+        return self._saver.pending_saves()
+
+    @property
+    def busy(self) -> bool:
+        """Whether any asynchronous save or queued removal has not finished yet."""
+        return self._saver.busy()
 
     def wait_for_saves(self, timeout: float | None = None) -> None:
         """Block until every queued save and removal has finished, then report any failure.
@@ -253,7 +258,7 @@ class S3CheckpointIO(CheckpointIO):
             WeightsOnlyLoadError: if ``weights_only`` loading refused an object in it.
         """
         url = _as_url(path)
-        if url in self._saver.pending_paths():
+        if url in self._saver.pending_saves():
             self._saver.wait()
         started = time.perf_counter()
         try:
@@ -319,7 +324,7 @@ class S3CheckpointIO(CheckpointIO):
     def exists(self, path: PathLike) -> bool:
         """Whether a checkpoint is at ``path`` or its asynchronous save is still on its way."""
         url = _as_url(path)
-        if url in self._saver.pending_paths():
+        if url in self._saver.pending_saves():
             return True
         try:
             self._store(write=False).head(url)
