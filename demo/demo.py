@@ -232,6 +232,14 @@ def _checkpoints(dirpath: str) -> list[tuple[str, int]]:
         return [(info.url[len(prefix) :], info.size) for info in store.iter_objects(prefix)]
 
 
+def _delete_everything_under(dirpath: str) -> None:
+    from s3_utils import S3Store
+
+    with S3Store() as store:
+        deleted = store.delete_prefix(dirpath.rstrip("/") + "/")
+    print(f"--clean: deleted {deleted} objects under {dirpath}", flush=True)
+
+
 def _wait_for_step(dirpath: str, worker: subprocess.Popen[bytes], step: int, timeout_s: float) -> str | None:
     """Poll the bucket until a ``-last`` checkpoint of at least ``step`` is there; its name, or None."""
     from s3_utils.checkpoint_names import step_from_name
@@ -320,6 +328,15 @@ def orchestrate(args: argparse.Namespace) -> int:
         if args.dirpath is None:
             stack.enter_context(local_s3())
             args.dirpath = f"s3://{LOCAL_BUCKET}/run/checkpoints"
+        elif _checkpoints(args.dirpath):
+            if not args.clean:
+                print(
+                    f"{args.dirpath} is not empty, and the resume would pick up what is there; use an empty "
+                    "prefix, or pass --clean to delete everything under it first",
+                    file=sys.stderr,
+                )
+                return 2
+            _delete_everything_under(args.dirpath)
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="s3ckpt-demo-"))
         args.workdir = workdir
         stats1, stats2 = Path(workdir, "run1.jsonl"), Path(workdir, "run2.jsonl")
@@ -375,6 +392,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-size-mb", type=float, default=5, help="S3 part size in MiB (default: 5)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds each run may take (600)")
     parser.add_argument("--summary-json", help="also write the summary as JSON to this file")
+    parser.add_argument(
+        "--clean", action="store_true", help="with --dirpath: delete everything under it before starting"
+    )
     parser.add_argument("--role", choices=["demo", "train"], default="demo", help=argparse.SUPPRESS)
     parser.add_argument("--stats", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +54,19 @@ def test_demo_resumes_from_the_last_checkpoint_saved_before_the_kill(tmp_path: P
     assert summary["saves"]
     assert all(s["asynchronous"] and s["upload_s"] > 0 and s["bytes"] > 0 for s in summary["saves"])
     assert f"resumed from: {resumed}" in result.stdout
+
+
+def test_demo_refuses_a_dirpath_that_already_holds_checkpoints(s3_client: Any, bucket: str) -> None:
+    # an old -last checkpoint with a higher step would hijack the demo's resume
+    s3_client.put_object(Bucket=bucket, Key="demo/old--step=999-last.ckpt", Body=b"x")
+    result = subprocess.run(
+        [sys.executable, str(DEMO), f"--dirpath=s3://{bucket}/demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "is not empty" in result.stderr
+    assert "--clean" in result.stderr
+    assert s3_client.list_objects_v2(Bucket=bucket)["KeyCount"] == 1
