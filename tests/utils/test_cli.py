@@ -411,3 +411,18 @@ def test_verify_reports_a_checksum_mismatch_with_its_own_exit_code(s3_server: An
         line.startswith("sha256") and "FAILED" in line and wrong in line for line in result.out.splitlines()
     )
     assert result.out.splitlines()[-1] == f"BAD: s3://{bucket}/bad.ckpt"
+
+
+def test_verify_without_the_torch_plugin_says_how_to_check_loading(
+    s3_client: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as with only s3-utils installed (the utils session has no plugin anyway; .venv may have one)
+    monkeypatch.setattr("s3_utils.cli.verify.load_plugins", list)
+    put(s3_client, bucket, "k.ckpt", b"bytes")
+
+    result = s3ckpt("verify", f"s3://{bucket}/k.ckpt")
+
+    assert result.code == exit_codes.OK, result
+    loads = next(line for line in result.out.splitlines() if line.startswith("loads"))
+    assert "skipped" in loads
+    assert "pip install s3-checkpoint-io" in loads
