@@ -17,6 +17,7 @@ from s3_utils import (
     S3ObjectChangedError,
     S3Store,
     S3TransferError,
+    S3Writer,
     TransferConfig,
 )
 from support.fault_proxy import FaultProxy
@@ -158,3 +159,33 @@ def test_overwrite_during_ranged_download_raises_object_changed(
                 store.download_bytes(url)
         finally:
             writer_thread.join()
+
+
+def write_repeatedly(writer: S3Writer, data: bytes, times: int) -> None:
+    for _ in range(times):
+        writer.write(data)
+
+
+def test_failed_part_surfaces_in_write_not_only_at_close(fault_proxy: FaultProxy, bucket: str) -> None:
+    fault_proxy.add_fault("UploadPart", "internal_error")
+    url = f"s3://{bucket}/early.ckpt"
+    chunk = payload(CHUNK)
+    with store_via(fault_proxy.url, max_attempts=1, max_concurrency=2) as store:
+        writer = store.open_writer(url)
+        with pytest.raises(S3TransferError, match="InternalError"):
+            write_repeatedly(writer, chunk, 50)  # the producer learns of the failure while writing
+        assert writer.closed
+        assert fault_proxy.count("UploadPart") < 50
+        assert not store.exists(url)
+
+
+def test_retries_stop_at_the_total_time_budget(fault_proxy: FaultProxy, bucket: str) -> None:
+    fault_proxy.add_fault("PutObject", "slowdown")
+    started = time.monotonic()
+    with (
+        store_via(fault_proxy.url, max_attempts=10_000, retry_total_s=0.5, retry_base_delay_s=0.05) as store,
+        pytest.raises(S3TransferError, match=r"PutObject .*SlowDown \(503\)"),
+    ):
+        store.upload_bytes(f"s3://{bucket}/k", b"x")
+    assert time.monotonic() - started < 3
+    assert 2 <= fault_proxy.count("PutObject") < 100
