@@ -11,6 +11,14 @@ from typing import Any
 from support.ranks import init_process_group
 
 
+def _leave_process_group() -> None:
+    # Exiting with a live gloo group can abort the interpreter at shutdown ("terminate called ...").
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def broadcast_main(out_dir: str) -> None:
     """Every rank offers its own value; every rank must end up with rank 0's."""
     from nemo_s3_integration.broadcast import broadcast_object, is_global_rank_zero
@@ -19,6 +27,7 @@ def broadcast_main(out_dir: str) -> None:
     rank = int(os.environ["RANK"])
     value = broadcast_object({"from": rank, "path": f"s3://b/rank{rank}.ckpt"})
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"value": value, "zero": is_global_rank_zero()}))
+    _leave_process_group()
 
 
 def check_resume_main(out_dir: str, dirpath: str, resume_past_end: str) -> None:
@@ -36,3 +45,4 @@ def check_resume_main(out_dir: str, dirpath: str, resume_past_end: str) -> None:
     except ValueError as exc:
         outcome = {"error": str(exc)}
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(outcome))
+    _leave_process_group()
