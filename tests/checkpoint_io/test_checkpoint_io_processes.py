@@ -73,3 +73,19 @@ def test_trainer_killed_mid_async_upload_leaves_the_previous_checkpoint_and_resu
     assert seen.state is not None
     assert seen.state["global_step"] == 2
     assert seen.ckpt_path == f"{dirpath}/last.ckpt"
+
+
+def test_sync_save_streams_without_a_whole_checkpoint_copy_in_memory(
+    s3_server: Any, bucket: str, s3_client: Any, tmp_path: pathlib.Path
+) -> None:
+    tensor_mib = 96
+    out = tmp_path / "peak.json"
+    url = f"s3://{bucket}/run/big.ckpt"
+    child = spawn("checkpoint_io.train_targets:sync_save_peak_memory", [url, str(out), str(tensor_mib)])
+    output, _ = child.communicate(timeout=120)
+    assert child.returncode == 0, output.decode(errors="replace")
+    measured = json.loads(out.read_text())
+    head = s3_client.head_object(Bucket=bucket, Key="run/big.ckpt")
+    assert head["ContentLength"] == measured["bytes"] > tensor_mib * 2**20
+    # (max_write_concurrency + 2) x 5 MiB parts is 30 MiB; a serialized copy would be 96 MiB more
+    assert measured["peak_rise_mib"] < 48, measured

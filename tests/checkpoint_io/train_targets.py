@@ -73,3 +73,21 @@ def ddp_save_and_resume(dirpath: str, out_dir: str, async_checkpointing: str) ->
     results["resumed_weights"] = {k: v.tolist() for k, v in seen.state["weights"].items()}
     pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
     print("rank", rank, "done", file=sys.stderr)
+
+
+def sync_save_peak_memory(url: str, out_file: str, tensor_mib: str) -> None:
+    """Save one large tensor synchronously; write how far the process's peak RSS rose during the save."""
+    import resource
+
+    io = S3CheckpointIO(url.rsplit("/", 1)[0], chunk_size_MB=5, max_write_concurrency=4)
+    big = {"w": torch.ones(int(tensor_mib) * 2**20 // 4)}
+    io.save_checkpoint({"warm": torch.ones(4)}, url + ".warmup")  # clients and threads exist now
+    before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    io.save_checkpoint(big, url)
+    after_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    stats = io.last_save_stats
+    assert stats is not None
+    io.teardown()
+    pathlib.Path(out_file).write_text(
+        json.dumps({"peak_rise_mib": (after_kib - before_kib) / 1024, "bytes": stats.bytes})
+    )
