@@ -111,6 +111,15 @@ def test_ls_says_when_a_resume_would_start_from_scratch(s3_client: Any, bucket: 
     assert "resume: none" in result.out
 
 
+def test_ls_of_one_object_shows_that_object(s3_client: Any, bucket: str) -> None:
+    put(s3_client, bucket, "c/m--step=4-last.ckpt", b"1234")
+    put(s3_client, bucket, "c/m--step=4-last.ckpt.bak", b"1")
+    result = s3ckpt("ls", f"s3://{bucket}/c/m--step=4-last.ckpt")
+    assert result.code == exit_codes.OK, result
+    assert result.out.splitlines()[1].split()[-1] == "m--step=4-last.ckpt"
+    assert result.out.splitlines()[-1] == f"resume: s3://{bucket}/c/m--step=4-last.ckpt"
+
+
 def test_ls_of_an_empty_prefix_is_not_found(bucket: str) -> None:
     result = s3ckpt("ls", f"s3://{bucket}/nothing-here")
     assert result.code == exit_codes.NOT_FOUND

@@ -88,10 +88,14 @@ def group_entries(prefix_url: str, objects: Iterable[ObjectInfo]) -> list[Entry]
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    """List the dirpath; exit code 3 when nothing is there."""
-    prefix = as_prefix(s3_url(args.url))
+    """List the dirpath (or the one object URL names); exit code 3 when nothing is there."""
+    url = s3_url(args.url)
+    prefix = as_prefix(url)
     with open_store(args) as store:
         entries = group_entries(prefix, store.iter_objects(prefix))
+        if not entries and not url.endswith("/") and store.exists(url):
+            prefix = url.rsplit("/", 1)[0] + "/"
+            entries = [e for e in group_entries(prefix, [store.head(url)]) if e.url == url]
     if not entries:
         raise S3NotFoundError(f"nothing under {prefix}; check the bucket and the dirpath")
     resume = choose_resume_checkpoint(e.name for e in entries)
