@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     except SystemExit as exc:  # argparse exits 0 after --help, 2 on a bad command line
         return exc.code if isinstance(exc.code, int) else exit_codes.USAGE
     console.progress = args.progress
+    root = logging.getLogger()
+    root_level = root.level
     handler = _log_handler(args.verbose, console)
     command: Command = args.run
     try:
@@ -95,7 +97,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         console.note(f"s3ckpt {args.command}: failed: {_describe(exc)}")
         return exit_codes.FAILURE
     finally:
-        logging.getLogger().removeHandler(handler)
+        root.removeHandler(handler)
+        root.setLevel(root_level)
 
 
 def run() -> None:
