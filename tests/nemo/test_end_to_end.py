@@ -29,6 +29,8 @@ def test_seed_yaml_trains_to_s3_and_resumes_from_the_last_checkpoint(
 
     assert second["ckpt_path"] == "s3://bucket/run/checkpoints/run--step=4-last.ckpt"
     assert (second["start_step"], second["end_step"]) == (4, 8)
-    assert "run/checkpoints/run--step=8-last.ckpt" in object_keys(s3_client, seed_bucket, "run/checkpoints/")
+    keys = object_keys(s3_client, seed_bucket, "run/checkpoints/")
+    assert "run/checkpoints/run--step=8-last.ckpt" in keys
+    assert "run/checkpoints/run--step=4-last.ckpt" in keys  # what training resumed from is kept
     # NeMo 3.0.0 alone would create its unfinished-checkpoint markers under a local "s3:" folder.
     assert not (tmp_path / "s3:").exists()

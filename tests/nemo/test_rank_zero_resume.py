@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from nemo_app import TinyRegression
 from request_counter import counting_proxy
+from s3_listing import object_keys
 
 from support.ranks import launch
 from support.s3_server import MotoServer
@@ -86,3 +87,6 @@ def test_four_ranks_resume_from_one_listing_on_rank_zero(
     assert {r["start_step"] for r in results} == {10}
     assert {r["end_step"] for r in results} == {14}
     assert len({round(r["weight_sum"], 6) for r in results}) == 1  # DDP kept the ranks in step
+    keys = object_keys(s3_client, bucket, "run/checkpoints/")
+    assert f"run/checkpoints/{EXPECTED}" in keys  # what training resumed from is kept
+    assert "run/checkpoints/run--step=14-last.ckpt" in keys

@@ -109,6 +109,26 @@ class S3NeMoModelCheckpoint(NeMoModelCheckpoint):  # type: ignore[misc]
         exists = checkpoint_io.exists(filepath) if trainer.is_global_zero else False
         return bool(trainer.strategy.broadcast(exists))
 
+    def _should_remove_checkpoint(self, trainer: Any, previous: str, current: str) -> bool:
+        if not self._on_s3:
+            return bool(super()._should_remove_checkpoint(trainer, previous, current))
+        if previous == current:
+            return False
+        # NeMo seeds last_model_path with the resume path, and Lightning deletes any non-local "previous"
+        # path: keep the checkpoint training resumed from (as Lightning does on local disk) and never delete
+        # outside this dirpath (resume_from_checkpoint may point into another run).
+        if not is_s3_url(previous):
+            return False
+        previous_url = normalize_s3_url(previous)
+        if not previous_url.startswith(normalize_s3_url(str(self.dirpath)).rstrip("/") + "/"):
+            logger.info("not removing %s: it is outside %s", previous_url, self.dirpath)
+            return False
+        resumed = trainer.ckpt_path
+        if resumed is not None and is_s3_url(str(resumed)) and normalize_s3_url(str(resumed)) == previous_url:
+            logger.info("not removing %s: training resumed from it", previous_url)
+            return False
+        return True
+
     @property
     def _saved_checkpoint_paths(self) -> Iterable[Path]:
         if self._on_s3:
