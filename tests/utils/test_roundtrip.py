@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from s3_utils import S3ClientConfig, S3Store, S3Writer, TransferConfig, TransferStats
+from s3_utils import S3ClientConfig, S3Error, S3Store, S3Writer, TransferConfig, TransferStats
 from support.s3_server import MotoServer
 from utils.conftest import CHUNK, SMALL_CHUNK_MB
 
@@ -165,3 +165,17 @@ def test_writer_memory_stays_bounded_by_concurrency(s3_server: MotoServer, bucke
         assert store.head(f"s3://{bucket}/big").size == 8 * CHUNK
     # 2 parts in flight + 1 filling = 3 chunks, plus a little for botocore; far below the 8 written
     assert peak < 3.5 * CHUNK, f"peak traced memory {peak / CHUNK:.1f} chunks"
+
+
+def test_closing_the_store_under_an_open_writer_never_completes_a_partial_object(
+    s3_server: MotoServer, bucket: str, s3_client: Any
+) -> None:
+    store = S3Store(
+        S3ClientConfig.from_env(), TransferConfig(chunk_size_MB=SMALL_CHUNK_MB, max_concurrency=1)
+    )
+    writer = store.open_writer(f"s3://{bucket}/torn")
+    writer.write(payload(3 * CHUNK + 1))
+    store.close()  # cancels parts still queued
+    with pytest.raises(S3Error, match="closed"):
+        writer.close()
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket)

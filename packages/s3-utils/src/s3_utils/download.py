@@ -122,7 +122,7 @@ def _run_all(transport: Transport, tasks: list[Callable[[], int]]) -> list[int]:
     if failed is not None:
         for future in futures:
             future.cancel()
-        wait(futures)
+        wait([f for f in futures if not f.cancelled()])  # a cancelled one may never count as done
         error = failed.exception()
         assert error is not None
         raise error

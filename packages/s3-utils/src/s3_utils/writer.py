@@ -165,7 +165,8 @@ class S3Writer:
         self._buffer = bytearray()
         for future in self._futures:
             future.cancel()
-        wait(self._futures, timeout=_ABORT_WAIT_S)
+        # wait() never counts a cancelled future whose executor has shut down as done: skip those
+        wait([f for f in self._futures if not f.cancelled()], timeout=_ABORT_WAIT_S)
         if self._upload_id is None:
             return
         upload_id = self._upload_id
@@ -229,7 +230,10 @@ class S3Writer:
             if self._upload_id is None:
                 self._create_upload()
             body = make_body()
-            future = self._t.executor.submit(self._upload_part, part_number, [body])
+            try:
+                future = self._t.executor.submit(self._upload_part, part_number, [body])
+            except RuntimeError:  # the executor was shut down
+                raise S3Error(f"{self.url}: the S3Store was closed while this writer was open") from None
             del body
         except BaseException:
             self._slots.release()
@@ -315,6 +319,12 @@ class S3Writer:
     def _complete(self) -> None:
         upload_id = self._upload_id
         assert upload_id is not None
+        missing = sorted(set(range(1, self._next_part)) - set(self._parts))
+        if missing:  # cancelled, e.g. by S3Store.close(): completing would store an object with holes
+            raise S3Error(
+                f"{self.url}: parts {missing[:5]} were never uploaded (was the store closed while "
+                "writing?); the upload is aborted"
+            )
         running = checksums.RunningChecksum()
         parts: list[CompletedPartTypeDef] = []
         for number in sorted(self._parts):
