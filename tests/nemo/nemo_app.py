@@ -35,9 +35,11 @@ SEED_DIRPATH = "s3://bucket/run/checkpoints"
 class TinyRegression(pl.LightningModule):
     """y = x @ w on fixed random data: small, deterministic, with optimizer state to restore."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_floats: int = 0) -> None:
         super().__init__()
         self.layer = torch.nn.Linear(8, 1)
+        # Untrained bulk, to make checkpoints big enough for several multipart parts.
+        self.register_buffer("bulk", torch.randn(extra_floats, generator=torch.Generator().manual_seed(1)))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -120,7 +122,7 @@ def trainer(devices: int, max_steps: int, callbacks: list[Callback]) -> pl.Train
     )
 
 
-def train(cfg: DictConfig, devices: int, max_steps: int) -> dict[str, Any]:
+def train(cfg: DictConfig, devices: int, max_steps: int, extra_floats: int = 0) -> dict[str, Any]:
     """Run a NeMo-style script: Trainer, ``s3_exp_manager``, fit. Returns what the tests check."""
     from nemo_s3_integration import s3_exp_manager
 
@@ -128,7 +130,7 @@ def train(cfg: DictConfig, devices: int, max_steps: int) -> dict[str, Any]:
     record = RecordStart()
     fit_trainer = trainer(devices, max_steps, [record])
     s3_exp_manager(fit_trainer, cfg)
-    model = TinyRegression()
+    model = TinyRegression(extra_floats)
     fit_trainer.fit(model)
     return {
         "rank": fit_trainer.global_rank,
@@ -136,6 +138,7 @@ def train(cfg: DictConfig, devices: int, max_steps: int) -> dict[str, Any]:
         "start_step": record.start_step,
         "end_step": fit_trainer.global_step,
         "weight_sum": float(model.layer.weight.detach().sum()),
+        "bulk_sum": float(model.bulk.sum()),
     }
 
 

@@ -34,3 +34,19 @@ def test_seed_yaml_trains_to_s3_and_resumes_from_the_last_checkpoint(
     assert "run/checkpoints/run--step=4-last.ckpt" in keys  # what training resumed from is kept
     # NeMo 3.0.0 alone would create its unfinished-checkpoint markers under a local "s3:" folder.
     assert not (tmp_path / "s3:").exists()
+
+
+def test_a_checkpoint_of_several_parts_saves_and_loads_through_nemo(
+    seed_bucket: str, s3_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = config(str(tmp_path / "logs"))
+    cfg.s3_checkpointing.chunk_size_MB = 5  # S3's smallest part: a 12 MB checkpoint takes 3 parts
+    first = train(cfg, devices=1, max_steps=2, extra_floats=3_000_000)
+    head = s3_client.head_object(Bucket=seed_bucket, Key="run/checkpoints/run--step=2-last.ckpt")
+    assert head["ContentLength"] > 2 * 5 * 1024 * 1024
+
+    second = train(cfg, devices=1, max_steps=4, extra_floats=3_000_000)
+
+    assert second["ckpt_path"] == "s3://bucket/run/checkpoints/run--step=2-last.ckpt"
+    assert (second["start_step"], second["bulk_sum"]) == (2, first["bulk_sum"])
