@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 from awscrt import checksums
+from hypothesis import given
+from hypothesis import strategies as st
 
 from s3_utils import S3ClientConfig, S3IntegrityError, S3Store, TransferConfig
+from s3_utils import checksums as s3_checksums
 from utils.conftest import CHUNK
 
 
@@ -60,3 +63,10 @@ def test_object_without_checksum_downloads_unverified(store: S3Store, bucket: st
     s3_client.put_object(Bucket=bucket, Key="legacy", Body=b"old object")
     assert store.head(f"s3://{bucket}/legacy").full_object_checksum is None
     assert store.download_bytes(f"s3://{bucket}/legacy") == b"old object"
+
+
+@given(first=st.binary(max_size=4096), second=st.binary(max_size=4096))
+def test_python_crc_combine_matches_the_crc_of_the_concatenation(first: bytes, second: bytes) -> None:
+    # the fallback used with awscrt releases that lack combine_crc64nvme
+    combined = s3_checksums._combine_in_python(s3_checksums.crc(first), s3_checksums.crc(second), len(second))
+    assert combined == s3_checksums.crc(first + second)
