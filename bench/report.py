@@ -102,6 +102,18 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 "| steps/s during save |",
                 "|---|---|---|---|---|---|---|---|---|---|---|",
             ]
+            loads = [
+                r[k]
+                for (n, z, _), r in table.items()
+                if n == network and z == size
+                for k in ("loadavg_before", "loadavg_after")
+                if k in r
+            ]
+            if loads:
+                lines[-2:-2] = [
+                    f"Host 1-min load average around these runs: {min(loads):.1f} to {max(loads):.1f}.",
+                    "",
+                ]
             for peer in peers:
                 result = table.get((network, size, peer))
                 fig = figures(result) if result else None

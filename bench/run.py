@@ -197,8 +197,8 @@ def main(argv: list[str]) -> int:
                         jobs.append((peer, size, {}))
                 sweep_size = (16 << 20) if args.quick else min(max(args.sizes), 256 << 20)
                 if delay and "ours-sync" in peers:
-                    for conc in (1, 2, 4, 8) if args.quick else (1, 2, 4, 8, 16):
-                        jobs.append(("ours-sync", sweep_size, {"sweep_concurrency": conc}))
+                    for level in (1, 2, 4, 8) if args.quick else (1, 2, 4, 8, 16):
+                        jobs.append(("ours-sync", sweep_size, {"sweep_concurrency": level}))
                 for peer, size, extra in jobs:
                     conc = extra.get("sweep_concurrency")
                     bucket = f"bench-{peer}".replace("_", "-")

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import sys
 import threading
 import time
@@ -45,8 +46,17 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def _shm_used() -> int:
+    """Bytes used in /dev/shm: NeMo serializes checkpoints there, RAM that no process's RSS shows."""
+    try:
+        return shutil.disk_usage("/dev/shm").used
+    except OSError:
+        return 0
+
+
 class PeakRss:
-    """Peak RSS over a block, of this process (exact, VmHWM) and of its children (sampled every 20 ms)."""
+    """Peak memory over a block: this process (exact, VmHWM), plus its children and /dev/shm (sampled
+    every 20 ms), each over its level when the block began."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -63,19 +73,28 @@ class PeakRss:
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
             self._kids_peak = max(self._kids_peak, self._children_rss())
+            self._shm_peak = max(self._shm_peak, _shm_used())
 
     def __enter__(self) -> PeakRss:
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")  # resets VmHWM to the current RSS
         self.base = _status_kib("VmRSS") * 1024
         self._kids_base = self._kids_peak = self._children_rss()
+        self._shm_base = self._shm_peak = _shm_used()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.extra = _status_kib("VmHWM") * 1024 - self.base + self._kids_peak - self._kids_base
+        self.extra = (
+            _status_kib("VmHWM") * 1024
+            - self.base
+            + self._kids_peak
+            - self._kids_base
+            + self._shm_peak
+            - self._shm_base
+        )
 
 
 def requests_so_far(metrics_url: str, bucket: str) -> int:
@@ -240,8 +259,8 @@ class RawBoto3:
             self.manager.download(bucket, key, out).result()
         else:
             self.client.download_fileobj(bucket, key, out, Config=self.transfer_read)
-        if out.tell() != len(self.payload):
-            raise RuntimeError(f"downloaded {out.tell()} bytes, uploaded {len(self.payload)}")
+        if out.getbuffer().nbytes != len(self.payload):
+            raise RuntimeError(f"downloaded {out.getbuffer().nbytes} bytes, uploaded {len(self.payload)}")
         return {}
 
     def finish(self) -> None:
@@ -383,6 +402,7 @@ def measure_training(peer: Peer, cfg: dict[str, Any], ckpt: dict[str, Any]) -> d
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     result: dict[str, Any] = {"peer": cfg["peer"], "size_bytes": cfg["size_bytes"], "tag": cfg["tag"]}
+    result["loadavg_before"] = os.getloadavg()[0]
     try:
         peer = PEERS[cfg["peer"]]
         ckpt = make_checkpoint(cfg["size_bytes"])
@@ -394,6 +414,7 @@ def main() -> None:
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()
+    result["loadavg_after"] = os.getloadavg()[0]
     with open(cfg["out"], "w") as out:
         json.dump(result, out)
 
