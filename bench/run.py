@@ -68,7 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=30.0, help="added per request in the 2nd pass")
     parser.add_argument("--no-latency", action="store_true", help="skip the added-latency pass")
     parser.add_argument(
-        "--reps", type=int, default=0, help="repetitions per size (default: 3 below 100M, else 1)"
+        "--reps", type=int, default=0, help="repetitions per size (default: 3 below 100M, 2 below 1G, else 1)"
     )
     parser.add_argument("--out", type=pathlib.Path, default=BENCH / "results")
     args = parser.parse_args(argv)
@@ -211,7 +211,9 @@ def main(argv: list[str]) -> int:
                         "peer": peer,
                         "bucket": bucket,
                         "size_bytes": size,
-                        "reps": 1 if args.quick or conc else (args.reps or (3 if size < 100 << 20 else 1)),
+                        "reps": 1
+                        if args.quick or conc
+                        else (args.reps or (3 if size < 100 << 20 else 2 if size < 1 << 30 else 1)),
                         "metrics_url": server.metrics_url,
                         "train": network == "loopback" and not conc,
                         "chunk_size_MB": 8 if conc else 64,
