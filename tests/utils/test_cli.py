@@ -435,3 +435,18 @@ def test_verify_without_the_torch_plugin_says_how_to_check_loading(
     loads = next(line for line in result.out.splitlines() if line.startswith("loads"))
     assert "skipped" in loads
     assert "pip install s3-checkpoint-io" in loads
+
+
+def test_cp_upload_to_a_missing_bucket_is_not_found(tmp_path: Path, s3_server: Any) -> None:
+    source = tmp_path / "a.ckpt"
+    source.write_bytes(b"abc")
+    result = s3ckpt("cp", str(source), "s3://no-such-bucket-s3ckpt/a.ckpt")
+    assert result.code == exit_codes.NOT_FOUND, result
+    assert "no-such-bucket-s3ckpt" in result.err
+
+
+def test_cp_of_a_folder_is_a_usage_error(tmp_path: Path, bucket: str, s3_client: Any) -> None:
+    result = s3ckpt("cp", str(tmp_path), f"s3://{bucket}/x/")
+    assert result.code == exit_codes.USAGE
+    assert "is a folder" in result.err
+    assert keys(s3_client, bucket) == []
