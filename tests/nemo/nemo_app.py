@@ -7,6 +7,7 @@ from its own YAML (log dir, resume flags, checkpoint cadence, trainer size).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -144,6 +145,8 @@ def train(cfg: DictConfig, devices: int, max_steps: int, extra_floats: int = 0) 
 
 def rank_main(out_dir: str, log_dir: str, dirpath: str, max_steps: str, resume_past_end: str) -> None:
     """Entry point for one rank under ``support.ranks.launch``: train, then write this rank's result."""
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("nemo_s3_integration").setLevel(logging.INFO)
     world = int(os.environ["WORLD_SIZE"])
     cfg = config(log_dir, dirpath=dirpath, resume_past_end=resume_past_end == "1")
     result = train(cfg, devices=world, max_steps=int(max_steps))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def test_four_ranks_resume_from_one_listing_on_rank_zero(
     out.mkdir()
 
     with counting_proxy(s3_server.endpoint_url) as proxy:
-        launch(
+        ranks = launch(
             "nemo_app:rank_main",
             WORLD_SIZE,
             [str(out), str(tmp_path / "logs"), dirpath, "14", "1"],
@@ -87,6 +88,10 @@ def test_four_ranks_resume_from_one_listing_on_rank_zero(
     assert {r["start_step"] for r in results} == {10}
     assert {r["end_step"] for r in results} == {14}
     assert len({round(r["weight_sum"], 6) for r in results}) == 1  # DDP kept the ranks in step
+    for rank in ranks:  # each rank logs its own load and how long it took
+        assert re.search(
+            rf"rank {rank.rank} loaded checkpoint {re.escape(dirpath)}/{EXPECTED} in [0-9.]+ s", rank.output
+        )
     keys = object_keys(s3_client, bucket, "run/checkpoints/")
     assert f"run/checkpoints/{EXPECTED}" in keys  # what training resumed from is kept
     assert "run/checkpoints/run--step=14-last.ckpt" in keys

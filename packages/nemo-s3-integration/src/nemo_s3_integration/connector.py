@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
 
@@ -18,12 +19,14 @@ class S3ResumeConnector(_CheckpointConnector):
     broadcast from rank 0 there, every rank loads it, and each logs how long its load took.
     """
 
-    def resume_start(self, checkpoint_path: str | None = None) -> None:  # type: ignore[override]
+    def resume_start(self, checkpoint_path: Any = None, *args: Any, **kwargs: Any) -> None:
         """Broadcast rank 0's checkpoint path, then load it on this rank.
 
         Args:
             checkpoint_path: the path Lightning selected on this rank (None on ranks other than 0 when
                 rank 0 alone discovered it).
+            *args: passed on to Lightning (``weights_only`` from Lightning 2.5 on).
+            **kwargs: passed on to Lightning.
         """
         strategy = self.trainer.strategy
         shared = strategy.broadcast(str(checkpoint_path) if checkpoint_path else None)
@@ -35,10 +38,10 @@ class S3ResumeConnector(_CheckpointConnector):
                 shared,
             )
         if not shared:
-            super().resume_start(None)
+            super().resume_start(None, *args, **kwargs)
             return
         started = time.perf_counter()
-        super().resume_start(shared)
+        super().resume_start(shared, *args, **kwargs)
         logger.info(
             "rank %d loaded checkpoint %s in %.2f s",
             self.trainer.global_rank,
