@@ -9,6 +9,7 @@ import pty
 import resource
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -175,3 +176,36 @@ def test_the_torch_free_commands_never_import_torch(s3_client: Any, bucket: str,
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_ctrl_c_during_a_download_exits_130_and_leaves_no_partial_file(
+    tmp_path: Path, s3_client: Any, bucket: str
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="big.ckpt", Body=os.urandom(96 * MiB))
+    process = subprocess.Popen(
+        [
+            *s3ckpt_command(),
+            "cp",
+            "--chunk-size-mb=5",
+            "--concurrency=1",
+            f"s3://{bucket}/big.ckpt",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not any(tmp_path.iterdir()) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.poll() is None, "the download finished before it could be interrupted"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    assert process.returncode == exit_codes.INTERRUPTED, err
+    assert "interrupted" in err
+    assert list(tmp_path.iterdir()) == []
