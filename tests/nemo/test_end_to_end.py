@@ -50,3 +50,16 @@ def test_a_checkpoint_of_several_parts_saves_and_loads_through_nemo(
 
     assert second["ckpt_path"] == "s3://bucket/run/checkpoints/run--step=2-last.ckpt"
     assert (second["start_step"], second["bulk_sum"]) == (2, first["bulk_sum"])
+
+
+def test_a_finished_run_is_refused_on_resume_and_nemo_is_left_as_it_was(
+    seed_bucket: str, s3_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nemo.utils.exp_manager as nemo_exp_manager
+
+    originals = (nemo_exp_manager.check_resume, nemo_exp_manager.NeMoModelCheckpoint)
+    s3_client.put_object(Bucket=seed_bucket, Key="run/checkpoints/run--step=9-end.ckpt", Body=b"x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"run--step=9-end\.ckpt: the run in .* already finished"):
+        train(config(str(tmp_path / "logs")), devices=1, max_steps=10)
+    assert (nemo_exp_manager.check_resume, nemo_exp_manager.NeMoModelCheckpoint) == originals
