@@ -75,6 +75,13 @@ def ranged_download(transport: Transport, info: ObjectInfo, write_at: WriteAt, s
                 Bucket=info.bucket, Key=info.key, Range=f"bytes={start}-{end - 1}", IfMatch=info.etag
             )
             body = response["Body"]
+            if int(response.get("ContentLength", -1)) != end - start:
+                body.close()
+                raise S3IntegrityError(
+                    f"{info.url}: asked for bytes {start}-{end - 1} and got {response.get('ContentLength')} "
+                    f"bytes ({response.get('ContentRange', 'no Content-Range')}); the server does not honour "
+                    "Range requests correctly"
+                )
             crc = 0
             position = start
             try:
