@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from s3_utils import S3Store
+from s3_utils import S3ClientConfig, S3Store, TransferConfig
+from support.fault_proxy import FaultProxy
 
 
 def put_many(s3_client: Any, bucket: str, prefix: str, count: int) -> set[str]:
@@ -19,19 +20,24 @@ def put_many(s3_client: Any, bucket: str, prefix: str, count: int) -> set[str]:
 
 @pytest.mark.slow
 def test_listing_and_delete_prefix_across_more_than_1000_keys(
-    store: S3Store, bucket: str, s3_client: Any
+    fault_proxy: FaultProxy, bucket: str, s3_client: Any
 ) -> None:
     keys = put_many(s3_client, bucket, "run/ckpt-", 1003)
     s3_client.put_object(Bucket=bucket, Key="other/keep", Body=b"k")
+    with S3Store(
+        S3ClientConfig.from_env(endpoint_url=fault_proxy.url), TransferConfig(chunk_size_MB=5)
+    ) as store:
+        listed = store.iter_objects(f"s3://{bucket}/run/")
+        first = next(listed)  # a generator: the first page is usable before the next is fetched
+        assert first.key in keys
+        assert fault_proxy.count("ListObjectsV2") == 1
+        assert {first.key} | {info.key for info in listed} == keys
+        assert fault_proxy.count("ListObjectsV2") == 2
 
-    listed = store.iter_objects(f"s3://{bucket}/run/")
-    first = next(listed)  # a generator: the first page is usable before the rest is fetched
-    assert first.key in keys
-    assert {first.key} | {info.key for info in listed} == keys
-
-    assert store.delete_prefix(f"s3://{bucket}/run/") == 1003
-    assert list(store.iter_objects(f"s3://{bucket}/run/")) == []
-    assert [info.key for info in store.iter_objects(f"s3://{bucket}/")] == ["other/keep"]
+        assert store.delete_prefix(f"s3://{bucket}/run/") == 1003
+        assert fault_proxy.count("DeleteObjects") == 2  # 1000 + 3
+        assert list(store.iter_objects(f"s3://{bucket}/run/")) == []
+        assert [info.key for info in store.iter_objects(f"s3://{bucket}/")] == ["other/keep"]
 
 
 def test_iter_objects_reports_size_and_etag(store: S3Store, bucket: str) -> None:
