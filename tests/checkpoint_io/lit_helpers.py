@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
+
+from s3_checkpoint_io import S3CheckpointIO, S3ModelCheckpoint
 
 FEATURES = 16
 
@@ -117,3 +120,60 @@ def assert_same(expected: Any, actual: Any, where: str = "state") -> None:
             assert_same(e, a, f"{where}[{i}]")
     else:
         assert expected == actual, f"{where}: {expected!r} != {actual!r}"
+
+
+def topk_callback(dirpath: str, **overrides: Any) -> S3ModelCheckpoint:
+    options: dict[str, Any] = {
+        "filename": "{step}",
+        "monitor": "score",
+        "mode": "max",
+        "save_top_k": 2,
+        "save_last": True,
+        "every_n_train_steps": 2,
+    }
+    options.update(overrides)
+    return S3ModelCheckpoint(dirpath=dirpath, **options)
+
+
+def first_run(
+    bucket: str,
+    tmp_path: pathlib.Path,
+    async_checkpointing: bool,
+    max_steps: int = 6,
+    last_name: str = "last",
+) -> dict[str, Any]:
+    """Train ``max_steps`` with checkpoints every 2 steps; return what the trainer held at the end."""
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=async_checkpointing)
+    model = TinyModel()
+    callback = topk_callback(f"s3://{bucket}/run")
+    callback.CHECKPOINT_NAME_LAST = last_name
+    fit = trainer(
+        plugins=[io],
+        callbacks=[callback],
+        max_steps=max_steps,
+        root=str(tmp_path),
+    )
+    fit.fit(model, data())
+    return capture(fit, model)
+
+
+def resume(
+    bucket: str,
+    tmp_path: pathlib.Path,
+    async_checkpointing: bool,
+    ckpt_path: str,
+    max_steps: int = 8,
+    last_name: str = "last",
+) -> CaptureAtTrainStart:
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=async_checkpointing)
+    seen = CaptureAtTrainStart()
+    callback = topk_callback(f"s3://{bucket}/run")
+    callback.CHECKPOINT_NAME_LAST = last_name
+    fit = trainer(
+        plugins=[io],
+        callbacks=[callback, seen],
+        max_steps=max_steps,
+        root=str(tmp_path),
+    )
+    fit.fit(TinyModel(), data(), ckpt_path=ckpt_path)
+    return seen

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import pathlib
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -13,52 +12,13 @@ import torch
 from lightning.fabric.plugins import CheckpointIO
 
 from checkpoint_io.lit_helpers import assert_same
+from checkpoint_io.s3_helpers import Gate, keys, state, wait_until_idle
 from s3_checkpoint_io import (
     BackgroundSaveError,
     CorruptCheckpointError,
     S3CheckpointIO,
     WeightsOnlyLoadError,
 )
-
-
-def keys(s3_client: Any, bucket: str) -> set[str]:
-    listing = s3_client.list_objects_v2(Bucket=bucket)
-    return {item["Key"] for item in listing.get("Contents", [])}
-
-
-def wait_until_idle(io: S3CheckpointIO, timeout_s: float = 60.0) -> None:
-    """Wait for background work without consuming a failure (wait_for_saves would raise it)."""
-    deadline = time.monotonic() + timeout_s
-    while io.busy:
-        assert time.monotonic() < deadline, f"saves still pending: {io.pending_saves}"
-        time.sleep(0.02)
-
-
-class Gate:
-    """Holds a background torch.save at this object until :meth:`open` (a deterministic slow save)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def open(self) -> None:
-        self._event.set()
-
-    def __deepcopy__(self, memo: Any) -> Gate:
-        return self
-
-    def __reduce__(self) -> Any:
-        assert self._event.wait(30), "gate never opened"
-        return (int, (0,))
-
-
-def state(seed: int = 0) -> dict[str, Any]:
-    generator = torch.Generator().manual_seed(seed)
-    weight = torch.randn(64, 32, generator=generator)
-    return {
-        "state_dict": {"w": weight, "w_t": weight.t(), "b": torch.zeros(32)},
-        "global_step": seed,
-        "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 0.1}]}],
-    }
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from checkpoint_io.lit_helpers import TinyModel, data, trainer
-from checkpoint_io.test_checkpoint_io_api import Gate, keys, state
+from checkpoint_io.s3_helpers import Gate, keys, state
 from s3_checkpoint_io import S3CheckpointIO, S3ModelCheckpoint
 from support.fault_proxy import FaultProxy
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from checkpoint_io.test_checkpoint_io_trainer import keys, resume
+from checkpoint_io.lit_helpers import resume
+from checkpoint_io.s3_helpers import keys
 from s3_checkpoint_io import S3CheckpointIO
 from support.fault_proxy import FaultProxy
 from support.ranks import launch, spawn

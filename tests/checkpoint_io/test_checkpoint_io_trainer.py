@@ -11,72 +11,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
-from checkpoint_io.lit_helpers import CaptureAtTrainStart, TinyModel, assert_same, capture, data, trainer
+from checkpoint_io.lit_helpers import TinyModel, assert_same, data, first_run, resume, trainer
+from checkpoint_io.s3_helpers import keys
 from s3_checkpoint_io import S3CheckpointIO, S3ModelCheckpoint, SaveStatsLogger
 
 MODES = pytest.mark.parametrize("async_checkpointing", [False, True], ids=["sync", "async"])
-
-
-def keys(s3_client: Any, bucket: str, prefix: str = "") -> set[str]:
-    listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix)
-    return {item["Key"] for item in listing.get("Contents", [])}
-
-
-def topk_callback(dirpath: str, **overrides: Any) -> S3ModelCheckpoint:
-    options: dict[str, Any] = {
-        "filename": "{step}",
-        "monitor": "score",
-        "mode": "max",
-        "save_top_k": 2,
-        "save_last": True,
-        "every_n_train_steps": 2,
-    }
-    options.update(overrides)
-    return S3ModelCheckpoint(dirpath=dirpath, **options)
-
-
-def first_run(
-    bucket: str,
-    tmp_path: pathlib.Path,
-    async_checkpointing: bool,
-    max_steps: int = 6,
-    last_name: str = "last",
-) -> dict[str, Any]:
-    """Train ``max_steps`` with checkpoints every 2 steps; return what the trainer held at the end."""
-    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=async_checkpointing)
-    model = TinyModel()
-    callback = topk_callback(f"s3://{bucket}/run")
-    callback.CHECKPOINT_NAME_LAST = last_name
-    fit = trainer(
-        plugins=[io],
-        callbacks=[callback],
-        max_steps=max_steps,
-        root=str(tmp_path),
-    )
-    fit.fit(model, data())
-    return capture(fit, model)
-
-
-def resume(
-    bucket: str,
-    tmp_path: pathlib.Path,
-    async_checkpointing: bool,
-    ckpt_path: str,
-    max_steps: int = 8,
-    last_name: str = "last",
-) -> CaptureAtTrainStart:
-    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=async_checkpointing)
-    seen = CaptureAtTrainStart()
-    callback = topk_callback(f"s3://{bucket}/run")
-    callback.CHECKPOINT_NAME_LAST = last_name
-    fit = trainer(
-        plugins=[io],
-        callbacks=[callback, seen],
-        max_steps=max_steps,
-        root=str(tmp_path),
-    )
-    fit.fit(TinyModel(), data(), ckpt_path=ckpt_path)
-    return seen
 
 
 @MODES

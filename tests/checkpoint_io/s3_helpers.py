@@ -1,0 +1,52 @@
+"""S3-side helpers for the checkpoint_io tests: listing keys, sample states, a gate that holds a save."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import torch
+
+from s3_checkpoint_io import S3CheckpointIO
+
+
+def keys(s3_client: Any, bucket: str, prefix: str = "") -> set[str]:
+    """Every key in ``bucket`` under ``prefix``, straight from the server."""
+    listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {item["Key"] for item in listing.get("Contents", [])}
+
+
+def state(seed: int = 0) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(64, 32, generator=generator)
+    return {
+        "state_dict": {"w": weight, "w_t": weight.t(), "b": torch.zeros(32)},
+        "global_step": seed,
+        "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 0.1}]}],
+    }
+
+
+def wait_until_idle(io: S3CheckpointIO, timeout_s: float = 60.0) -> None:
+    """Wait for background work without consuming a failure (wait_for_saves would raise it)."""
+    deadline = time.monotonic() + timeout_s
+    while io.busy:
+        assert time.monotonic() < deadline, f"saves still pending: {io.pending_saves}"
+        time.sleep(0.02)
+
+
+class Gate:
+    """Holds a background torch.save at this object until :meth:`open` (a deterministic slow save)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def open(self) -> None:
+        self._event.set()
+
+    def __deepcopy__(self, memo: Any) -> Gate:
+        return self
+
+    def __reduce__(self) -> Any:
+        assert self._event.wait(30), "gate never opened"
+        return (int, (0,))
