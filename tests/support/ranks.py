@@ -24,7 +24,7 @@ from pathlib import Path
 from support.s3_server import free_port
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
-GRACE_AFTER_FAILURE_S = 10.0
+GRACE_AFTER_FAILURE_S = 5.0
 _ENTRY = (
     "import importlib, sys\n"
     "module, _, name = sys.argv[1].partition(':')\n"
