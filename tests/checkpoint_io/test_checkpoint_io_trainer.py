@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import functools
 import pathlib
+import pickle
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from checkpoint_io.lit_helpers import TinyModel, assert_same, data, first_run, resume, trainer
 from checkpoint_io.s3_helpers import keys
-from s3_checkpoint_io import S3CheckpointIO, S3ModelCheckpoint, SaveStatsLogger
+from s3_checkpoint_io import BackgroundSaveError, S3CheckpointIO, S3ModelCheckpoint, SaveStatsLogger
 
 MODES = pytest.mark.parametrize("async_checkpointing", [False, True], ids=["sync", "async"])
 
@@ -160,3 +162,32 @@ def test_save_stats_reach_the_lightning_logger(s3_server: Any, bucket: str, tmp_
     for row, stats in zip(rows, io.save_history, strict=True):
         assert float(row["checkpoint/save_bytes"]) == stats.bytes
         assert float(row["checkpoint/save_stall_s"]) == pytest.approx(stats.stall_s)
+
+
+class FailsToPickleAtStep4(TinyModel):
+    """Its step-4 checkpoint holds a local function: the snapshot works, the background torch.save fails."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.global_step == 4:
+            checkpoint["callback"] = functools.partial(lambda: None)
+
+
+def test_a_failed_background_save_stops_fit_at_the_next_save_and_keeps_the_older_checkpoints(
+    s3_server: Any, bucket: str, s3_client: Any, tmp_path: pathlib.Path
+) -> None:
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=True)
+    callback = S3ModelCheckpoint(
+        f"s3://{bucket}/run",
+        filename="{step}",
+        monitor="score",
+        mode="max",
+        save_top_k=1,
+        every_n_train_steps=2,
+    )
+    fit = trainer(plugins=[io], callbacks=[callback], max_steps=8, root=str(tmp_path))
+    with pytest.raises(BackgroundSaveError, match=r"step=4\.ckpt") as caught:
+        fit.fit(FailsToPickleAtStep4(), data())
+    assert isinstance(caught.value.__cause__, (AttributeError, pickle.PicklingError))
+    # the removal of step 2 queued behind the failed save was skipped: the only good checkpoint stays
+    assert keys(s3_client, bucket) == {"run/step=2.ckpt"}
+    assert io.load_checkpoint(f"s3://{bucket}/run/step=2.ckpt")["global_step"] == 2
