@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from s3_utils import S3ClientConfig, S3Error, S3Store, S3Writer, TransferConfig, TransferStats
 from support.s3_server import MotoServer
@@ -179,3 +181,23 @@ def test_closing_the_store_under_an_open_writer_never_completes_a_partial_object
     with pytest.raises(S3Error, match="closed"):
         writer.close()
     assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(
+        st.sampled_from([0, 1, 4095, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 3]), min_size=1, max_size=5
+    )
+)
+def test_any_sequence_of_write_sizes_round_trips(store: S3Store, bucket: str, sizes: list[int]) -> None:
+    rng = random.Random(sum(sizes))
+    pieces = [rng.randbytes(size) for size in sizes]
+    url = f"s3://{bucket}/prop"
+    with store.open_writer(url) as writer:
+        for piece in pieces:
+            writer.write(piece)
+    expected = b"".join(pieces)
+    assert store.download_bytes(url) == expected
+    assert writer.stats is not None
+    single_put = len(expected) <= CHUNK
+    assert (writer.stats.requests == 1) == single_put
