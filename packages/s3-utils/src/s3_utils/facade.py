@@ -34,6 +34,15 @@ def _close_all() -> None:
 atexit.register(_close_all)
 
 
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at fork time
+    _stores.clear()  # the parent's stores: their worker threads do not exist here
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def default_store(
     chunk_size_MB: float = _DEFAULT_CHUNK_MB, max_concurrency: int = _DEFAULT_CONCURRENCY
 ) -> S3Store:
