@@ -21,7 +21,7 @@ from s3_utils import (
     TransferConfig,
 )
 from support.fault_proxy import FaultProxy
-from support.s3_server import TEST_SECRET_KEY, MotoServer, free_port, running_moto_server
+from support.s3_server import TEST_SECRET_KEY, MotoServer, free_port
 
 SMALL = TransferConfig(chunk_size_MB=5, max_concurrency=2)
 
@@ -93,27 +93,28 @@ def test_no_credentials_says_where_to_set_them(
 
 
 @pytest.fixture(scope="module")
-def authenticating_server() -> Iterator[tuple[MotoServer, dict[str, str]]]:
-    """A moto server that checks signatures: its first 4 calls (set-up) are free, the rest are not."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "4")
+def authenticating_server(s3_server: MotoServer) -> Iterator[tuple[MotoServer, dict[str, str]]]:
+    """A moto server that checks signatures: its first 4 calls (set-up) are free, the rest are not.
+
+    (``s3_server`` only provides the AWS_* test credentials in the environment.)
+    """
+    with pytest.MonkeyPatch.context() as mp:  # only this server's process sees the variable
+        mp.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "4")
+        server = MotoServer().start()
     try:
-        with running_moto_server() as server:
-            iam = boto3.client("iam", endpoint_url=server.endpoint_url, region_name="us-east-1")
-            iam.create_user(UserName="trainer")
-            key = iam.create_access_key(UserName="trainer")["AccessKey"]
-            policy = {"Effect": "Allow", "Action": ["s3:CreateBucket", "s3:GetObject", "s3:ListBucket"]}
-            iam.put_user_policy(
-                UserName="trainer",
-                PolicyName="read-only",
-                PolicyDocument=json.dumps(
-                    {"Version": "2012-10-17", "Statement": [{**policy, "Resource": "*"}]}
-                ),
-            )
-            server.client().create_bucket(Bucket="guarded")
-            yield server, {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
+        iam = boto3.client("iam", endpoint_url=server.endpoint_url, region_name="us-east-1")
+        iam.create_user(UserName="trainer")
+        key = iam.create_access_key(UserName="trainer")["AccessKey"]
+        policy = {"Effect": "Allow", "Action": ["s3:CreateBucket", "s3:GetObject", "s3:ListBucket"]}
+        iam.put_user_policy(
+            UserName="trainer",
+            PolicyName="read-only",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{**policy, "Resource": "*"}]}),
+        )
+        server.client().create_bucket(Bucket="guarded")
+        yield server, {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
     finally:
-        mp.undo()
+        server.stop()
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,7 @@ def test_endpoint_dying_mid_upload_leaves_previous_object_intact(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("s3_server")  # for the AWS_* test credentials in the environment
 def test_killed_server_mid_upload_fails_fast_with_a_clear_error() -> None:
     with running_moto_server() as server:
         server.client().create_bucket(Bucket="doomed")
