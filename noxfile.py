@@ -215,8 +215,9 @@ DOCS_DEPS = (
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
     """Build the docs site with mkdocs --strict (any warning fails); API reference from the docstrings."""
-    session.install(*DOCS_DEPS)
+    session.install(*DOCS_DEPS, "pytest", "pytest-timeout")
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / ".nox" / "site"))
+    _pytest(session, "tests/docs")
 
 
 @nox.session(python="3.11")
