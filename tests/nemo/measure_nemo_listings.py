@@ -4,8 +4,9 @@ A measurement for docs/nemo.md, not a test of NeMo. Run from the repository root
 
     .venv-nemo/bin/python tests/nemo/measure_nemo_listings.py
 
-It starts its own moto server and counting proxy on 127.0.0.1, stores one ``-last`` checkpoint (NeMo's
-own discovery refuses several), and runs exp_manager's resume discovery on 4 ranks each way.
+It starts its own moto server and a fault proxy (used only to count requests) on 127.0.0.1,
+stores one ``-last`` checkpoint (NeMo's own discovery refuses several), and runs exp_manager's resume
+discovery on 4 ranks each way.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from request_counter import counting_proxy  # noqa: E402
-
+from support.fault_proxy import FaultProxy  # noqa: E402
 from support.ranks import launch  # noqa: E402
 from support.s3_server import new_bucket_name, running_moto_server, s3_environment  # noqa: E402
 
@@ -36,7 +36,7 @@ def main() -> None:
             ("NeMo 3.0.0 exp_manager", "nemo_app:nemo_only_rank_main", [f"{tmp}/nemo-logs", dirpath]),
             ("nemo_s3_integration", "nemo_app:discovery_rank_main", [f"{tmp}/our-logs", dirpath]),
         ):
-            with counting_proxy(server.endpoint_url) as proxy:
+            with FaultProxy(server.endpoint_url) as proxy:
                 env = s3_environment(proxy.url)
                 env["PYTHONPATH"] = str(HERE)
                 results = launch(target, WORLD_SIZE, args, timeout_s=300, env=env)

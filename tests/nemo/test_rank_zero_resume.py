@@ -12,9 +12,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from nemo_app import TinyRegression
-from request_counter import counting_proxy
 from s3_listing import object_keys
 
+from support.fault_proxy import FaultProxy
 from support.ranks import launch
 from support.s3_server import MotoServer
 
@@ -66,7 +66,7 @@ def test_four_ranks_resume_from_one_listing_on_rank_zero(
     out = tmp_path / "results"
     out.mkdir()
 
-    with counting_proxy(s3_server.endpoint_url) as proxy:
+    with FaultProxy(s3_server.endpoint_url) as proxy:
         ranks = launch(
             "nemo_app:rank_main",
             WORLD_SIZE,

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from request_counter import counting_proxy
 
 from nemo_s3_integration import find_resume_checkpoint
 from nemo_s3_integration.broadcast import broadcast_object, is_global_rank_zero
 from s3_utils import S3ClientConfig, S3Store, TransferConfig
+from support.fault_proxy import FaultProxy
 from support.ranks import launch
 from support.s3_server import MotoServer
 
@@ -78,7 +78,7 @@ def test_a_local_dirpath_is_refused() -> None:
 def test_discovery_sends_exactly_one_listing(s3_server: MotoServer, s3_client: Any, bucket: str) -> None:
     names = [f"gpt--step={step}-last.ckpt" for step in range(0, 500, 5)]
     dirpath = _put(s3_client, bucket, *names)
-    with counting_proxy(s3_server.endpoint_url) as proxy:
+    with FaultProxy(s3_server.endpoint_url) as proxy:
         store = S3Store(S3ClientConfig.from_env(endpoint_url=proxy.url), TransferConfig())
         with store:
             chosen = find_resume_checkpoint(dirpath, source=store)
@@ -135,7 +135,7 @@ def test_with_a_process_group_rank_zeros_choice_reaches_every_rank(
     s3_server: MotoServer, s3_client: Any, bucket: str, tmp_path: Path
 ) -> None:
     dirpath = _put(s3_client, bucket, "gpt--step=7-last.ckpt", "gpt--step=8-end.ckpt")
-    with counting_proxy(s3_server.endpoint_url) as proxy:
+    with FaultProxy(s3_server.endpoint_url) as proxy:
         env = {"AWS_ENDPOINT_URL": proxy.url, "AWS_ENDPOINT_URL_S3": proxy.url}
         env["PYTHONPATH"] = str(Path(__file__).parent)
         launch("rank_probes:check_resume_main", 2, [str(tmp_path), dirpath, "1"], timeout_s=90, env=env)

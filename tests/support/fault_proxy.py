@@ -31,6 +31,7 @@ import struct
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -426,6 +427,11 @@ class FaultProxy:
         """How many requests of ``operation`` were seen (faulted ones included)."""
         with self._state.lock:
             return sum(1 for r in self._state.records if r.operation == operation)
+
+    def counts(self) -> dict[str, int]:
+        """How many requests of each operation were seen, e.g. ``{"ListObjectsV2": 1}``."""
+        with self._state.lock:
+            return dict(Counter(r.operation for r in self._state.records))
 
 
 def _rebind(state: _State, upstream: urllib.parse.SplitResult, port: int) -> _Server:
