@@ -251,6 +251,10 @@ def main(argv: list[str]) -> int:
     document = report.build(results, meta)
     (args.out / "latest.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     (args.out / "latest.md").write_text(document)
+    history = args.out / "runs"
+    history.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
+    (history / f"{stamp}.json").write_text(json.dumps({"meta": meta, "results": results}))
     for path in plots.draw(results, args.out):
         log.info("plot %s", path)
     print(document)

@@ -1,0 +1,41 @@
+"""Copy the latest run into docs/benchmarks.md (between its results markers) and docs/img/bench-*.png.
+
+    python3.11 bench/publish.py     # after ./bench/run
+
+The hand-written parts of docs/benchmarks.md (method, caveats, discussion) are left as they are.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import sys
+
+BENCH = pathlib.Path(__file__).resolve().parent
+DOC = BENCH.parent / "docs" / "benchmarks.md"
+IMG = BENCH.parent / "docs" / "img"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def main() -> int:
+    results = BENCH / "results"
+    latest = (results / "latest.md").read_text()
+    body = latest.split("\n", 1)[1].replace("\n## ", "\n### ")  # drop the title, nest the sections
+    IMG.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for png in sorted(results.glob("bench-*.png")):
+        shutil.copyfile(png, IMG / png.name)
+        figures.append(f"![{png.stem}](img/{png.name})")
+    text = DOC.read_text()
+    if START not in text or END not in text:
+        print(f"{DOC} lacks the {START} / {END} markers; add them where the results go", file=sys.stderr)
+        return 1
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(f"{head}{START}\n{body.strip()}\n\n" + "\n\n".join(figures) + f"\n{END}{tail}")
+    print(f"updated {DOC} and {len(figures)} plots in {IMG}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
