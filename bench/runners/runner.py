@@ -60,7 +60,9 @@ class PeakRss:
 
     def __init__(self) -> None:
         self._stop = threading.Event()
-        self._kids_peak = 0
+        self._kids_peak = self._kids_base = 0
+        self._shm_peak = self._shm_base = 0
+        self.base = self.extra = 0
         self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
 
     @staticmethod
