@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import random
@@ -94,6 +95,19 @@ def test_exception_inside_writer_keeps_the_previous_object(store: S3Store, bucke
     with pytest.raises(KeyError):
         write_then_fail(store.open_writer(url), payload(CHUNK + 1), KeyError("boom"))
     assert store.download_bytes(url) == b"previous"
+
+
+def test_writer_dropped_unclosed_publishes_nothing_and_keeps_the_previous_object(
+    store: S3Store, bucket: str
+) -> None:
+    url = f"s3://{bucket}/last.ckpt"
+    store.upload_bytes(url, b"previous")
+    writer = store.open_writer(url)
+    writer.write(payload(2 * CHUNK + 1))  # two whole parts are on their way
+    del writer
+    gc.collect()
+    assert store.download_bytes(url) == b"previous"
+    assert [info.key for info in store.iter_objects(f"s3://{bucket}/")] == ["last.ckpt"]
 
 
 def test_download_into_buffer_and_file(store: S3Store, bucket: str, tmp_path: Path) -> None:
