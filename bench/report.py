@@ -70,6 +70,7 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"- date: {meta['date']}",
         f"- machine: {meta['machine']}",
         f"- S3 server: {meta['server']}",
+        f"- ours: {meta.get('ours', 'unknown')}",
         f"- sizes: {', '.join(meta['sizes'])}; latency pass: "
         + (f"+{meta['latency_ms']:g} ms per request" if meta["latency_ms"] else "off"),
         f"- whole run: {meta['elapsed_s'] / 60:.1f} min",

