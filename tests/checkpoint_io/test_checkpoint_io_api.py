@@ -303,11 +303,33 @@ def test_same_step_last_clean_up_is_off_by_default_and_works_when_on(
     }
 
 
+def test_cpu_snapshots_reuse_host_buffers_and_keep_shared_storage() -> None:
+    from s3_checkpoint_io._snapshot import HostBufferPool, take_snapshot
+
+    pool = HostBufferPool()
+    weight = torch.randn(64, 64)
+    live = {"w": weight, "w_t": weight.t(), "bias": torch.zeros(64), "step": 1}
+    first = take_snapshot(live, pool)
+    weight.add_(1.0)  # the optimizer goes on; the snapshot must not see it
+    assert torch.equal(first.state["w"] + 1.0, weight)
+    assert first.state["w"].untyped_storage().data_ptr() == first.state["w_t"].untyped_storage().data_ptr()
+    addresses = sorted(b.data_ptr() for b in first.borrowed)
+    pool.give_back(first.borrowed)
+    second = take_snapshot(live, pool)
+    assert sorted(b.data_ptr() for b in second.borrowed) == addresses  # reused, not allocated anew
+    assert torch.equal(second.state["w"], weight)
+    pool.give_back(second.borrowed)
+    third = take_snapshot({"other": torch.ones(3)}, pool)  # the model changed: old buffers are dropped
+    assert len(third.borrowed) == 1
+    pool.give_back(third.borrowed)
+    assert take_snapshot({"w": weight}, pool).borrowed[0].data_ptr() not in addresses
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned-buffer path needs a CUDA device")
 def test_cuda_tensors_are_snapshotted_into_reused_pinned_buffers() -> None:
-    from s3_checkpoint_io._snapshot import PinnedBufferPool, take_snapshot
+    from s3_checkpoint_io._snapshot import HostBufferPool, take_snapshot
 
-    pool = PinnedBufferPool()
+    pool = HostBufferPool()
     weight = torch.randn(256, 256, device="cuda")
     live = {"w": weight, "w_t": weight.t(), "step": 1}
     first = take_snapshot(live, pool)
@@ -317,7 +339,7 @@ def test_cuda_tensors_are_snapshotted_into_reused_pinned_buffers() -> None:
     assert copied.is_pinned()
     assert torch.equal(copied + 1.0, weight.cpu())
     assert copied.untyped_storage().data_ptr() == first.state["w_t"].untyped_storage().data_ptr()
-    pinned = first.pinned[0].data_ptr()
-    pool.give_back(first.pinned)
+    pinned = first.borrowed[0].data_ptr()
+    pool.give_back(first.borrowed)
     second = take_snapshot(live, pool)
-    assert second.pinned[0].data_ptr() == pinned  # reused, not pinned anew
+    assert second.borrowed[0].data_ptr() == pinned  # reused, not pinned anew

@@ -1,9 +1,11 @@
 """A consistent copy of a checkpoint dict, so training may go on mutating the original.
 
 Tensors are copied storage by storage, so views that share memory (tied weights, slices) still share
-it in the copy, exactly as ``torch.save`` would have written the original. CPU storages are cloned;
-CUDA storages are copied into page-locked host buffers taken from a :class:`PinnedBufferPool`, which
-keeps them between saves so a steady training run does not pin new memory each time.
+it in the copy, exactly as ``torch.save`` would have written the original. Every storage is copied into
+a host buffer taken from a :class:`HostBufferPool` (page-locked for CUDA storages), which keeps the
+buffers between saves: after the first save a snapshot is a plain memory copy into pages that are
+already mapped, with no allocation and no page faults, which is why it is cheaper than a bare
+``clone()`` of the same tensors.
 """
 
 from __future__ import annotations
@@ -31,48 +33,50 @@ _ATOMIC = (
 )
 
 
-class PinnedBufferPool:
-    """Page-locked host buffers, reused between saves; thread-safe.
+class HostBufferPool:
+    """Host buffers reused between saves, page-locked ones for CUDA storages; thread-safe.
 
-    Buffers are ``uint8`` tensors kept by size. A snapshot takes what it needs with :meth:`take` and
-    the background save gives them back with :meth:`give_back` once the bytes are in S3.
+    Buffers are ``uint8`` tensors kept by (size, pinned). A snapshot takes what it needs with
+    :meth:`take`, the background save gives them back with :meth:`give_back` once the bytes are in S3,
+    and :meth:`trim` drops free buffers the latest snapshot did not need (the model's tensors changed),
+    so the pool holds at most what the snapshots in flight use.
     """
 
     def __init__(self) -> None:
-        self._free: dict[int, list[torch.Tensor]] = {}
+        self._free: dict[tuple[int, bool], list[torch.Tensor]] = {}
         self._lock = threading.Lock()
 
-    def take(self, nbytes: int) -> torch.Tensor:
-        """A pinned ``uint8`` buffer of exactly ``nbytes`` bytes, reused if one is free."""
+    def take(self, nbytes: int, pinned: bool) -> torch.Tensor:
+        """A ``uint8`` buffer of exactly ``nbytes`` bytes (page-locked if ``pinned``), reused if free."""
         with self._lock:
-            free = self._free.get(nbytes)
+            free = self._free.get((nbytes, pinned))
             if free:
                 return free.pop()
-        return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+        return torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
 
     def give_back(self, buffers: list[torch.Tensor]) -> None:
         """Return buffers taken with :meth:`take` for later saves."""
         with self._lock:
             for buffer in buffers:
-                self._free.setdefault(buffer.numel(), []).append(buffer)
+                self._free.setdefault((buffer.numel(), buffer.is_pinned()), []).append(buffer)
 
-    def clear(self) -> None:
-        """Drop every free buffer (their pinned memory is released when garbage-collected)."""
+    def trim(self) -> None:
+        """Drop every free buffer (memory is released when garbage-collected); taken ones are kept."""
         with self._lock:
             self._free.clear()
 
 
 @dataclass
 class Snapshot:
-    """The copied state, how many tensor bytes were copied, and the pinned buffers it borrows."""
+    """The copied state, how many tensor bytes were copied, and the pool buffers it borrows."""
 
     state: Any
     tensor_bytes: int = 0
-    pinned: list[torch.Tensor] = field(default_factory=list)
+    borrowed: list[torch.Tensor] = field(default_factory=list)
 
 
 class _Copier:
-    def __init__(self, pool: PinnedBufferPool | None) -> None:
+    def __init__(self, pool: HostBufferPool | None) -> None:
         self._pool = pool
         self._storages: dict[tuple[str, int], torch.UntypedStorage] = {}
         self.snapshot = Snapshot(state=None)
@@ -124,14 +128,14 @@ class _Copier:
         if found is not None:
             return found
         nbytes = source.nbytes()
-        if tensor.is_cuda:
-            if self._pool is None:
-                raise ValueError("a CUDA tensor needs a pinned buffer pool to be snapshotted")
-            buffer = self._pool.take(nbytes)
-            self.snapshot.pinned.append(buffer)
-            buffer.untyped_storage().copy_(source, non_blocking=True)
-            self.cuda_used = True
+        if self._pool is not None:
+            buffer = self._pool.take(nbytes, pinned=tensor.is_cuda)
+            self.snapshot.borrowed.append(buffer)
+            buffer.untyped_storage().copy_(source, non_blocking=tensor.is_cuda)
+            self.cuda_used = self.cuda_used or tensor.is_cuda
             copied = buffer.untyped_storage()
+        elif tensor.is_cuda:
+            raise ValueError("a CUDA tensor needs a host buffer pool to be snapshotted")
         else:
             copied = source.clone()  # type: ignore[no-untyped-call]
         self._storages[key] = copied
@@ -139,19 +143,20 @@ class _Copier:
         return copied
 
 
-def take_snapshot(state: Any, pool: PinnedBufferPool | None) -> Snapshot:
+def take_snapshot(state: Any, pool: HostBufferPool | None) -> Snapshot:
     """Copy ``state`` so that later in-place changes to its tensors do not reach the copy.
 
     Containers (dict and its subclasses, list, tuple, named tuples) are rebuilt with the same types;
-    tensors are copied (CUDA ones into pinned host memory from ``pool``, synchronised before returning);
-    immutable leaves are shared; any other object is deep-copied.
+    tensors are copied into buffers from ``pool`` (CUDA ones into page-locked memory, synchronised
+    before returning), or cloned when there is no pool; immutable leaves are shared; any other object is
+    deep-copied.
 
     Args:
         state: the checkpoint, usually a dict.
-        pool: pinned buffers for CUDA tensors; may be None when no tensor is on a GPU.
+        pool: reusable host buffers; None clones CPU tensors (and refuses CUDA ones).
 
     Returns:
-        The snapshot; give ``snapshot.pinned`` back to ``pool`` once it has been written.
+        The snapshot; give ``snapshot.borrowed`` back to ``pool`` once it has been written.
 
     Raises:
         TypeError: naming the entry, if an object in the checkpoint cannot be copied.
@@ -160,11 +165,13 @@ def take_snapshot(state: Any, pool: PinnedBufferPool | None) -> Snapshot:
     try:
         copier.snapshot.state = copier.copy(state, "")
     except BaseException:
-        if pool is not None and copier.snapshot.pinned:
+        if pool is not None and copier.snapshot.borrowed:
             _synchronize_cuda(copier.cuda_used)
-            pool.give_back(copier.snapshot.pinned)
+            pool.give_back(copier.snapshot.borrowed)
         raise
     _synchronize_cuda(copier.cuda_used)
+    if pool is not None:
+        pool.trim()  # what this snapshot did not reuse belongs to tensors that no longer exist
     return copier.snapshot
 
 

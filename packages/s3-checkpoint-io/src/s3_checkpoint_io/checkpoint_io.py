@@ -17,7 +17,7 @@ from s3_checkpoint_io._async_saver import AsyncSaver
 from s3_checkpoint_io._compat import override
 from s3_checkpoint_io._config import CheckpointIOSettings
 from s3_checkpoint_io._loading import load_from_buffer
-from s3_checkpoint_io._snapshot import PinnedBufferPool, take_snapshot
+from s3_checkpoint_io._snapshot import HostBufferPool, take_snapshot
 from s3_checkpoint_io._stats import MiB, SaveStats
 from s3_dirpath_utils import is_s3_url, normalize_s3_url, parse_s3_url
 from s3_utils import ObjectInfo, S3ClientConfig, S3Store, TransferConfig
@@ -37,12 +37,12 @@ class S3CheckpointIO(CheckpointIO):
     the previous object there untouched.
 
     With ``async_checkpointing=True``, ``save_checkpoint`` returns once a snapshot of the state exists
-    (tensors copied; CUDA tensors into reusable pinned host buffers) and one background worker
-    serializes and uploads it. At most ``max_pending_saves`` saves are outstanding; another waits for
-    the oldest. ``remove_checkpoint`` is queued behind every earlier save, so the previous best is never
-    deleted before the new one is in S3, and it is skipped if such a save fails. A background failure is
-    logged at once and raised at the next ``save_checkpoint``, ``remove_checkpoint``, ``wait_for_saves``
-    or ``teardown``.
+    (tensors copied into host buffers reused between saves, page-locked ones for CUDA tensors) and one
+    background worker serializes and uploads it. At most ``max_pending_saves`` saves are outstanding;
+    another waits for the oldest. ``remove_checkpoint`` is queued behind every earlier save, so the
+    previous best is never deleted before the new one is in S3, and it is skipped if such a save fails.
+    A background failure is logged at once and raised at the next ``save_checkpoint``,
+    ``remove_checkpoint``, ``wait_for_saves`` or ``teardown``.
 
     Loading is one HEAD plus parallel ranged GETs into one buffer that ``torch.load`` reads in place.
     Unpickling can run arbitrary code: load checkpoints you did not write with ``weights_only=True``.
@@ -121,7 +121,7 @@ class S3CheckpointIO(CheckpointIO):
         self._write_store: S3Store | None = None
         self._read_store: S3Store | None = None
         self._saver = AsyncSaver(max_pending_saves)
-        self._pinned = PinnedBufferPool()
+        self._buffers = HostBufferPool()
         self._history: collections.deque[SaveStats] = collections.deque(maxlen=history_size)
         self._history_lock = threading.Lock()
         self._saves_started = 0
@@ -217,7 +217,7 @@ class S3CheckpointIO(CheckpointIO):
         def prepare() -> Callable[[], None]:
             # Runs once a slot is free; the caller waits for this much and no more.
             nonlocal stall_s
-            snapshot = take_snapshot(checkpoint, self._pinned)
+            snapshot = take_snapshot(checkpoint, self._buffers)
             stall_s = time.perf_counter() - started
 
             def job() -> None:
@@ -225,9 +225,9 @@ class S3CheckpointIO(CheckpointIO):
                     nbytes, upload_s = self._write(snapshot.state, url)
                 finally:
                     snapshot.state = None
-                    if snapshot.pinned:
-                        self._pinned.give_back(snapshot.pinned)
-                        snapshot.pinned = []
+                    if snapshot.borrowed:
+                        self._buffers.give_back(snapshot.borrowed)
+                        snapshot.borrowed = []
                 self._finish_save(SaveStats(sequence, url, nbytes, stall_s, upload_s, True))
 
             return job
@@ -315,7 +315,7 @@ class S3CheckpointIO(CheckpointIO):
         try:
             self._saver.close()
         finally:
-            self._pinned.clear()
+            self._buffers.trim()
             self._close_stores()
         self._saver.raise_failures()
 
