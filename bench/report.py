@@ -38,6 +38,7 @@ def figures(result: dict[str, Any]) -> dict[str, Any] | None:
         "save_rss_extra_MiB": med("save_rss_extra") / MiB,
         "load_rss_extra_MiB": med("load_rss_extra") / MiB,
         "requests_per_save": med("save_requests"),
+        "held_MiB": result.get("held_after_warmup", 0) / MiB,
         "stall_ms": best("stall_s") * 1000,
     }
     if "bare_clone_s" in result:
@@ -105,8 +106,8 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 "",
                 "| peer | save MiB/s | load MiB/s | save CPU s/GiB | load CPU s/GiB | save peak +RSS MiB "
                 "| load peak +RSS MiB | requests/save | stall ms | stall / bare clone "
-                "| steps/s during save |",
-                "|---|---|---|---|---|---|---|---|---|---|---|",
+                "| steps/s during save | held MiB |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             loads = [
                 r[k]
@@ -125,7 +126,7 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 fig = figures(result) if result else None
                 if fig is None:
                     why = (result or {}).get("error", "not run").splitlines()[0][:120].replace("|", "/")
-                    lines.append(f"| {peer} | failed: {why} |" + " |" * 9)
+                    lines.append(f"| {peer} | failed: {why} |" + " |" * 10)
                     continue
                 is_async = peer in ASYNC
                 stall = _fmt(fig["stall_ms"]) if is_async else "(sync)"
@@ -135,7 +136,8 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                     f"| {peer} | {fig['save_MiBps']:.0f} | {fig['load_MiBps']:.0f} "
                     f"| {fig['save_cpu_s_per_GiB']:.2f} | {fig['load_cpu_s_per_GiB']:.2f} "
                     f"| {fig['save_rss_extra_MiB']:.0f} | {fig['load_rss_extra_MiB']:.0f} "
-                    f"| {fig['requests_per_save']:.0f} | {stall} | {vs_clone} | {steps} |"
+                    f"| {fig['requests_per_save']:.0f} | {stall} | {vs_clone} | {steps} "
+                    f"| {fig['held_MiB']:.0f} |"
                 )
 
     sweep = [r for r in results if r.get("sweep_concurrency")]
@@ -174,7 +176,9 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "peak over the RSS just before the call. Requests are counted by the server. Stall is how long "
         "save_checkpoint blocked the training loop; bare clone is one `tensor.clone()` of every tensor. "
         "Steps/s during save is the training rate while the async save is in flight, as a % of the rate "
-        "with none.",
+        "with none. Held is the memory the checkpoint IO still holds after one warm-up save and load "
+        "(buffers, pools, child processes), over the level before it was created; peak +RSS is measured "
+        "on top of that, as in a training run where the IO lives across saves.",
         "",
     ]
     return "\n".join(lines)

@@ -32,10 +32,17 @@ TENSOR_BYTES = 16 * MiB
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of its reaped children (NeMo's async saver is a child process)."""
+    """CPU time of this process and of its children, live or reaped (NeMo's async saver is a child)."""
     me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    live = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        live += times.user + times.system
+    return me.ru_utime + me.ru_stime + reaped.ru_utime + reaped.ru_stime + live
 
 
 def _status_kib(field: str) -> int:
@@ -142,7 +149,8 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 @dataclass
 class Peer:
-    """make() builds a fresh checkpoint IO; it has save(ckpt, url), load(url) and finish() (waits)."""
+    """make() builds the checkpoint IO, used for every save and load of one runner: save(ckpt, url),
+    load(url), finish() (waits until saves are durable) and close()."""
 
     make: Callable[[dict[str, Any]], Any]
     is_async: bool = False
@@ -159,6 +167,16 @@ class CheckpointIOAdapter:
         return dict(self.io.load_checkpoint(url))
 
     def finish(self) -> None:
+        """Wait until every save so far is durable, keeping the IO usable (as between training saves)."""
+        if hasattr(self.io, "wait_for_saves"):  # ours
+            self.io.wait_for_saves()
+        elif getattr(self.io, "_futures", None) is not None:  # NeMo async: its teardown is final
+            for future, *_ in self.io._futures:
+                future.result()
+        elif hasattr(self.io, "_executor"):  # Lightning's AsyncCheckpointIO re-creates its executor
+            self.io.teardown()
+
+    def close(self) -> None:
         self.io.teardown()
 
 
@@ -266,6 +284,9 @@ class RawBoto3:
         return {}
 
     def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
         if self.crt:
             self.manager.shutdown()
 
@@ -285,30 +306,31 @@ PEERS: dict[str, Peer] = {
 # ---------------------------------------------------------------- the measurements
 
 
-def warm_up(peer: Peer, cfg: dict[str, Any]) -> None:
-    """One untimed save and load of a 1 MiB checkpoint: imports, lazy set-up and first-call costs."""
-    small = make_checkpoint(MiB)
+def warm_up(saver: Any, cfg: dict[str, Any], ckpt: dict[str, Any]) -> None:
+    """One untimed save and load of the checkpoint: imports, clients, buffers and first-call costs,
+    as in training, where the checkpoint IO lives across saves."""
     url = f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-warmup.ckpt"
-    saver = peer.make(cfg)
     if isinstance(saver, RawBoto3):
-        saver.prepare(small)
-    saver.save(small, url)
+        saver.prepare(ckpt)
+    saver.save(ckpt, url)
     saver.finish()
-    loader = peer.make(cfg)
-    if isinstance(loader, RawBoto3):
-        loader.payload = saver.payload
-    loader.load(url)
-    loader.finish()
+    saver.load(url)
 
 
-def measure_transfers(peer: Peer, cfg: dict[str, Any], ckpt: dict[str, Any]) -> list[dict[str, Any]]:
-    warm_up(peer, cfg)
+def memory_now() -> int:
+    """RSS of this process and its children, plus /dev/shm in use."""
+    return _status_kib("VmRSS") * 1024 + PeakRss._children_rss() + _shm_used()
+
+
+def measure_transfers(
+    saver: Any, cfg: dict[str, Any], ckpt: dict[str, Any], result: dict[str, Any]
+) -> list[dict[str, Any]]:
+    warm_up(saver, cfg, ckpt)
+    # what the checkpoint IO keeps between saves (buffers, pools, a child process), over its creation
+    result["held_after_warmup"] = memory_now() - result["memory_before_io"]
     reps: list[dict[str, Any]] = []
     for rep in range(cfg["reps"]):
         url = f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-rep{rep}.ckpt"
-        saver = peer.make(cfg)
-        if isinstance(saver, RawBoto3):
-            saver.prepare(ckpt)
         before = requests_so_far(cfg["metrics_url"], cfg["bucket"])
         cpu0 = cpu_seconds()
         with PeakRss() as save_rss:
@@ -320,16 +342,13 @@ def measure_transfers(peer: Peer, cfg: dict[str, Any], ckpt: dict[str, Any]) -> 
         save_cpu = cpu_seconds() - cpu0
         save_requests = requests_so_far(cfg["metrics_url"], cfg["bucket"]) - before
 
-        loader = peer.make(cfg)
-        if isinstance(loader, RawBoto3):
-            loader.payload = saver.payload
+        loader = saver
         cpu0 = cpu_seconds()
         with PeakRss() as load_rss:
             t0 = time.perf_counter()
             loaded = loader.load(url)
             load_s = time.perf_counter() - t0
         load_cpu = cpu_seconds() - cpu0
-        loader.finish()
         if not isinstance(loader, RawBoto3) and not same(ckpt, loaded):
             raise RuntimeError(f"{cfg['peer']}: the loaded checkpoint differs from the saved one")
         del loaded
@@ -359,7 +378,7 @@ def bare_clone_seconds(ckpt: dict[str, Any]) -> float:
     return best
 
 
-def measure_training(peer: Peer, cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:
+def measure_training(saver: Any, cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:
     """Steps/s of a small CPU training loop with no save in flight, then while an async save runs."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(*(torch.nn.Linear(512, 512) for _ in range(4)))
@@ -379,7 +398,6 @@ def measure_training(peer: Peer, cfg: dict[str, Any], ckpt: dict[str, Any]) -> d
         steps += 1
     idle_rate = steps / (time.perf_counter() - t0)
 
-    saver = peer.make(cfg)
     url = f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-train.ckpt"
     t0 = time.perf_counter()
     saver.save(ckpt, url)
@@ -408,11 +426,17 @@ def main() -> None:
     try:
         peer = PEERS[cfg["peer"]]
         ckpt = make_checkpoint(cfg["size_bytes"])
-        result["reps"] = measure_transfers(peer, cfg, ckpt)
-        if peer.is_async:
-            result["bare_clone_s"] = bare_clone_seconds(ckpt)
-            if cfg.get("train"):
-                result["training"] = measure_training(peer, cfg, ckpt)
+        peer.make(cfg).close()  # imports loaded here are not memory the IO holds
+        result["memory_before_io"] = memory_now()
+        saver = peer.make(cfg)
+        try:
+            result["reps"] = measure_transfers(saver, cfg, ckpt, result)
+            if peer.is_async:
+                result["bare_clone_s"] = bare_clone_seconds(ckpt)
+                if cfg.get("train"):
+                    result["training"] = measure_training(saver, cfg, ckpt)
+        finally:
+            saver.close()
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()
