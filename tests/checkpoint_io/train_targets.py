@@ -91,3 +91,22 @@ def sync_save_peak_memory(url: str, out_file: str, tensor_mib: str) -> None:
     pathlib.Path(out_file).write_text(
         json.dumps({"peak_rise_mib": (after_kib - before_kib) / 1024, "bytes": stats.bytes})
     )
+
+
+def load_peak_memory(url: str, out_file: str) -> None:
+    """Load ``url``; write how far the process's peak RSS rose during the load, and a checksum."""
+
+    def status_mib(field: str) -> float:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        raise LookupError(field)
+
+    io = S3CheckpointIO(url.rsplit("/", 1)[0], chunk_size_MB=5, max_read_concurrency=4)
+    io.load_checkpoint(url + ".warmup")  # clients and threads exist now
+    pathlib.Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from here
+    before = status_mib("VmRSS")
+    loaded = io.load_checkpoint(url)
+    rise = status_mib("VmHWM") - before
+    total = int(loaded["w"].sum())
+    pathlib.Path(out_file).write_text(json.dumps({"peak_rise_mib": rise, "sum": total}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import mmap
 import os
 import random
 from pathlib import Path
@@ -13,7 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s3_utils import S3ClientConfig, S3Error, S3Store, S3Writer, TransferConfig, TransferStats
+from s3_utils import (
+    ObjectInfo,
+    S3ClientConfig,
+    S3Error,
+    S3Store,
+    S3Writer,
+    TransferConfig,
+    TransferStats,
+)
 from support.s3_server import MotoServer
 from utils.conftest import CHUNK, SMALL_CHUNK_MB
 
@@ -125,6 +134,21 @@ def test_download_into_buffer_and_file(store: S3Store, bucket: str, tmp_path: Pa
     assert stats.bytes == len(data)
     assert stats.requests == 1 + 3  # HEAD + three ranges
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]  # no temporary file left behind
+
+
+def test_download_to_lets_the_caller_allocate_once_the_size_is_known(store: S3Store, bucket: str) -> None:
+    data = payload(2 * CHUNK + 5)
+    store.upload_bytes(f"s3://{bucket}/obj", data)
+    sizes: list[int] = []
+
+    def allocate(info: ObjectInfo) -> memoryview:
+        sizes.append(info.size)
+        return memoryview(region)
+
+    with mmap.mmap(-1, len(data)) as region:
+        info = store.download_to(f"s3://{bucket}/obj", allocate)
+        assert sizes == [len(data)] == [info.size]
+        assert region[:] == data
 
 
 def test_download_into_too_small_buffer_says_how_big(store: S3Store, bucket: str) -> None:

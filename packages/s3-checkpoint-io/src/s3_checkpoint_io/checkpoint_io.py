@@ -17,6 +17,7 @@ from s3_checkpoint_io._async_saver import AsyncSaver
 from s3_checkpoint_io._compat import override
 from s3_checkpoint_io._config import CheckpointIOSettings
 from s3_checkpoint_io._loading import load_from_buffer
+from s3_checkpoint_io._memory_file import MemoryFile, memory_files_supported
 from s3_checkpoint_io._snapshot import HostBufferPool, take_snapshot
 from s3_checkpoint_io._stats import MiB, SaveStats
 from s3_dirpath_utils import is_s3_url, normalize_s3_url, parse_s3_url
@@ -44,7 +45,8 @@ class S3CheckpointIO(CheckpointIO):
     A background failure is logged at once and raised at the next ``save_checkpoint``,
     ``remove_checkpoint``, ``wait_for_saves`` or ``teardown``.
 
-    Loading is one HEAD plus parallel ranged GETs into one buffer that ``torch.load`` reads in place.
+    Loading is one HEAD plus parallel ranged GETs into an in-memory file that ``torch.load`` maps
+    (``mmap=True``), so the loaded tensors are the downloaded pages: one checkpoint's worth of memory.
     Unpickling can run arbitrary code: load checkpoints you did not write with ``weights_only=True``.
 
     Args:
@@ -262,15 +264,11 @@ class S3CheckpointIO(CheckpointIO):
             self._saver.wait()
         started = time.perf_counter()
         try:
-            buffer = self._store(write=False).download_bytes(url)
+            checkpoint, size, download_s = self._download_and_load(
+                url, "cpu" if map_location is None else map_location, weights_only
+            )
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"checkpoint not found: no object at {url}") from exc
-        download_s = time.perf_counter() - started
-        checkpoint = load_from_buffer(
-            buffer, url, "cpu" if map_location is None else map_location, weights_only
-        )
-        size = len(buffer)
-        del buffer
         log.info(
             "loaded %s: %d bytes, download %.3fs (%.1f MiB/s), total %.3fs",
             url,
@@ -282,6 +280,39 @@ class S3CheckpointIO(CheckpointIO):
         if not isinstance(checkpoint, dict):
             raise TypeError(f"{url} holds a {type(checkpoint).__name__}, not a Lightning checkpoint dict")
         return checkpoint
+
+    def _download_and_load(
+        self, url: str, map_location: Any, weights_only: bool | None
+    ) -> tuple[Any, int, float]:
+        """Download ``url`` and unpickle it; returns (checkpoint, bytes, download seconds)."""
+        started = time.perf_counter()
+        store = self._store(write=False)
+        if not memory_files_supported():
+            buffer = store.download_bytes(url)
+            download_s = time.perf_counter() - started
+            return load_from_buffer(buffer, url, map_location, weights_only), len(buffer), download_s
+        # Download into an in-memory file and map it: the loaded tensors are views of the downloaded
+        # pages, so a load needs one checkpoint's worth of memory, not two.
+        files: list[MemoryFile] = []
+
+        def allocate(info: ObjectInfo) -> memoryview:
+            files.append(MemoryFile(info.size))
+            return files[0].buffer()
+
+        try:
+            info = store.download_to(url, allocate)
+            download_s = time.perf_counter() - started
+            view = files[0].buffer()
+            try:
+                checkpoint = load_from_buffer(
+                    view, url, map_location, weights_only, mapped_path=files[0].path
+                )
+            finally:
+                view.release()
+            return checkpoint, info.size, download_s
+        finally:
+            for memory_file in files:
+                memory_file.close()
 
     @override
     def remove_checkpoint(self, path: PathLike) -> None:

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 logger = logging.getLogger(__name__)
+
+WritableBuffer = bytearray | memoryview
+"""What a download can write into (wrap an ``mmap`` or other buffer in a ``memoryview``)."""
 
 DELETE_BATCH = 1000
 """S3's limit on keys per DeleteObjects call."""
@@ -252,9 +255,28 @@ class S3Store:
             S3ObjectChangedError: if the object was overwritten meanwhile.
             S3IntegrityError: if the bytes do not match the stored checksum.
         """
+        return self.download_to(url, lambda info: buffer).size
+
+    def download_to(
+        self, url: str | os.PathLike[str], allocate: Callable[[ObjectInfo], WritableBuffer]
+    ) -> ObjectInfo:
+        """Download ``url`` into a buffer that ``allocate`` provides once the object's size is known.
+
+        One HEAD, then ``allocate(info)``, then parallel ranged GETs into the buffer it returns: the
+        caller decides where the bytes live (a ``bytearray``, an ``mmap`` of an in-memory file, ...).
+
+        Returns:
+            The object's metadata (size, ETag) as the HEAD saw it.
+
+        Raises:
+            S3NotFoundError: if the bucket or object does not exist.
+            S3ConfigError: if the buffer is smaller than the object or read-only.
+            S3ObjectChangedError: if the object was overwritten meanwhile.
+            S3IntegrityError: if the bytes do not match the stored checksum.
+        """
         stats = StatsRecorder("download", self._url_of(url))
         info = self._head(url, stats)
-        target = memoryview(buffer).cast("B")
+        target = memoryview(allocate(info)).cast("B")
         if target.readonly or len(target) < info.size:
             raise S3ConfigError(
                 f"{info.url} is {info.size} bytes; the buffer given is {len(target)} bytes"
@@ -263,7 +285,7 @@ class S3Store:
             )
         ranged_download(self._transport(), info, memory_sink(target), stats)
         stats.finish(self._subscribers)
-        return info.size
+        return info
 
     @staticmethod
     def _url_of(url: str | os.PathLike[str]) -> str:
@@ -277,12 +299,14 @@ class S3Store:
             S3ObjectChangedError: if the object was overwritten meanwhile.
             S3IntegrityError: if the bytes do not match the stored checksum.
         """
-        stats = StatsRecorder("download", self._url_of(url))
-        info = self._head(url, stats)
-        buffer = bytearray(info.size)
-        ranged_download(self._transport(), info, memory_sink(memoryview(buffer)), stats)
-        stats.finish(self._subscribers)
-        return buffer
+        made: list[bytearray] = []
+
+        def allocate(info: ObjectInfo) -> bytearray:
+            made.append(bytearray(info.size))
+            return made[0]
+
+        self.download_to(url, allocate)
+        return made[0]
 
     def download_file(self, url: str | os.PathLike[str], path: str | os.PathLike[str]) -> TransferStats:
         """Download ``url`` to the local ``path``, atomically: a partial file never appears there.
