@@ -7,8 +7,9 @@ from typing import Any
 
 MiB = 1 << 20
 GiB = 1 << 30
-OURS = ("ours-sync", "ours-async")
+OURS = ("ours-sync", "ours-async", "ours-transfer")
 ASYNC = {"ours-async", "nemo-async", "lightning-s3fs-async"}
+TRANSFER = {"nemo-s3utils"}  # compared with ours-transfer (bytes already serialized)
 
 
 def _label(n: int) -> str:
@@ -79,16 +80,21 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "## Ours vs each peer (throughput ratio ours / peer; > 1 means ours is faster)",
         "",
         "ours-sync is compared with synchronous peers and the raw limits, ours-async with async peers "
-        "(save = until the checkpoint is durable in S3).",
+        "(save = until the checkpoint is durable in S3); ours-transfer (s3_utils.S3Store moving bytes "
+        "serialized beforehand) with the transfer-level peers.",
         "",
     ]
     head = ["peer"] + [f"{n} {_label(s)} {w}" for n in networks for s in sizes for w in ("save", "load")]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for peer in peers:
-        if peer in OURS:
-            continue
-        ours_name = "ours-async" if peer in ASYNC else "ours-sync"
-        row = [peer]
+    comparisons = [
+        (peer, "ours-async" if peer in ASYNC else "ours-transfer" if peer in TRANSFER else "ours-sync")
+        for peer in peers
+        if peer not in OURS
+    ]
+    if "raw-boto3" in peers and "ours-transfer" in peers:
+        comparisons.append(("raw-boto3", "ours-transfer"))
+    for peer, ours_name in comparisons:
+        row = [peer if ours_name != "ours-transfer" else f"{peer} (vs ours-transfer)"]
         for network in networks:
             for size in sizes:
                 mine = figures(table.get((network, size, ours_name), {}))

@@ -43,6 +43,8 @@ PEER_VENVS = {
     "lightning-s3fs": "s3fs",
     "lightning-s3fs-async": "s3fs",
     "raw-boto3": "raw",
+    "ours-transfer": "ours",  # transfer layer only: s3_utils.S3Store on pre-serialized bytes
+    "nemo-s3utils": "nemo",  # transfer layer only: NeMo's S3Utils on the same bytes
 }
 SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 RUNNER_TIMEOUT_S = 900

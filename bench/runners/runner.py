@@ -233,7 +233,41 @@ def _lightning_s3fs(cfg: dict[str, Any], async_checkpointing: bool) -> Any:
     return CheckpointIOAdapter(AsyncCheckpointIO(plain) if async_checkpointing else plain)
 
 
-class RawBoto3:
+class BytesTransfer:
+    """A transfer-level peer: moves the checkpoint's bytes, serialized beforehand (not timed)."""
+
+    def __init__(self) -> None:
+        self.payload = b""
+
+    def prepare(self, ckpt: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save(ckpt, buf)
+        self.payload = buf.getvalue()
+
+    def save(self, ckpt: dict[str, Any], url: str) -> None:
+        self.put(url)
+
+    def load(self, url: str) -> dict[str, Any]:
+        got = self.get(url)
+        if got != len(self.payload):
+            raise RuntimeError(f"downloaded {got} bytes, uploaded {len(self.payload)}")
+        return {}
+
+    def put(self, url: str) -> None:
+        raise NotImplementedError
+
+    def get(self, url: str) -> int:
+        """Download ``url``; returns how many bytes arrived."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RawBoto3(BytesTransfer):
     """The transfer limit: boto3's transfer manager moving bytes already serialized (not timed)."""
 
     def __init__(self, cfg: dict[str, Any], crt: bool) -> None:
@@ -241,6 +275,7 @@ class RawBoto3:
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
         from botocore.config import Config
 
+        super().__init__()
         self.client = boto3.client("s3", config=Config(max_pool_connections=max(10, cfg["read_concurrency"])))
         self.transfer_write = TransferConfig(
             multipart_chunksize=cfg["chunk_size_MB"] * MiB,
@@ -258,37 +293,75 @@ class RawBoto3:
             if type(manager).__name__ != "CRTTransferManager":
                 raise RuntimeError(f"boto3 gave {type(manager).__name__}, not the CRT transfer manager")
             self.manager = manager
-        self.payload = b""
 
-    def prepare(self, ckpt: dict[str, Any]) -> None:
-        buf = io.BytesIO()
-        torch.save(ckpt, buf)
-        self.payload = buf.getvalue()
-
-    def save(self, ckpt: dict[str, Any], url: str) -> None:
+    def put(self, url: str) -> None:
         bucket, key = url[5:].split("/", 1)
         if self.crt:
             self.manager.upload(io.BytesIO(self.payload), bucket, key).result()
         else:
             self.client.upload_fileobj(io.BytesIO(self.payload), bucket, key, Config=self.transfer_write)
 
-    def load(self, url: str) -> dict[str, Any]:
+    def get(self, url: str) -> int:
         bucket, key = url[5:].split("/", 1)
         out = io.BytesIO()
         if self.crt:
             self.manager.download(bucket, key, out).result()
         else:
             self.client.download_fileobj(bucket, key, out, Config=self.transfer_read)
-        if out.getbuffer().nbytes != len(self.payload):
-            raise RuntimeError(f"downloaded {out.getbuffer().nbytes} bytes, uploaded {len(self.payload)}")
-        return {}
-
-    def finish(self) -> None:
-        pass
+        return out.getbuffer().nbytes
 
     def close(self) -> None:
         if self.crt:
             self.manager.shutdown()
+
+
+class OursTransfer(BytesTransfer):
+    """s3_utils.S3Store moving the same pre-serialized bytes (the layer S3CheckpointIO streams through)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from s3_utils import S3ClientConfig, S3Store, TransferConfig
+
+        super().__init__()
+        client = S3ClientConfig.from_env()
+        size = cfg["chunk_size_MB"]
+        self.writes = S3Store(
+            client, TransferConfig(chunk_size_MB=size, max_concurrency=cfg["write_concurrency"])
+        )
+        self.reads = S3Store(
+            client, TransferConfig(chunk_size_MB=size, max_concurrency=cfg["read_concurrency"])
+        )
+
+    def put(self, url: str) -> None:
+        self.writes.upload_bytes(url, self.payload)
+
+    def get(self, url: str) -> int:
+        return len(self.reads.download_bytes(url))
+
+    def close(self) -> None:
+        self.writes.close()
+        self.reads.close()
+
+
+class NemoS3Utils(BytesTransfer):
+    """NeMo 3.0.0's S3Utils moving the same pre-serialized bytes (what its S3CheckpointIO calls)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from nemo.utils.s3_utils import S3Utils
+
+        super().__init__()
+        self.utils = S3Utils
+        self.cfg = cfg
+
+    def put(self, url: str) -> None:
+        self.utils.upload_file_stream_to_s3(
+            io.BytesIO(self.payload), url, self.cfg["chunk_size_MB"], self.cfg["write_concurrency"]
+        )
+
+    def get(self, url: str) -> int:
+        stream = self.utils.download_s3_file_to_stream(
+            url, self.cfg["chunk_size_MB"], self.cfg["read_concurrency"]
+        )
+        return int(stream.getbuffer().nbytes)
 
 
 PEERS: dict[str, Peer] = {
@@ -300,6 +373,8 @@ PEERS: dict[str, Peer] = {
     "lightning-s3fs": Peer(lambda c: _lightning_s3fs(c, False)),
     "lightning-s3fs-async": Peer(lambda c: _lightning_s3fs(c, True), is_async=True),
     "raw-boto3": Peer(lambda c: RawBoto3(c, crt=False)),
+    "ours-transfer": Peer(OursTransfer),
+    "nemo-s3utils": Peer(NemoS3Utils),
 }
 
 
@@ -310,7 +385,7 @@ def warm_up(saver: Any, cfg: dict[str, Any], ckpt: dict[str, Any]) -> None:
     """One untimed save and load of the checkpoint: imports, clients, buffers and first-call costs,
     as in training, where the checkpoint IO lives across saves."""
     url = f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-warmup.ckpt"
-    if isinstance(saver, RawBoto3):
+    if isinstance(saver, BytesTransfer):
         saver.prepare(ckpt)
     saver.save(ckpt, url)
     saver.finish()
@@ -349,7 +424,7 @@ def measure_transfers(
             loaded = loader.load(url)
             load_s = time.perf_counter() - t0
         load_cpu = cpu_seconds() - cpu0
-        if not isinstance(loader, RawBoto3) and not same(ckpt, loaded):
+        if not isinstance(loader, BytesTransfer) and not same(ckpt, loaded):
             raise RuntimeError(f"{cfg['peer']}: the loaded checkpoint differs from the saved one")
         del loaded
         reps.append(
