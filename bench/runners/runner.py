@@ -180,18 +180,21 @@ class CheckpointIOAdapter:
         self.io.teardown()
 
 
+def _seed_arguments(cfg: dict[str, Any], async_checkpointing: bool) -> dict[str, Any]:
+    """The NeMo seed's S3CheckpointIO arguments, which ours and NeMo's both take."""
+    return {
+        "dirpath": f"s3://{cfg['bucket']}/ckpt",
+        "chunk_size_MB": cfg["chunk_size_MB"],
+        "max_read_concurrency": cfg["read_concurrency"],
+        "max_write_concurrency": cfg["write_concurrency"],
+        "async_checkpointing": async_checkpointing,
+    }
+
+
 def _ours(cfg: dict[str, Any], async_checkpointing: bool) -> Any:
     from s3_checkpoint_io import S3CheckpointIO
 
-    return CheckpointIOAdapter(
-        S3CheckpointIO(
-            f"s3://{cfg['bucket']}/ckpt",
-            chunk_size_MB=cfg["chunk_size_MB"],
-            max_read_concurrency=cfg["read_concurrency"],
-            max_write_concurrency=cfg["write_concurrency"],
-            async_checkpointing=async_checkpointing,
-        )
-    )
+    return CheckpointIOAdapter(S3CheckpointIO(**_seed_arguments(cfg, async_checkpointing)))
 
 
 def _nemo(cfg: dict[str, Any], async_checkpointing: bool) -> Any:
@@ -202,15 +205,7 @@ def _nemo(cfg: dict[str, Any], async_checkpointing: bool) -> Any:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(cfg["dist_port"]))
         dist.init_process_group("gloo", rank=0, world_size=1)
-    return CheckpointIOAdapter(
-        S3CheckpointIO(
-            f"s3://{cfg['bucket']}/ckpt",
-            chunk_size_MB=cfg["chunk_size_MB"],
-            max_read_concurrency=cfg["read_concurrency"],
-            max_write_concurrency=cfg["write_concurrency"],
-            async_checkpointing=async_checkpointing,
-        )
-    )
+    return CheckpointIOAdapter(S3CheckpointIO(**_seed_arguments(cfg, async_checkpointing)))
 
 
 def _s3torch(cfg: dict[str, Any]) -> Any:

@@ -81,10 +81,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     except KeyboardInterrupt:
         console.note("s3ckpt: interrupted")
         return exit_codes.INTERRUPTED
-    except UsageError as exc:
-        console.note(f"s3ckpt {args.command}: error: {exc}")
-        return exit_codes.USAGE
-    except S3ConfigError as exc:
+    except (UsageError, S3ConfigError) as exc:
         console.note(f"s3ckpt {args.command}: error: {exc}")
         return exit_codes.USAGE
     except (S3NotFoundError, FileNotFoundError) as exc:
