@@ -42,6 +42,11 @@ def bucket(s3_server: MotoServer, s3_client: Any) -> Iterator[str]:
     name = new_bucket_name()
     s3_client.create_bucket(Bucket=name)
     yield name
+    remove_bucket(s3_client, name)
+
+
+def remove_bucket(s3_client: Any, name: str) -> None:
+    """Empty ``name`` (objects and incomplete multipart uploads) and delete it."""
     paginator = s3_client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=name):
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
