@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 
 import pytest
 from hypothesis import given
@@ -16,6 +17,7 @@ from s3_dirpath_utils import (
     join_s3_url,
     normalize_s3_url,
     parse_s3_url,
+    require_s3_url,
 )
 
 valid_buckets = st.from_regex(r"[a-z0-9][a-z0-9-]{1,40}[a-z0-9]", fullmatch=True).filter(
@@ -152,3 +154,28 @@ def test_join_never_doubles_slashes(bucket: str, segments: list[str]) -> None:
     joined = join_s3_url(f"s3://{bucket}/", *segments)
     assert "//" not in joined[len("s3://") :]
     assert parse_s3_url(joined) == (bucket, "/".join(segments))
+
+
+def test_require_s3_url_returns_the_normalized_url() -> None:
+    assert require_s3_url(pathlib.Path("s3://bucket/run/k.ckpt")) == "s3://bucket/run/k.ckpt"
+    assert require_s3_url(" s3://bucket ") == "s3://bucket"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (None, "dirpath must be an s3://bucket/key URL, got None; use a local API"),
+        ("/tmp/x", "dirpath must be an s3://bucket/key URL, got '/tmp/x'; use a local API"),
+        (pathlib.Path("/tmp/x"), "got '/tmp/x'"),
+        ("s3:///k", "dirpath: S3 URL 's3:///k' has no bucket name"),
+        ("s3://Bad_Bucket/k", "dirpath: S3 URL 's3://Bad_Bucket/k': bucket name 'Bad_Bucket'"),
+    ],
+)
+def test_require_s3_url_names_what_and_the_problem(path: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        require_s3_url(path, "dirpath", "use a local API")  # type: ignore[arg-type]
+
+
+def test_require_s3_url_without_hint_ends_at_the_value() -> None:
+    with pytest.raises(ValueError, match=r"got 'x'$"):
+        require_s3_url("x")

@@ -95,7 +95,7 @@ def test_entry_point_warns_from_the_model_parallel_sizes_and_installs_s3_checkpo
     ("dirpath", "message"),
     [
         (None, "exp_manager.checkpoint_callback_params.dirpath is not set"),
-        ("/tmp/checkpoints", "must be an s3://bucket/prefix URL"),
+        ("/tmp/checkpoints", "must be an s3://bucket/key URL"),
         ("s3://Bad_Bucket/run", "exp_manager.checkpoint_callback_params.dirpath: S3 URL"),
     ],
 )

@@ -71,7 +71,7 @@ def test_nothing_to_resume_is_an_error_or_a_fresh_start(s3_client: Any, bucket: 
 
 
 def test_a_local_dirpath_is_refused() -> None:
-    with pytest.raises(ValueError, match="needs an s3:// dirpath"):
+    with pytest.raises(ValueError, match="resume discovery dirpath must be an s3://bucket/key URL"):
         find_resume_checkpoint("/checkpoints")
 
 

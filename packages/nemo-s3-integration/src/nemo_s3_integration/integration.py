@@ -17,7 +17,7 @@ from nemo_s3_integration.connector import S3ResumeConnector
 from nemo_s3_integration.model_checkpoint import S3NeMoModelCheckpoint
 from nemo_s3_integration.resume import rank_zero_check_resume
 from s3_checkpoint_io import S3CheckpointIO
-from s3_dirpath_utils import is_s3_url, normalize_s3_url, parse_s3_url
+from s3_dirpath_utils import require_s3_url
 
 logger = logging.getLogger(__name__)
 
@@ -147,16 +147,9 @@ def _checkpoint_dirpath(exp_cfg: Mapping[str, Any]) -> str:
     dirpath = params.get("dirpath") if isinstance(params, Mapping) else None
     if not dirpath:
         raise ValueError(f"{_DIRPATH_KEY} is not set; set it to the s3://bucket/prefix to checkpoint into")
-    if not is_s3_url(str(dirpath)):
-        raise ValueError(
-            f"{_DIRPATH_KEY} must be an s3://bucket/prefix URL for S3 checkpointing, got {dirpath!r}; "
-            "for local checkpoints call NeMo's exp_manager directly"
-        )
-    try:
-        parse_s3_url(str(dirpath))
-    except ValueError as exc:
-        raise ValueError(f"{_DIRPATH_KEY}: {exc}") from None
-    return normalize_s3_url(str(dirpath))
+    return require_s3_url(
+        str(dirpath), _DIRPATH_KEY, "for local checkpoints call NeMo's exp_manager directly"
+    )
 
 
 def _model_size(cfg: Mapping[str, Any], key: str) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from nemo_s3_integration.broadcast import broadcast_object, is_global_rank_zero
 from s3_checkpoint_io import S3CheckpointIO
-from s3_dirpath_utils import is_s3_url, join_s3_url, normalize_s3_url
+from s3_dirpath_utils import is_s3_url, join_s3_url, require_s3_url
 from s3_utils import S3ClientConfig, S3Store, TransferConfig
 from s3_utils.checkpoint_names import choose_resume_checkpoint
 
@@ -54,9 +54,7 @@ def find_resume_checkpoint(
         ValueError: if the newest checkpoint is an ``*end.ckpt`` and ``resume_past_end`` is False, or
             ``dirpath`` is not an S3 URL.
     """
-    if not is_s3_url(dirpath):
-        raise ValueError(f"resume discovery needs an s3:// dirpath, got {dirpath!r}")
-    prefix = join_s3_url(normalize_s3_url(dirpath), "/")
+    prefix = join_s3_url(require_s3_url(dirpath, "resume discovery dirpath"), "/")
     started = time.perf_counter()
     if isinstance(source, S3CheckpointIO):
         names = [info.url for info in source.list_objects(prefix)]

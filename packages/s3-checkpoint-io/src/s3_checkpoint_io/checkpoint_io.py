@@ -20,7 +20,7 @@ from s3_checkpoint_io._loading import load_from_buffer
 from s3_checkpoint_io._memory_file import MemoryFile, memory_files_supported
 from s3_checkpoint_io._snapshot import HostBufferPool, take_snapshot
 from s3_checkpoint_io._stats import MiB, SaveStats
-from s3_dirpath_utils import is_s3_url, normalize_s3_url, parse_s3_url
+from s3_dirpath_utils import normalize_s3_url, require_s3_url
 from s3_utils import ObjectInfo, S3ClientConfig, S3Store, TransferConfig
 from s3_utils.checkpoint_names import parse_prefix_with_step
 
@@ -87,13 +87,7 @@ class S3CheckpointIO(CheckpointIO):
         history_size: int = 1000,
     ) -> None:
         super().__init__()
-        if not is_s3_url(dirpath):
-            raise ValueError(
-                f"S3CheckpointIO needs an s3://bucket/prefix dirpath, got {os.fspath(dirpath)!r}; "
-                "for local paths use Lightning's TorchCheckpointIO (the default) instead"
-            )
-        parse_s3_url(dirpath)
-        self.dirpath = normalize_s3_url(dirpath).rstrip("/")
+        self.dirpath = require_s3_url(dirpath, "S3CheckpointIO dirpath", _LOCAL_HINT).rstrip("/")
         self.settings = CheckpointIOSettings(
             chunk_size_MB=chunk_size_MB,
             max_read_concurrency=max_read_concurrency,
@@ -427,11 +421,8 @@ class S3CheckpointIO(CheckpointIO):
         log.debug("removed checkpoint %s", url)
 
 
+_LOCAL_HINT = "for local paths use Lightning's TorchCheckpointIO (the default) instead"
+
+
 def _as_url(path: PathLike) -> str:
-    if not is_s3_url(path):
-        raise ValueError(
-            f"S3CheckpointIO got a non-S3 path {os.fspath(path)!r}; expected s3://bucket/key "
-            "(use Lightning's TorchCheckpointIO for local paths)"
-        )
-    parse_s3_url(path)
-    return normalize_s3_url(path)
+    return require_s3_url(path, "S3CheckpointIO path", _LOCAL_HINT)

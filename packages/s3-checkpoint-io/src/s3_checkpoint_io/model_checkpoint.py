@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from s3_checkpoint_io._compat import override
 from s3_checkpoint_io._stats import _find_s3_checkpoint_io
 from s3_checkpoint_io.checkpoint_io import PathLike, S3CheckpointIO
-from s3_dirpath_utils import is_s3_url, normalize_s3_url, parse_s3_url
+from s3_dirpath_utils import is_s3_url, normalize_s3_url, require_s3_url
 from s3_utils.checkpoint_names import step_from_name
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,12 @@ class S3ModelCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, dirpath: PathLike, **kwargs: Any) -> None:
-        if not is_s3_url(dirpath):
-            raise ValueError(
-                f"S3ModelCheckpoint needs an s3://bucket/prefix dirpath, got {dirpath!r}; "
-                "use Lightning's ModelCheckpoint for local directories"
-            )
-        parse_s3_url(dirpath)
+        url = require_s3_url(
+            dirpath, "S3ModelCheckpoint dirpath", "use Lightning's ModelCheckpoint for local directories"
+        )
         if kwargs.get("save_last") == "link":
             raise ValueError("S3ModelCheckpoint(save_last='link') is not supported: S3 has no links")
-        super().__init__(dirpath=normalize_s3_url(dirpath).rstrip("/"), **kwargs)
+        super().__init__(dirpath=url.rstrip("/"), **kwargs)
 
     @property
     def dir_url(self) -> str:

@@ -16,6 +16,7 @@ from s3_dirpath_utils._urls import (
     join_s3_url,
     normalize_s3_url,
     parse_s3_url,
+    require_s3_url,
 )
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "join_s3_url",
     "normalize_s3_url",
     "parse_s3_url",
+    "require_s3_url",
 ]
 __version__ = "0.1.0"

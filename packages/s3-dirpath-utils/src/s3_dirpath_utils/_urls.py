@@ -113,6 +113,31 @@ def parse_s3_url(url: _PathLike) -> tuple[str, str]:
     return bucket, key
 
 
+def require_s3_url(path: _PathLike | None, what: str = "path", local_hint: str = "") -> str:
+    """Check that ``path`` is a valid S3 URL and return it normalized (``s3://bucket/key``).
+
+    The one check every layer uses at its edge: scheme, bucket present, bucket name valid.
+
+    Args:
+        path: what the caller was given (``str``, ``os.PathLike`` or None).
+        what: how the caller names it in the message, e.g. ``"S3CheckpointIO dirpath"``.
+        local_hint: what to use instead for a local path, appended to the message when ``path`` is
+            not an S3 URL at all.
+
+    Raises:
+        ValueError: naming ``what``, the value and the problem.
+    """
+    if not is_s3_url(path):
+        shown = os.fspath(path) if isinstance(path, os.PathLike) else path
+        hint = f"; {local_hint}" if local_hint else ""
+        raise ValueError(f"{what} must be an s3://bucket/key URL, got {shown!r}{hint}")
+    try:
+        parse_s3_url(path)  # type: ignore[arg-type]  # is_s3_url ruled out None
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    return normalize_s3_url(path)  # type: ignore[arg-type]
+
+
 def build_s3_url(bucket: str, key: str = "") -> str:
     """Build ``s3://bucket/key`` from its parts.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from s3_dirpath_utils import is_s3_url, normalize_s3_url, parse_s3_url
+from s3_dirpath_utils import require_s3_url
 from s3_utils.cli.console import UsageError
 
 
@@ -12,13 +12,10 @@ def s3_url(text: str, what: str = "URL") -> str:
     Raises:
         UsageError: naming the problem, if it is not a valid S3 URL.
     """
-    if not is_s3_url(text):
-        raise UsageError(f"{what} {text!r} is not an S3 URL; write it as s3://bucket/prefix")
     try:
-        parse_s3_url(text)
+        return require_s3_url(text, what)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return normalize_s3_url(text)
 
 
 def as_prefix(url: str) -> str:
