@@ -9,12 +9,12 @@ from typing import Any
 import torch
 
 from s3_checkpoint_io import S3CheckpointIO
+from support.s3_objects import object_keys
 
 
 def keys(s3_client: Any, bucket: str, prefix: str = "") -> set[str]:
     """Every key in ``bucket`` under ``prefix``, straight from the server."""
-    listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix)
-    return {item["Key"] for item in listing.get("Contents", [])}
+    return set(object_keys(s3_client, bucket, prefix))
 
 
 def state(seed: int = 0) -> dict[str, Any]:

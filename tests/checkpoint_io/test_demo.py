@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from s3_utils.checkpoint_names import step_from_name
+from support.s3_objects import object_keys
 
 DEMO = Path(__file__).resolve().parents[2] / "demo" / "demo.py"
 STEPS, EVERY = 60, 10
@@ -69,4 +70,4 @@ def test_demo_refuses_a_dirpath_that_already_holds_checkpoints(s3_client: Any, b
     assert result.returncode == 2
     assert "is not empty" in result.stderr
     assert "--clean" in result.stderr
-    assert s3_client.list_objects_v2(Bucket=bucket)["KeyCount"] == 1
+    assert len(object_keys(s3_client, bucket)) == 1

@@ -10,6 +10,7 @@ import pytest
 
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
+from support.s3_objects import object_keys
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +36,7 @@ def test_slowdown_on_create_multipart_upload_for_one_rank_retries_and_nobody_han
         assert proxy.count("CreateMultipartUpload") == 3
         assert proxy.count("CompleteMultipartUpload") == 1
 
-    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="sharded/")
-    assert sorted(o["Key"] for o in listed.get("Contents", [])) == [
+    assert object_keys(s3_client, bucket, "sharded/") == [
         f"sharded/shard_rank_{r:02d}.ckpt" for r in range(WORLD_SIZE)
     ]
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from nemo_app import config, train
-from s3_listing import object_keys
+
+from support.s3_objects import object_keys
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from nemo_app import TinyRegression
-from s3_listing import object_keys
 
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
+from support.s3_objects import object_keys
 from support.s3_server import MotoServer
 
 pytestmark = pytest.mark.timeout(300)

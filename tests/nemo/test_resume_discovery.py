@@ -10,10 +10,10 @@ import pytest
 
 from nemo_s3_integration import find_resume_checkpoint
 from nemo_s3_integration.broadcast import broadcast_object, is_global_rank_zero
-from s3_utils import S3ClientConfig, S3Store, TransferConfig
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
 from support.s3_server import MotoServer
+from support.stores import small_store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,7 +79,7 @@ def test_discovery_sends_exactly_one_listing(s3_server: MotoServer, s3_client: A
     names = [f"gpt--step={step}-last.ckpt" for step in range(0, 500, 5)]
     dirpath = _put(s3_client, bucket, *names)
     with FaultProxy(s3_server.endpoint_url) as proxy:
-        store = S3Store(S3ClientConfig.from_env(endpoint_url=proxy.url), TransferConfig())
+        store = small_store(proxy.url)
         with store:
             chosen = find_resume_checkpoint(dirpath, source=store)
         assert proxy.counts() == {"ListObjectsV2": 1}

@@ -1,15 +1,23 @@
-"""pytest fixtures shared by the layers that talk to S3. Import them in a layer's conftest.py."""
+"""pytest fixtures shared by every layer's tests, loaded once as a plugin by ``tests/conftest.py``.
+
+Only the standard library and pytest are imported at module level, so the plugin loads in every nox
+session (the dirpath one has no boto3, moto or s3_utils); a fixture imports what it needs when used.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from support.fault_proxy import FaultProxy
+from support.s3_objects import created_bucket
 from support.s3_server import MotoServer, new_bucket_name, s3_environment
+
+if TYPE_CHECKING:
+    from s3_utils import S3Store
 
 
 @pytest.fixture(scope="session")
@@ -37,24 +45,19 @@ def s3_client(s3_server: MotoServer) -> Any:
 
 
 @pytest.fixture
-def bucket(s3_server: MotoServer, s3_client: Any) -> Iterator[str]:
+def bucket(s3_client: Any) -> Iterator[str]:
     """A fresh, empty bucket for one test; emptied and deleted afterwards so the server stays small."""
-    name = new_bucket_name()
-    s3_client.create_bucket(Bucket=name)
-    yield name
-    remove_bucket(s3_client, name)
+    with created_bucket(s3_client, new_bucket_name()) as name:
+        yield name
 
 
-def remove_bucket(s3_client: Any, name: str) -> None:
-    """Empty ``name`` (objects and incomplete multipart uploads) and delete it."""
-    paginator = s3_client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=name):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-        if keys:
-            s3_client.delete_objects(Bucket=name, Delete={"Objects": keys})
-    for upload in s3_client.list_multipart_uploads(Bucket=name).get("Uploads", []):
-        s3_client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
-    s3_client.delete_bucket(Bucket=name)
+@pytest.fixture
+def store(s3_server: MotoServer) -> Iterator[S3Store]:
+    """An S3Store on the test server with S3's smallest part size (see ``support.stores``)."""
+    from support.stores import small_store
+
+    with small_store() as s3_store:
+        yield s3_store
 
 
 @pytest.fixture

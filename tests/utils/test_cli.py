@@ -14,9 +14,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from s3_utils import S3ClientConfig, S3Store, TransferConfig
 from s3_utils.cli import exit_codes, main
 from s3_utils.cli.console import Console
+from support import payloads
+from support.s3_objects import object_keys
 
 MiB = 1024 * 1024
 
@@ -38,16 +39,6 @@ def s3ckpt(*argv: str, progress: bool = False) -> Result:
 
 def put(client: Any, bucket: str, key: str, body: bytes = b"x") -> None:
     client.put_object(Bucket=bucket, Key=key, Body=body)
-
-
-def keys(client: Any, bucket: str) -> list[str]:
-    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
-
-
-@pytest.fixture
-def store(s3_server: Any) -> Any:
-    with S3Store(S3ClientConfig.from_env(), TransferConfig(chunk_size_MB=5, max_concurrency=4)) as s:
-        yield s
 
 
 # -- ls ------------------------------------------------------------------------------------------------
@@ -148,7 +139,7 @@ def test_an_unknown_option_is_a_usage_error() -> None:
 
 
 def test_cp_round_trip_multipart_with_progress(tmp_path: Path, bucket: str, s3_client: Any) -> None:
-    payload = os.urandom(12 * MiB + 123)
+    payload = payloads.payload(12 * MiB + 123)
     source = tmp_path / "model.ckpt"
     source.write_bytes(payload)
 
@@ -157,7 +148,7 @@ def test_cp_round_trip_multipart_with_progress(tmp_path: Path, bucket: str, s3_c
     )
 
     assert up.code == exit_codes.OK, up
-    assert keys(s3_client, bucket) == ["ckpt/model.ckpt"]
+    assert object_keys(s3_client, bucket) == ["ckpt/model.ckpt"]
     assert s3_client.head_object(Bucket=bucket, Key="ckpt/model.ckpt")["ETag"].endswith('-3"')
     assert "12.0/12.0 MiB" in up.err
     assert "100%" in up.err
@@ -192,7 +183,7 @@ def test_cp_of_a_missing_local_file_is_not_found(tmp_path: Path, bucket: str, s3
     result = s3ckpt("cp", str(tmp_path / "nope.ckpt"), f"s3://{bucket}/nope.ckpt")
     assert result.code == exit_codes.NOT_FOUND
     assert "nope.ckpt" in result.err
-    assert keys(s3_client, bucket) == []
+    assert object_keys(s3_client, bucket) == []
 
 
 def test_cp_into_a_missing_local_folder_is_not_found(tmp_path: Path, bucket: str, s3_client: Any) -> None:
@@ -217,7 +208,7 @@ def test_cp_rejects_a_bad_chunk_size_before_sending_anything(
     result = s3ckpt("cp", "--chunk-size-mb", "1", str(source), f"s3://{bucket}/a.ckpt")
     assert result.code == exit_codes.USAGE
     assert "chunk_size_MB" in result.err
-    assert keys(s3_client, bucket) == []
+    assert object_keys(s3_client, bucket) == []
 
 
 def test_cp_to_dev_null_writes_straight_to_the_device(bucket: str, s3_client: Any) -> None:
@@ -235,7 +226,7 @@ def test_rm_with_yes_deletes_one_checkpoint(s3_client: Any, bucket: str) -> None
     put(s3_client, bucket, "c/b.ckpt")
     result = s3ckpt("rm", "--yes", f"s3://{bucket}/c/a.ckpt")
     assert result.code == exit_codes.OK, result
-    assert keys(s3_client, bucket) == ["c/b.ckpt"]
+    assert object_keys(s3_client, bucket) == ["c/b.ckpt"]
 
 
 def test_rm_without_yes_and_without_a_terminal_refuses(s3_client: Any, bucket: str) -> None:
@@ -243,7 +234,7 @@ def test_rm_without_yes_and_without_a_terminal_refuses(s3_client: Any, bucket: s
     result = s3ckpt("rm", f"s3://{bucket}/c/a.ckpt")
     assert result.code == exit_codes.USAGE
     assert "--yes" in result.err
-    assert keys(s3_client, bucket) == ["c/a.ckpt"]
+    assert object_keys(s3_client, bucket) == ["c/a.ckpt"]
 
 
 def test_rm_of_a_folder_needs_recursive(s3_client: Any, bucket: str) -> None:
@@ -251,7 +242,7 @@ def test_rm_of_a_folder_needs_recursive(s3_client: Any, bucket: str) -> None:
     result = s3ckpt("rm", "--yes", f"s3://{bucket}/c/sharded")
     assert result.code == exit_codes.USAGE
     assert "--recursive" in result.err
-    assert keys(s3_client, bucket) == ["c/sharded/0.pt"]
+    assert object_keys(s3_client, bucket) == ["c/sharded/0.pt"]
 
 
 def test_rm_recursive_deletes_only_under_the_prefix(s3_client: Any, bucket: str) -> None:
@@ -261,7 +252,7 @@ def test_rm_recursive_deletes_only_under_the_prefix(s3_client: Any, bucket: str)
     result = s3ckpt("rm", "-r", "-y", f"s3://{bucket}/c/sharded")
     assert result.code == exit_codes.OK, result
     assert "deleted 5 objects" in result.out
-    assert keys(s3_client, bucket) == ["c/sharded-other.pt"]
+    assert object_keys(s3_client, bucket) == ["c/sharded-other.pt"]
 
 
 def test_rm_of_something_missing_is_not_found(bucket: str) -> None:
@@ -311,7 +302,7 @@ def test_bench_prints_the_grid_and_a_recommendation_and_cleans_up(s3_client: Any
     assert "s3_checkpointing:" in result.out
     assert "chunk_size_MB: " in result.out
     assert "S3CheckpointIO(dirpath, chunk_size_MB=" in result.out
-    assert keys(s3_client, bucket) == []
+    assert object_keys(s3_client, bucket) == []
 
 
 @pytest.mark.parametrize(
@@ -333,7 +324,7 @@ def test_bench_rejects_bad_settings(args: list[str], message: str, bucket: str) 
 
 
 def test_verify_checks_a_multipart_checkpoint_written_by_the_store(store: Any, bucket: str) -> None:
-    payload = os.urandom(11 * MiB)
+    payload = payloads.payload(11 * MiB)
     store.upload_bytes(f"s3://{bucket}/m.ckpt", payload)
 
     result = s3ckpt("verify", "--no-load", f"s3://{bucket}/m.ckpt")
@@ -373,7 +364,7 @@ def test_every_subcommand_has_help(command: str) -> None:
 
 def test_verify_checks_a_composite_checksum_of_parts(s3_client: Any, bucket: str) -> None:
     # CRC32, not CRC32C: without the optional crc32c package moto computes CRC32 for either
-    payload = os.urandom(11 * MiB)
+    payload = payloads.payload(11 * MiB)
     upload = s3_client.create_multipart_upload(Bucket=bucket, Key="c.ckpt", ChecksumAlgorithm="CRC32")
     parts = []
     for number, start in enumerate(range(0, len(payload), 5 * MiB), start=1):
@@ -449,4 +440,4 @@ def test_cp_of_a_folder_is_a_usage_error(tmp_path: Path, bucket: str, s3_client:
     result = s3ckpt("cp", str(tmp_path), f"s3://{bucket}/x/")
     assert result.code == exit_codes.USAGE
     assert "is a folder" in result.err
-    assert keys(s3_client, bucket) == []
+    assert object_keys(s3_client, bucket) == []

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from s3_utils.cli import exit_codes
+from support.payloads import payload
+from support.s3_objects import object_keys
 from support.s3_server import free_port
 
 MiB = 1024 * 1024
@@ -65,7 +67,7 @@ def test_version_via_python_m() -> None:
 
 
 def test_download_to_a_full_device_fails_clearly(s3_client: Any, bucket: str) -> None:
-    s3_client.put_object(Bucket=bucket, Key="k.ckpt", Body=os.urandom(64 * 1024))
+    s3_client.put_object(Bucket=bucket, Key="k.ckpt", Body=payload(64 * 1024))
     result = run("cp", f"s3://{bucket}/k.ckpt", "/dev/full")
     assert result.returncode == exit_codes.FAILURE, result
     assert "No space left on device" in result.stderr
@@ -79,7 +81,7 @@ def _limit_file_size_to_1_mib() -> None:
 def test_download_past_a_file_size_limit_removes_the_partial_file(
     tmp_path: Path, s3_client: Any, bucket: str
 ) -> None:
-    s3_client.put_object(Bucket=bucket, Key="big.ckpt", Body=os.urandom(6 * MiB))
+    s3_client.put_object(Bucket=bucket, Key="big.ckpt", Body=payload(6 * MiB))
     target = tmp_path / "big.ckpt"
     target.write_bytes(b"the previous good checkpoint")
 
@@ -150,7 +152,7 @@ def test_rm_asks_on_a_terminal(answer: bytes, deleted: bool, s3_client: Any, buc
     code, screen = _answer_on_a_terminal(["rm", f"s3://{bucket}/c/a.ckpt"], answer)
 
     assert f"delete s3://{bucket}/c/a.ckpt (100 B)? [y/N]" in screen
-    remaining = s3_client.list_objects_v2(Bucket=bucket).get("KeyCount", 0)
+    remaining = len(object_keys(s3_client, bucket))
     if deleted:
         assert code == exit_codes.OK, screen
         assert remaining == 0
@@ -181,7 +183,7 @@ def test_the_torch_free_commands_never_import_torch(s3_client: Any, bucket: str,
 def test_ctrl_c_during_a_download_exits_130_and_leaves_no_partial_file(
     tmp_path: Path, s3_client: Any, bucket: str
 ) -> None:
-    s3_client.put_object(Bucket=bucket, Key="big.ckpt", Body=os.urandom(96 * MiB))
+    s3_client.put_object(Bucket=bucket, Key="big.ckpt", Body=payload(96 * MiB))
     process = subprocess.Popen(
         [
             *s3ckpt_command(),

@@ -26,12 +26,6 @@ from support.s3_server import TEST_SECRET_KEY, MotoServer, free_port
 SMALL = TransferConfig(chunk_size_MB=5, max_concurrency=2)
 
 
-@pytest.fixture
-def store(s3_server: MotoServer) -> Iterator[S3Store]:
-    with S3Store(S3ClientConfig.from_env(), SMALL) as s3_store:
-        yield s3_store
-
-
 @pytest.mark.parametrize(
     "call",
     [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -11,35 +10,29 @@ from typing import Any
 import pytest
 
 from s3_utils import (
-    S3ClientConfig,
     S3EndpointError,
     S3Error,
     S3ObjectChangedError,
     S3Store,
     S3TransferError,
     S3Writer,
-    TransferConfig,
 )
 from support.fault_proxy import FaultProxy
+from support.payloads import payload
 from support.s3_server import running_moto_server
-from utils.conftest import CHUNK, SMALL_CHUNK_MB
+from support.stores import CHUNK, small_store
 
 FAST_RETRIES = {"retry_base_delay_s": 0.005, "retry_max_delay_s": 0.05, "max_attempts": 20}
 
 
 def store_via(endpoint: str, **transfer: Any) -> S3Store:
-    settings = {"chunk_size_MB": SMALL_CHUNK_MB, "max_concurrency": 4, **FAST_RETRIES, **transfer}
-    return S3Store(S3ClientConfig.from_env(endpoint_url=endpoint), TransferConfig(**settings))
+    return small_store(endpoint, **{**FAST_RETRIES, **transfer})
 
 
 @pytest.fixture
 def proxied(fault_proxy: FaultProxy) -> Iterator[S3Store]:
     with store_via(fault_proxy.url) as store:
         yield store
-
-
-def payload(size: int) -> bytes:
-    return random.Random(size).randbytes(size)
 
 
 def test_503_on_30_percent_of_requests_still_round_trips(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import random
 from typing import Any
 
 import pytest
@@ -11,9 +10,10 @@ from awscrt import checksums
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s3_utils import S3ClientConfig, S3IntegrityError, S3Store, TransferConfig
+from s3_utils import S3IntegrityError, S3Store
 from s3_utils import checksums as s3_checksums
-from utils.conftest import CHUNK
+from support.payloads import payload
+from support.stores import CHUNK, small_store
 
 
 def crc64(data: bytes) -> str:
@@ -24,7 +24,7 @@ def crc64(data: bytes) -> str:
     "size", [0, 10, CHUNK + 1, 3 * CHUNK + 7], ids=["empty", "small", "2-parts", "4-parts"]
 )
 def test_stored_checksum_is_the_full_object_crc64nvme(store: S3Store, bucket: str, size: int) -> None:
-    data = random.Random(size).randbytes(size)
+    data = payload(size)
     store.upload_bytes(f"s3://{bucket}/obj", data)
     info = store.head(f"s3://{bucket}/obj")
     assert info.checksum_crc64nvme == crc64(data)
@@ -32,7 +32,7 @@ def test_stored_checksum_is_the_full_object_crc64nvme(store: S3Store, bucket: st
 
 
 def test_corrupt_stored_object_fails_download_naming_it(store: S3Store, bucket: str, s3_client: Any) -> None:
-    data = random.Random(1).randbytes(2 * CHUNK + 3)
+    data = payload(2 * CHUNK + 3)
     # A store whose bytes no longer match the checksum recorded when they were written.
     s3_client.put_object(
         Bucket=bucket,
@@ -53,7 +53,7 @@ def test_checksums_can_be_turned_off(s3_server: Any, bucket: str, s3_client: Any
         ChecksumAlgorithm="CRC64NVME",
         ChecksumCRC64NVME=crc64(b"other"),
     )
-    with S3Store(S3ClientConfig.from_env(), TransferConfig(chunk_size_MB=5, checksum=False)) as store:
+    with small_store(checksum=False) as store:
         assert store.download_bytes(f"s3://{bucket}/k") == b"bytes"
         store.upload_bytes(f"s3://{bucket}/plain", b"no checksum")
         assert store.head(f"s3://{bucket}/plain").checksum_crc64nvme is None

@@ -8,6 +8,7 @@ from typing import Any
 
 from s3_utils import S3ClientConfig, S3Store, TransferConfig
 from s3_utils.client import get_client
+from support.stores import small_store
 
 
 def s3_utils_threads() -> list[str]:
@@ -32,7 +33,7 @@ def test_one_client_per_config_shared_across_stores(s3_server: Any) -> None:
 
 
 def _child_round_trip(bucket: str, parent_client_id: int, results: Any) -> None:
-    with S3Store(S3ClientConfig.from_env(), TransferConfig(chunk_size_MB=5, max_concurrency=2)) as store:
+    with small_store(max_concurrency=2) as store:
         store.upload_bytes(f"s3://{bucket}/from-child", b"child bytes" * 1000000)
         fresh = id(get_client(store.client_config, 10)) != parent_client_id
         results.put((fresh, bytes(store.download_bytes(f"s3://{bucket}/from-child")[:11])))

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from s3_utils import S3ClientConfig, S3Store, TransferConfig
+from s3_utils import S3Store
 from support.fault_proxy import FaultProxy
+from support.stores import small_store
 
 
 def put_many(s3_client: Any, bucket: str, prefix: str, count: int) -> set[str]:
@@ -24,9 +25,7 @@ def test_listing_and_delete_prefix_across_more_than_1000_keys(
 ) -> None:
     keys = put_many(s3_client, bucket, "run/ckpt-", 1003)
     s3_client.put_object(Bucket=bucket, Key="other/keep", Body=b"k")
-    with S3Store(
-        S3ClientConfig.from_env(endpoint_url=fault_proxy.url), TransferConfig(chunk_size_MB=5)
-    ) as store:
+    with small_store(fault_proxy.url) as store:
         listed = store.iter_objects(f"s3://{bucket}/run/")
         first = next(listed)  # a generator: the first page is usable before the next is fetched
         assert first.key in keys

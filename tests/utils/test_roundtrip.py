@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import io
 import mmap
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,21 +15,18 @@ from hypothesis import strategies as st
 
 from s3_utils import (
     ObjectInfo,
-    S3ClientConfig,
     S3Error,
     S3Store,
     S3Writer,
     TransferConfig,
     TransferStats,
 )
+from support.payloads import payload
+from support.s3_objects import object_keys
 from support.s3_server import MotoServer
-from utils.conftest import CHUNK, SMALL_CHUNK_MB
+from support.stores import CHUNK, SMALL_CHUNK_MB, small_store
 
 SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 12345]
-
-
-def payload(size: int) -> bytes:
-    return random.Random(size).randbytes(size)
 
 
 def write_then_fail(writer: S3Writer, data: bytes, error: Exception) -> None:
@@ -45,8 +41,7 @@ def test_upload_bytes_then_download_bytes_round_trips(
     s3_server: MotoServer, bucket: str, size: int, concurrency: int
 ) -> None:
     data = payload(size)
-    config = TransferConfig(chunk_size_MB=SMALL_CHUNK_MB, max_concurrency=concurrency)
-    with S3Store(S3ClientConfig.from_env(), config) as store:
+    with small_store(max_concurrency=concurrency) as store:
         stats = store.upload_bytes(f"s3://{bucket}/obj", data)
         assert stats.bytes == size
         assert bytes(store.download_bytes(f"s3://{bucket}/obj")) == data
@@ -190,9 +185,8 @@ def test_writer_memory_stays_bounded_by_concurrency(s3_server: MotoServer, bucke
     """write() blocks while max_concurrency parts are in flight: buffers held <= concurrency + 1."""
     import tracemalloc
 
-    config = TransferConfig(chunk_size_MB=SMALL_CHUNK_MB, max_concurrency=2)
-    piece = os.urandom(1024 * 1024)
-    with S3Store(S3ClientConfig.from_env(), config) as store:
+    piece = payload(1024 * 1024)
+    with small_store(max_concurrency=2) as store:
         store.upload_bytes(f"s3://{bucket}/warm-up", b"x")  # loads botocore's service models first
         tracemalloc.start()
         try:
@@ -210,15 +204,13 @@ def test_writer_memory_stays_bounded_by_concurrency(s3_server: MotoServer, bucke
 def test_closing_the_store_under_an_open_writer_never_completes_a_partial_object(
     s3_server: MotoServer, bucket: str, s3_client: Any
 ) -> None:
-    store = S3Store(
-        S3ClientConfig.from_env(), TransferConfig(chunk_size_MB=SMALL_CHUNK_MB, max_concurrency=1)
-    )
+    store = small_store(max_concurrency=1)
     writer = store.open_writer(f"s3://{bucket}/torn")
     writer.write(payload(3 * CHUNK + 1))
     store.close()  # cancels parts still queued
     with pytest.raises(S3Error, match="closed"):
         writer.close()
-    assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket)
+    assert object_keys(s3_client, bucket) == []
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
