@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 import tempfile
-import zipfile
 
 import nox
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "tools"))
+import wheel_dependencies
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
@@ -24,6 +27,7 @@ CONSTRAINTS_LIGHTNING24 = ("-c", "constraints/lightning24.txt")
 TORCH = "torch==2.13.0"  # a CPU wheel on local disk here; any other version downloads GBs of CUDA
 LIGHTNING_NEWEST = "2.6.6"
 LIGHTNING_NEMO = "2.4.0"  # what nemo_toolkit 3.0.0's extras pin
+NEMO_TOOLKIT = "3.0.0"
 
 DIRPATH = "./packages/s3-dirpath-utils"
 UTILS = "./packages/s3-utils"
@@ -103,7 +107,7 @@ def nemo(session: nox.Session) -> None:
         UTILS,
         CHECKPOINT_IO,
         NEMO,
-        "nemo_toolkit[lightning]==3.0.0",
+        f"nemo_toolkit[lightning]=={NEMO_TOOLKIT}",
         "einops",
         "sentencepiece",
         "pandas",
@@ -123,7 +127,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on every package's sources."""
+    """mypy --strict on every package's sources and the nox helpers in tools/."""
     session.install(TORCH)
     session.install(
         *CONSTRAINTS,
@@ -134,20 +138,18 @@ def typecheck(session: nox.Session) -> None:
         "mypy==2.4.1",
         "boto3-stubs[s3]",
     )
-    session.run("mypy", *sorted(str(p) for p in ROOT.glob("packages/*/src/*")))
-
-
-def _requires(wheel: pathlib.Path) -> list[str]:
-    with zipfile.ZipFile(wheel) as archive:
-        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
-        text = archive.read(name).decode()
-    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
+    session.run("mypy", *sorted(str(p) for p in ROOT.glob("packages/*/src/*")), "tools")
 
 
 @nox.session(python="3.11")
 def wheels(session: nox.Session) -> None:
-    """Build every wheel with hatch, install each alone into a fresh venv, and prove the layering."""
-    session.install("hatch")
+    """Build every wheel, install each alone into a fresh venv, and prove its dependencies and layering.
+
+    Each wheel must declare a distribution for every module its sources import, and its layer's rule
+    (tools/wheel_dependencies.py) must hold; tests/packaging shows that the check fails when it should.
+    """
+    session.install("hatch", *TEST_DEPS)
+    _pytest(session, "tests/packaging")
     dist = ROOT / "dist"
     dist.mkdir(exist_ok=True)
     for old in dist.glob("*"):
@@ -160,46 +162,50 @@ def wheels(session: nox.Session) -> None:
     if set(built) != set(PACKAGES):
         session.error(f"expected one wheel per package {sorted(PACKAGES)}, got {sorted(built)}")
 
-    rules = {
-        "s3-dirpath-utils": ([], ("boto3", "torch", "lightning", "nemo")),
-        "s3-utils": (["s3-dirpath-utils"], ("torch", "lightning", "pytorch-lightning", "nemo-toolkit")),
-        "s3-checkpoint-io": (["s3-utils"], ("nemo-toolkit",)),
-    }
-    declared = _requires(built["s3-dirpath-utils"])
-    if declared:
-        session.error(f"s3-dirpath-utils must declare no dependencies, declares {declared}")
-    nemo_requires = " ".join(_requires(built["nemo-s3-integration"]))
-    for needed in ("s3-checkpoint-io", "nemo-toolkit"):
-        if needed not in nemo_requires.replace("_", "-"):
-            session.error(f"nemo-s3-integration must declare {needed}; declares {nemo_requires}")
-
-    for name, (_, forbidden) in rules.items():
+    for name in ("s3-dirpath-utils", "s3-utils", "s3-checkpoint-io"):
         module = name.replace("-", "_")
         with tempfile.TemporaryDirectory() as tmp:
             venv = pathlib.Path(tmp) / "venv"
             session.run("python", "-m", "venv", str(venv))
-            pip = str(venv / "bin" / "pip")
+            pip, python = str(venv / "bin" / "pip"), str(venv / "bin" / "python")
             if name == "s3-checkpoint-io":
                 session.run(pip, "install", "-q", TORCH, external=True)
             session.run(
-                pip,
-                "install",
-                "-q",
-                *CONSTRAINTS,
-                "--find-links",
-                str(dist),
-                str(built[name]),
-                external=True,
+                pip, "install", "-q", *CONSTRAINTS, "--find-links", str(dist), str(built[name]), external=True
             )
-            listing = session.run(pip, "list", "--format=json", external=True, silent=True)
-            installed = {p["name"].lower().replace("_", "-") for p in json.loads(str(listing))}
-            pulled = sorted(installed & set(forbidden))
-            if pulled:
-                session.error(f"{name} pulled {pulled}, which its layer must not depend on")
-            session.run(
-                str(venv / "bin" / "python"), "-c", f"import {module}; print({module}.__name__, 'ok')"
-            )
+            _check_dependencies(session, python, name, built[name])
+            session.run(python, "-c", f"import {module}; print({module}.__name__, 'ok')", external=True)
             session.run(pip, "check", external=True)
+            if name == "s3-checkpoint-io":
+                # nemo-s3-integration on top, without nemo_toolkit's own dependency tree (GBs, and the
+                # nemo session installs and `pip check`s it whole): enough to map every import it makes.
+                top = built["nemo-s3-integration"]
+                session.run(
+                    pip,
+                    "install",
+                    "-q",
+                    "--no-deps",
+                    f"nemo_toolkit=={NEMO_TOOLKIT}",
+                    str(top),
+                    external=True,
+                )
+                _check_dependencies(session, python, "nemo-s3-integration", top)
+
+
+def _check_dependencies(session: nox.Session, python: str, name: str, wheel: pathlib.Path) -> None:
+    """Fail the session unless ``wheel`` (installed for ``python``) declares all it imports."""
+    venv = json.loads(str(session.run(python, "-c", wheel_dependencies.PROBE, external=True, silent=True)))
+    problems = wheel_dependencies.dependency_problems(
+        name,
+        imports=wheel_dependencies.imported_modules(ROOT / PACKAGES[name] / "src"),
+        declared=wheel_dependencies.declared_dependencies(wheel_dependencies.wheel_metadata(wheel)),
+        own_modules=wheel_dependencies.wheel_top_level(wheel),
+        providers=venv["providers"],
+        installed=venv["installed"],
+    )
+    if problems:
+        session.error("\n".join(problems))
+    session.log(f"{name}: declares every distribution it imports, and its layer's rule holds")
 
 
 DOCS_DEPS = (

@@ -179,12 +179,12 @@ def dependency_problems(
         if not provided_by:
             problems.append(
                 f"{wheel} imports {module} ({where}), which no installed distribution provides: "
-                f"declare the distribution that provides it in {wheel}'s pyproject.toml dependencies"
+                f"add the distribution that provides it to the [project] dependencies of {wheel}"
             )
         elif declared_names.isdisjoint(provided_by):
             problems.append(
                 f"{wheel} imports {module} ({where}) but does not declare {' or '.join(provided_by)}, "
-                f"which provides it: add it to {wheel}'s pyproject.toml dependencies"
+                f"which provides it: add it to the [project] dependencies of {wheel}"
             )
         used.update(provided_by)
     problems += [
@@ -194,7 +194,7 @@ def dependency_problems(
     ]
     allowed_unused = {normalize(d) for d in (*rule.requires, *rule.runtime_only)}
     problems += [
-        f"{wheel} declares {name} but never imports it: remove it from its pyproject.toml dependencies, "
+        f"{wheel} declares {name} but never imports it: remove it from its [project] dependencies, "
         f"or list it in LayerRule.runtime_only (tools/wheel_dependencies.py) with the reason"
         for name in sorted(declared_names - used - allowed_unused)
     ]

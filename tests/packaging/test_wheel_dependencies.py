@@ -50,7 +50,7 @@ def test_an_import_of_an_undeclared_distribution_is_named_with_where_and_what_to
     assert "fake imports yaml" in problem
     assert f"{src / 'fake' / 'codec.py'}:3" in problem
     assert "does not declare pyyaml" in problem
-    assert "pyproject.toml" in problem
+    assert "add it to the [project] dependencies of fake" in problem
 
 
 def test_an_import_that_nothing_installed_provides_is_named(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_an_import_that_nothing_installed_provides_is_named(tmp_path: Path) -> N
 
     assert problems(src, {"low"}) == [
         f"fake imports higher_layer ({src / 'fake' / '__init__.py'}:2), which no installed distribution "
-        "provides: declare the distribution that provides it in fake's pyproject.toml dependencies"
+        "provides: add the distribution that provides it to the [project] dependencies of fake"
     ]
 
 
