@@ -10,9 +10,9 @@ import torch
 
 from s3_checkpoint_io import S3CheckpointIO
 from s3_checkpoint_io.cli_plugin import TorchCheckpointPlugin
-from s3_utils.cli import exit_codes, main
-from s3_utils.cli.console import Console
+from s3_utils.cli import exit_codes
 from s3_utils.cli.plugins import load_plugins
+from support.cli import s3ckpt
 from support.s3_objects import object_keys
 
 
@@ -21,12 +21,6 @@ class Unlisted:
 
     def __init__(self) -> None:
         self.value = 3
-
-
-def s3ckpt(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), console=Console(out=out, err=err, stdin=io.StringIO("")))
-    return code, out.getvalue(), err.getvalue()
 
 
 def line(output: str, name: str) -> str:

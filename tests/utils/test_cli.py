@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -14,27 +13,12 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from s3_utils.cli import exit_codes, main
-from s3_utils.cli.console import Console
+from s3_utils.cli import exit_codes
 from support import payloads
+from support.cli import s3ckpt
 from support.s3_objects import object_keys
 
 MiB = 1024 * 1024
-
-
-class Result:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def __repr__(self) -> str:
-        return f"Result(code={self.code}, out={self.out!r}, err={self.err!r})"
-
-
-def s3ckpt(*argv: str, progress: bool = False) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    console = Console(out=out, err=err, stdin=io.StringIO(""))
-    code = main([*(["--progress"] if progress else []), *argv], console=console)
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def put(client: Any, bucket: str, key: str, body: bytes = b"x") -> None:
