@@ -135,6 +135,21 @@ def topk_callback(dirpath: str, **overrides: Any) -> S3ModelCheckpoint:
     return S3ModelCheckpoint(dirpath=dirpath, **options)
 
 
+def trainer_on_s3(
+    bucket: str,
+    tmp_path: pathlib.Path,
+    async_checkpointing: bool,
+    max_steps: int,
+    last_name: str,
+    *callbacks: Callback,
+) -> pl.Trainer:
+    """A Trainer that keeps the top-2 and last checkpoints, every 2 steps, in ``s3://<bucket>/run``."""
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=async_checkpointing)
+    callback = topk_callback(f"s3://{bucket}/run")
+    callback.CHECKPOINT_NAME_LAST = last_name
+    return trainer(plugins=[io], callbacks=[callback, *callbacks], max_steps=max_steps, root=str(tmp_path))
+
+
 def first_run(
     bucket: str,
     tmp_path: pathlib.Path,
@@ -143,16 +158,8 @@ def first_run(
     last_name: str = "last",
 ) -> dict[str, Any]:
     """Train ``max_steps`` with checkpoints every 2 steps; return what the trainer held at the end."""
-    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=async_checkpointing)
     model = TinyModel()
-    callback = topk_callback(f"s3://{bucket}/run")
-    callback.CHECKPOINT_NAME_LAST = last_name
-    fit = trainer(
-        plugins=[io],
-        callbacks=[callback],
-        max_steps=max_steps,
-        root=str(tmp_path),
-    )
+    fit = trainer_on_s3(bucket, tmp_path, async_checkpointing, max_steps, last_name)
     fit.fit(model, data())
     return capture(fit, model)
 
@@ -165,15 +172,7 @@ def resume(
     max_steps: int = 8,
     last_name: str = "last",
 ) -> CaptureAtTrainStart:
-    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=async_checkpointing)
     seen = CaptureAtTrainStart()
-    callback = topk_callback(f"s3://{bucket}/run")
-    callback.CHECKPOINT_NAME_LAST = last_name
-    fit = trainer(
-        plugins=[io],
-        callbacks=[callback, seen],
-        max_steps=max_steps,
-        root=str(tmp_path),
-    )
+    fit = trainer_on_s3(bucket, tmp_path, async_checkpointing, max_steps, last_name, seen)
     fit.fit(TinyModel(), data(), ckpt_path=ckpt_path)
     return seen
