@@ -78,7 +78,8 @@ def blocks() -> list[Block]:
 
 def layer(block: Block) -> str:
     """The test layer that runs ``block``: "nemo" if it imports NeMo, else "checkpoint_io"."""
-    return "nemo" if re.search(r"^\s*(from|import) (nemo|omegaconf)", block.code, re.MULTILINE) else "checkpoint_io"
+    imports_nemo = re.search(r"^\s*(from|import) (nemo|omegaconf)", block.code, re.MULTILINE)
+    return "nemo" if imports_nemo else "checkpoint_io"
 
 
 def runnable(layer_name: str) -> list[Block]:
