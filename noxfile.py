@@ -214,6 +214,7 @@ DOCS_DEPS = (
     "mkdocstrings-python==2.0.11",
     "griffe==2.4.1",
     "mkdocs-autorefs==1.4.5",
+    "mkdocs-material==9.8.2",  # the theme: search, copy buttons, admonitions, dark mode
     "ruff==0.17.6",  # mkdocstrings formats the API signatures with it
 )
 

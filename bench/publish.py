@@ -32,7 +32,11 @@ def main() -> int:
         return 1
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
-    DOC.write_text(f"{head}{START}\n{body.strip()}\n\n" + "\n\n".join(figures) + f"\n{END}{tail}")
+    # the ratio table (the first section) and the plots lead; the per-case tables follow
+    first = body.find("\n### ", body.find("\n### ") + 1)
+    ratios, cases = (body, "") if first < 0 else (body[:first], body[first:])
+    plots = "\n\n".join(figures)
+    DOC.write_text(f"{head}{START}\n{ratios.strip()}\n\n{plots}\n\n{cases.strip()}\n{END}{tail}")
     print(f"updated {DOC} and {len(figures)} plots in {IMG}")
     return 0
 

@@ -112,6 +112,32 @@ def train(args: argparse.Namespace) -> int:
             self._flush_saves()
             self._write({"event": "end", "global_step": trainer.global_step})
 
+    class PlainLog(pl.Callback):
+        """Progress for a log file: a line every ``every`` steps and one per completed save."""
+
+        def __init__(self, io: S3CheckpointIO, every: int) -> None:
+            self.io, self.every, self.saves_seen = io, every, 0
+
+        def _print_saves(self) -> None:
+            history = self.io.save_history
+            for stats in history[self.saves_seen :]:
+                print(
+                    f"  saved {stats.path.rsplit('/', 1)[-1]}: {stats.bytes / MiB:.1f} MiB, training waited "
+                    f"{stats.stall_s * 1000:.0f} ms, upload took {stats.upload_s:.2f} s",
+                    flush=True,
+                )
+            self.saves_seen = len(history)
+
+        def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+            self._print_saves()
+            if trainer.global_step % self.every == 0:
+                loss = trainer.callback_metrics.get("train_loss")
+                shown = "" if loss is None else f"  train_loss {float(loss):.4f}"
+                print(f"  step {trainer.global_step}/{trainer.max_steps}{shown}", flush=True)
+
+        def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            self._print_saves()  # after StatsFile waited for the last saves
+
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch_size * 16, 64, generator=generator)
     y = (x[:, :8].sum(dim=1, keepdim=True) - x[:, 8:16].sum(dim=1, keepdim=True)).tanh()
@@ -127,12 +153,18 @@ def train(args: argparse.Namespace) -> int:
         every_n_train_steps=args.every_n_steps,
     )
     checkpoint.CHECKPOINT_NAME_LAST = "demo-{step}-last"
+    # Lightning's bar redraws many times a second: right on a terminal, thousands of lines in a log file
+    on_terminal = sys.stdout.isatty()
+    callbacks: list[pl.Callback] = [checkpoint, StatsFile(Path(args.stats), io)]
+    if not on_terminal:
+        callbacks.append(PlainLog(io, every=args.every_n_steps))
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
         max_steps=args.steps,
         plugins=[io],
-        callbacks=[checkpoint, StatsFile(Path(args.stats), io)],
+        callbacks=callbacks,
+        enable_progress_bar=on_terminal,
         logger=False,
         enable_model_summary=False,
         default_root_dir=args.workdir,

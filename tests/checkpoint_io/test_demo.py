@@ -39,6 +39,10 @@ def test_demo_resumes_from_the_last_checkpoint_saved_before_the_kill(tmp_path: P
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "== summary ==" in result.stdout
     assert "SIGKILLed" in result.stdout
+    # not a terminal: a readable log (a line per N steps and per save), no redrawn progress bar
+    assert "\r" not in result.stdout + result.stderr
+    assert f"  step {STEPS}/{STEPS}" in result.stdout
+    assert f"  saved demo-step={STEPS}-last.ckpt" in result.stdout
 
     summary = json.loads(summary_file.read_text())
     killed_after = summary["killed_after"]

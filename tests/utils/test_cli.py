@@ -134,7 +134,7 @@ def test_cp_round_trip_multipart_with_progress(tmp_path: Path, bucket: str, s3_c
     assert up.code == exit_codes.OK, up
     assert object_keys(s3_client, bucket) == ["ckpt/model.ckpt"]
     assert s3_client.head_object(Bucket=bucket, Key="ckpt/model.ckpt")["ETag"].endswith('-3"')
-    assert "12.0/12.0 MiB" in up.err
+    assert "12.0M/12.0M" in up.err
     assert "100%" in up.err
 
     target = tmp_path / "back"

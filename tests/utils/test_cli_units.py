@@ -1,5 +1,5 @@
 """The CLI's pure parts: durations, sizes, the request-budget recommendation, checksum arithmetic,
-the progress line."""
+the progress bar."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from s3_utils.cli.console import Console
 from s3_utils.cli.durations import parse_duration
 from s3_utils.cli.file_progress import FileGrowthWatcher
 from s3_utils.cli.formatting import human_size
 from s3_utils.cli.integrity import StoredChecksum, check_checksum, check_etag, parts_in, stored_checksum
-from s3_utils.cli.progress import ProgressLine
 from s3_utils.cli.tuning import (
     GET_REQUESTS_PER_PREFIX_PER_S,
     PUT_REQUESTS_PER_PREFIX_PER_S,
@@ -154,23 +154,25 @@ def test_stored_checksum_and_part_counts_are_read_from_a_head_answer() -> None:
     assert parts_in("-") is None
 
 
-def test_progress_line_draws_throttled_and_ends_the_line() -> None:
-    stream = io.StringIO()
-    with ProgressLine("model.ckpt", 4 * MiB, stream, max_redraws_per_s=1e9) as progress:
+def test_the_progress_bar_shows_bytes_rate_and_time_left_and_ends_the_line() -> None:
+    err = io.StringIO()
+    with Console(err=err, progress=True).progress_bar("model.ckpt", 4 * MiB) as progress:
         for _ in range(4):
-            progress.add(MiB)
-    text = stream.getvalue()
-    assert text.count("\r") == 5  # four updates and the final state
-    assert "model.ckpt  4.0/4.0 MiB  100%" in text
+            progress.update(MiB)
+    text = err.getvalue()
+    final = text.rsplit("\r", 1)[-1]
+    assert final.startswith("model.ckpt: 100%")
+    assert "4.00M/4.00M" in final  # MiB, as the rate says
+    assert "<00:00" in final  # elapsed<remaining
+    assert "iB/s]" in final
     assert text.endswith("\n")
 
 
-def test_a_disabled_progress_line_writes_nothing() -> None:
-    stream = io.StringIO()
-    with ProgressLine("x", 10, stream, enabled=False) as progress:
-        progress.add(10)
-    assert stream.getvalue() == ""
-    assert progress.done_bytes == 10
+def test_no_progress_bar_is_drawn_unless_err_is_a_terminal() -> None:
+    err = io.StringIO()  # not a terminal
+    with Console(err=err).progress_bar("x", 10) as progress:
+        progress.update(10)
+    assert err.getvalue() == ""
 
 
 def test_file_growth_watcher_reports_bytes_written_at_offsets(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from s3_utils.cli.progress import ProgressLine
+from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
 
 class UsageError(Exception):
@@ -19,9 +19,9 @@ class Console:
 
     Attributes:
         out: results, for people and scripts (tables, JSON).
-        err: progress lines, warnings and errors.
+        err: progress bars, warnings and errors.
         stdin: where confirmations are read from.
-        progress: draw progress lines: True, False, or None to draw only when ``err`` is a terminal.
+        progress: draw progress bars: True, False, or None to draw only when ``err`` is a terminal.
     """
 
     out: TextIO = field(default_factory=lambda: sys.stdout)
@@ -37,10 +37,24 @@ class Console:
         """Write one line of information or warning to ``err``."""
         self.err.write(text + "\n")
 
-    def progress_line(self, label: str, total_bytes: int | None) -> ProgressLine:
-        """A progress line on ``err``, enabled according to :attr:`progress`."""
+    def progress_bar(self, label: str, total_bytes: int | None) -> tqdm:
+        """A byte progress bar on ``err`` (rate, ETA, terminal width), drawn according to :attr:`progress`.
+
+        Use it as a context manager and feed it with ``update(nbytes)``; leaving it ends the line. When
+        not drawn, every call is a no-op, so callers need no branches.
+        """
         enabled = self.progress if self.progress is not None else _isatty(self.err)
-        return ProgressLine(label, total_bytes, self.err, enabled=enabled)
+        return tqdm(
+            desc=label,
+            total=total_bytes,
+            file=self.err,
+            disable=not enabled,
+            unit="iB",  # with unit_scale and 1024: KiB, MiB, GiB and MiB/s
+            unit_scale=True,
+            unit_divisor=1024,
+            dynamic_ncols=True,
+            mininterval=0.1,
+        )
 
     def confirm(self, question: str) -> bool:
         """Ask a yes/no question on the terminal; anything but ``y``/``yes`` is no.

@@ -71,10 +71,10 @@ def upload(store: S3Store, src: Path, dst: str, console: Console) -> None:
         dst += src.name
     with src.open("rb") as source:
         size = os.fstat(source.fileno()).st_size
-        with console.progress_line(src.name, size) as progress, store.open_writer(dst) as writer:
+        with console.progress_bar(src.name, size) as progress, store.open_writer(dst) as writer:
             while block := source.read(READ_BLOCK):
                 writer.write(block)
-                progress.add(len(block))
+                progress.update(len(block))
     console.print(f"uploaded {src} -> {dst} ({human_size(size)})")
 
 
@@ -100,9 +100,9 @@ def download(store: S3Store, src: str, dst: Path, console: Console, trailing_sla
     # The store writes a temporary file beside dst and renames it into place only when complete
     # (deleting it on failure); its growth is the download's progress.
     with (
-        console.progress_line(dst.name, info.size) as progress,
-        FileGrowthWatcher(dst.parent, f".{dst.name}.", progress.add),
+        console.progress_bar(dst.name, info.size) as progress,
+        FileGrowthWatcher(dst.parent, f".{dst.name}.", progress.update),
     ):
         store.download_file(src, dst)
-        progress.add(max(0, info.size - progress.done_bytes))
+        progress.update(max(0, info.size - progress.n))
     console.print(f"downloaded {src} -> {dst} ({human_size(info.size)})")
