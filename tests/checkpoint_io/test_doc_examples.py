@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from support.doc_examples import Block, runnable
-from support.fixtures import remove_bucket
+from support.s3_objects import remove_bucket
 
 BLOCKS = runnable("checkpoint_io")
 TRAINER_DEFAULTS = {

@@ -16,7 +16,7 @@ from nemo_app import TinyRegression
 from omegaconf import OmegaConf
 
 from support.doc_examples import Block, runnable
-from support.fixtures import remove_bucket
+from support.s3_objects import remove_bucket
 
 BLOCKS = runnable("nemo")
 SMALL_TRAINER = {
