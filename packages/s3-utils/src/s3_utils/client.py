@@ -133,8 +133,10 @@ def _bytes_moved(params: dict[str, Any]) -> int:
 
 
 def _sized_read_timeout(config: S3ClientConfig) -> Any:
-    def size_read_timeout(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        context["read_timeout"] = config.read_timeout_for(_bytes_moved(params))
+    def size_read_timeout(params: dict[str, Any], **kwargs: Any) -> None:
+        context = kwargs.get("context")
+        if context is not None:
+            context["read_timeout"] = config.read_timeout_for(_bytes_moved(params))
 
     return size_read_timeout
 

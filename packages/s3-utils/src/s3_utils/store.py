@@ -377,7 +377,7 @@ class S3Store:
         return bool(response.get("KeyCount", 0))
 
     def iter_objects(self, prefix_url: str | os.PathLike[str]) -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix_url``'s key, page by page (1000 per request).
+        """Every object whose key starts with ``prefix_url``'s key, page by page (up to 1,000 keys each).
 
         The prefix is a plain string prefix: ``s3://b/ckpt`` also matches ``s3://b/ckpt2/x``; end it
         with ``/`` to list one directory.
@@ -420,7 +420,7 @@ class S3Store:
         self._call(lambda: self.client.delete_object(Bucket=bucket, Key=key), "DeleteObject", bucket, key)
 
     def delete_prefix(self, prefix_url: str | os.PathLike[str]) -> int:
-        """Delete every object under ``prefix_url`` in batches of 1000 keys per request.
+        """Delete every object under ``prefix_url`` in batches of S3's maximum of 1,000 keys per request.
 
         Returns:
             How many objects were deleted.
