@@ -109,6 +109,7 @@ class S3Writer:
 
         Raises:
             ValueError: if the writer is closed.
+            S3ConfigError: if the object would grow past S3's 5 TiB (the upload is then aborted).
             S3Error: if an earlier part failed for good (the upload is then aborted).
         """
         if self._closed:
@@ -224,7 +225,7 @@ class S3Writer:
             return
         self.abort()
         failure = self._failure
-        if failure is not None and failure is not exc:
+        if failure is not None and failure is not exc and isinstance(exc, Exception):
             # The producer failed because an S3 request did (torch.save turns the error raised from
             # write() into its own zip-writer error): raise the cause, not the symptom. The
             # producer's exception stays attached as __context__.
