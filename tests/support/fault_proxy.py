@@ -16,6 +16,9 @@ Actions:
         request without one is forwarded and half of the answer's body is sent, then the connection is
         reset.
     ``delay``: wait ``delay_s`` seconds, then forward normally.
+    ``access_denied``: answer 403 AccessDenied (not forwarded).
+    ``stall``: read the request, then answer nothing: hold the connection open until the client gives
+        up, the proxy stops, or ``delay_s`` seconds pass (then close it), as a silent server would.
 
 The API (constructor, start/stop, url, requests, count, add_fault, clear_faults, injected) is used by
 every layer's tests: keep it stable.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import random
+import select
 import socket
 import struct
 import threading
@@ -37,7 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-ACTIONS = ("slowdown", "internal_error", "reset_mid_body", "delay")
+ACTIONS = ("slowdown", "internal_error", "reset_mid_body", "delay", "access_denied", "stall")
 OPERATIONS = (
     "ListObjectsV2",
     "ListObjects",
@@ -65,6 +69,7 @@ _HOP_BY_HOP = {
     "proxy-connection",
 }
 _UPSTREAM_TIMEOUT_S = 60.0
+_STALL_POLL_S = 0.1
 
 _ERROR_BODY = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -237,6 +242,14 @@ class _Handler(BaseHTTPRequestHandler):
             record(500)
             self._answer_error(500, "InternalError", "We encountered an internal error. Please try again.")
             return
+        if action == "access_denied":
+            record(403)
+            self._answer_error(403, "AccessDenied", "Access Denied")
+            return
+        if action == "stall" and fault is not None:
+            record(0)
+            self._stall(fault.delay_s)
+            return
         if action == "delay" and fault is not None:
             time.sleep(fault.delay_s)
         try:
@@ -308,6 +321,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _stall(self, limit_s: float) -> None:
+        """Say nothing until the client hangs up, the proxy stops, or ``limit_s`` passes; then close."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([self.connection], [], [], _STALL_POLL_S)
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        break  # the client closed the connection (it timed out)
+                except OSError:
+                    break
+                time.sleep(_STALL_POLL_S)  # a pipelined byte: still say nothing
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _reset(self) -> None:
         """Close the connection with a TCP RST (SO_LINGER 0), as a crashed peer or middlebox would."""
@@ -393,7 +422,8 @@ class FaultProxy:
             action: one of :data:`ACTIONS`.
             probability: chance that a matching request gets the fault (seeded, so runs repeat).
             times: stop after injecting this many (None: no limit).
-            delay_s: for ``delay``, how long to wait before forwarding.
+            delay_s: for ``delay``, how long to wait before forwarding; for ``stall``, how long to hold
+                the connection silent at most (0: until the client or the proxy closes it, up to an hour).
             seed: seeds this fault's random choices.
         """
         if action not in ACTIONS:
@@ -402,6 +432,8 @@ class FaultProxy:
             raise ValueError(f"operation={operation!r}: use one of {OPERATIONS} or None")
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"probability={probability!r} must be within [0, 1]")
+        if action == "stall" and delay_s <= 0:
+            delay_s = 3600.0
         fault = _Fault(operation, action, probability, times, delay_s, random.Random(seed))
         with self._state.lock:
             self._state.faults.append(fault)

@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from s3_utils.limits import GET_REQUESTS_PER_PREFIX_PER_S as GET_BUDGET_PER_PREFIX
+from s3_utils.limits import PUT_REQUESTS_PER_PREFIX_PER_S as PUT_BUDGET_PER_PREFIX
+
 logger = logging.getLogger(__name__)
 
-PUT_BUDGET_PER_PREFIX = 3500
-"""S3's documented PUT/COPY/POST/DELETE request rate per second per prefix."""
-GET_BUDGET_PER_PREFIX = 5500
-"""S3's documented GET/HEAD request rate per second per prefix."""
 RETRY_OVERHEAD = 1.15
 """Allowance for retried requests on top of the planned ones."""
 MIN_CHUNK_SIZE_MB = 5

@@ -14,15 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from s3_utils.errors import S3ConfigError
-
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-MIN_PART_SIZE = 5 * MiB
-"""S3's smallest part (all but the last part of a multipart upload)."""
-MAX_PART_SIZE = 5 * GiB
-"""S3's largest part, and the largest single PUT."""
-MAX_PARTS = 10_000
-"""S3's limit on parts per multipart upload."""
+from s3_utils.limits import MAX_PART_SIZE, MAX_PART_SIZE_MB, MIN_PART_SIZE, MIN_PART_SIZE_MB, MiB
 
 AddressingStyle = Literal["path", "virtual", "auto"]
 _ADDRESSING_STYLES = ("path", "virtual", "auto")
@@ -49,8 +41,15 @@ class S3ClientConfig:
         session_token: explicit session token for temporary credentials.
         addressing_style: ``path`` (``host/bucket/key``), ``virtual`` (``bucket.host/key``) or ``auto``.
         verify: TLS verification: True, False, or the path of a CA bundle.
-        connect_timeout: seconds to wait for a TCP connection.
-        read_timeout: seconds to wait for data on an open connection.
+        connect_timeout: seconds to wait for a TCP connection, and the longest pause allowed while
+            sending a request's body.
+        read_timeout: the longest silence allowed from the server on a request that moves no data
+            (HEAD, listing, delete); a request that moves ``n`` bytes (a part, a range, a completion
+            of an ``n``-byte object) allows ``read_timeout + n / (min_throughput_MiB_s MiB/s)``. Past
+            it the request is treated as stalled, abandoned and retried, so a silent server costs
+            seconds, not botocore's default minute.
+        min_throughput_MiB_s: the slowest rate, in MiB/s, at which a server is expected to handle a
+            request's bytes; sizes the read timeout of large requests (see ``read_timeout``).
         max_pool_connections: HTTP connection pool size; None derives it from the transfer concurrency.
     """
 
@@ -63,7 +62,8 @@ class S3ClientConfig:
     addressing_style: AddressingStyle = "auto"
     verify: bool | str = True
     connect_timeout: float = 5.0
-    read_timeout: float = 60.0
+    read_timeout: float = 10.0
+    min_throughput_MiB_s: float = 20.0
     max_pool_connections: int | None = None
 
     def __post_init__(self) -> None:
@@ -81,6 +81,7 @@ class S3ClientConfig:
             )
         _positive("connect_timeout", self.connect_timeout)
         _positive("read_timeout", self.read_timeout)
+        _positive("min_throughput_MiB_s", self.min_throughput_MiB_s)
         if self.max_pool_connections is not None and (
             not isinstance(self.max_pool_connections, int) or self.max_pool_connections < 1
         ):
@@ -119,6 +120,10 @@ class S3ClientConfig:
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
+    def read_timeout_for(self, nbytes: int) -> float:
+        """The read timeout of a request that moves ``nbytes`` bytes (see ``read_timeout``)."""
+        return self.read_timeout + nbytes / (self.min_throughput_MiB_s * MiB)
+
     @property
     def endpoint_name(self) -> str:
         """The endpoint for messages: the URL, or ``AWS (<region>)``."""
@@ -130,23 +135,30 @@ class TransferConfig:
     """How bytes move: part size, parallelism, retries and checksums.
 
     Attributes:
-        chunk_size_MB: part size in MiB for multipart uploads and ranged downloads (5 to 5120).
+        chunk_size_MB: part size in MiB for multipart uploads and ranged downloads (5 to 5120). A
+            streaming upload doubles its part size every 900 parts (see :mod:`s3_utils.part_sizes`), so
+            any object up to S3's 5 TiB fits in 10,000 parts whatever this is.
         max_concurrency: requests in flight per transfer (>= 1); memory per streaming upload is about
-            ``(max_concurrency + 1) * chunk_size``.
-        max_attempts: attempts per request for transient failures (>= 1).
+            ``(max_concurrency + 1) * part size``.
+        max_attempts: an optional cap on attempts per request (>= 1); None: bounded by time only.
         retry_base_delay_s: first backoff ceiling; each retry doubles it, with full jitter.
         retry_max_delay_s: largest backoff between two attempts.
-        retry_total_s: a request stops retrying once this much time has passed since its first attempt.
-        connect_attempts: attempts when the endpoint refuses connections (a dead endpoint fails fast).
+        retry_total_s: a request retries transient failures (throttling, 5xx, stalls, cut or refused
+            connections to an endpoint that answered before) until this much time has passed since its
+            first attempt, so a storm or an outage of a few minutes slows a save down but does not fail
+            it. Errors retrying cannot fix (missing bucket or key, access denied, bad credentials, a
+            changed object) are raised at once.
+        connect_attempts: attempts when an endpoint that never answered this process refuses
+            connections (a wrong endpoint at start-up fails within a second).
         checksum: send a CRC64NVME with every upload and verify downloads when the server returns one.
     """
 
     chunk_size_MB: float = 64
     max_concurrency: int = 10
-    max_attempts: int = 10
+    max_attempts: int | None = None
     retry_base_delay_s: float = 0.1
     retry_max_delay_s: float = 5.0
-    retry_total_s: float = 120.0
+    retry_total_s: float = 300.0
     connect_attempts: int = 3
     checksum: bool = True
 
@@ -156,10 +168,13 @@ class TransferConfig:
             raise S3ConfigError(f"chunk_size_MB={size!r} is invalid: it must be a number of MiB")
         if not MIN_PART_SIZE <= size * MiB <= MAX_PART_SIZE:
             raise S3ConfigError(
-                f"chunk_size_MB={size!r} is out of range: S3 parts must be 5 to 5120 MiB (5 MiB to 5 GiB)"
+                f"chunk_size_MB={size!r} is out of range: S3 parts must be {MIN_PART_SIZE_MB} to "
+                f"{MAX_PART_SIZE_MB} MiB (5 MiB to 5 GiB)"
             )
         for name in ("max_concurrency", "max_attempts", "connect_attempts"):
             value = getattr(self, name)
+            if name == "max_attempts" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise S3ConfigError(f"{name}={value!r} is invalid: it must be an int >= 1")
         _positive("retry_base_delay_s", self.retry_base_delay_s)
@@ -170,26 +185,3 @@ class TransferConfig:
     def chunk_size(self) -> int:
         """The part size in bytes."""
         return int(self.chunk_size_MB * MiB)
-
-    def parts_for(self, size: int) -> int:
-        """How many parts an object of ``size`` bytes takes (at least 1)."""
-        return max(1, -(-size // self.chunk_size))
-
-    def check_object_size(self, size: int) -> None:
-        """Check that an object of ``size`` bytes fits S3's 10,000-part limit at this chunk size.
-
-        Raises:
-            S3ConfigError: naming the size, the part count, and a chunk size that would work.
-        """
-        parts = self.parts_for(size)
-        if parts <= MAX_PARTS:
-            return
-        needed_mib = math.ceil(size / MAX_PARTS / MiB)
-        if needed_mib * MiB > MAX_PART_SIZE:
-            raise S3ConfigError(
-                f"an object of {size} bytes is larger than S3's limit of 10,000 parts of 5 GiB"
-            )
-        raise S3ConfigError(
-            f"an object of {size} bytes needs {parts} parts of chunk_size_MB={self.chunk_size_MB:g}, "
-            f"over S3's limit of {MAX_PARTS}; use chunk_size_MB >= {needed_mib}"
-        )

@@ -10,6 +10,8 @@ key and endpoint and says what to check. Messages never contain credentials.
 
 from __future__ import annotations
 
+from typing import Any
+
 from botocore.exceptions import (
     ClientError,
     ConnectTimeoutError,
@@ -20,7 +22,54 @@ from botocore.exceptions import (
 
 
 class S3Error(Exception):
-    """Base class of every error raised by s3_utils."""
+    """Base class of every error raised by s3_utils.
+
+    Besides the message, an error carries what a caller needs to decide without another request (as
+    ``requests.HTTPError`` carries its response): which operation failed, on which object, and what
+    the server answered. Fields the failure did not have (no answer at all, a local check) are None.
+
+    Args:
+        message: what went wrong and what to check.
+        operation: the S3 operation, e.g. ``"HeadObject"``.
+        status: the HTTP status the server answered, e.g. 404.
+        code: the S3 error code, e.g. ``"NoSuchKey"`` (``"404"`` for a HEAD, whose answer has no body).
+        bucket: the bucket addressed.
+        key: the key addressed.
+
+    Attributes:
+        operation: as given.
+        status: as given.
+        code: as given.
+        bucket: as given.
+        key: as given.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        operation: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        bucket: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.status = status
+        self.code = code
+        self.bucket = bucket
+        self.key = key
+
+    def details(self) -> dict[str, Any]:
+        """The attributes as keyword arguments, to build a related error that keeps them."""
+        return {
+            "operation": self.operation,
+            "status": self.status,
+            "code": self.code,
+            "bucket": self.bucket,
+            "key": self.key,
+        }
 
 
 class S3NotFoundError(S3Error, FileNotFoundError):
@@ -103,25 +152,36 @@ def translate(
     """
     if isinstance(exc, S3Error):
         return exc
+    code = error_code(exc)
+    status = http_status(exc)
+    details: dict[str, Any] = {
+        "operation": operation,
+        "status": status,
+        "code": code or None,
+        "bucket": bucket,
+        "key": key,
+    }
     where = describe(bucket, key)
     at = f"{where} at {endpoint}"
-    code = error_code(exc)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return S3AccessDeniedError(
             f"{operation} {at}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or pass them in S3ClientConfig"
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or pass them in S3ClientConfig",
+            **details,
         )
     if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
         return S3EndpointError(
             f"{operation} {where}: could not connect to the S3 endpoint {endpoint}; check that the "
-            "server is running and that endpoint_url / AWS_ENDPOINT_URL is right"
+            "server is running and that endpoint_url / AWS_ENDPOINT_URL is right",
+            **details,
         )
     if code in _NOT_FOUND_BUCKET:
         return S3NotFoundError(
-            f"{operation} {at}: bucket {bucket!r} does not exist; check the bucket name and the endpoint"
+            f"{operation} {at}: bucket {bucket!r} does not exist; check the bucket name and the endpoint",
+            **details,
         )
     if code in _NOT_FOUND_KEY:
-        return S3NotFoundError(f"{operation} {at}: no such object; check the key (and the bucket)")
+        return S3NotFoundError(f"{operation} {at}: no such object; check the key (and the bucket)", **details)
     if code in _BAD_CREDENTIALS:
         hint = (
             "the secret access key is wrong"
@@ -130,24 +190,28 @@ def translate(
         )
         return S3AccessDeniedError(
             f"{operation} {at}: credentials rejected ({code}): {hint}; check AWS_ACCESS_KEY_ID / "
-            "AWS_SECRET_ACCESS_KEY / AWS_PROFILE"
+            "AWS_SECRET_ACCESS_KEY / AWS_PROFILE",
+            **details,
         )
     if code in {"403", "Forbidden"}:  # a HEAD's answer has no body, so no reason either
         return S3AccessDeniedError(
             f"{operation} {at}: access denied (HTTP 403, no reason given): check the credentials "
             f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE) and that their policy allows "
-            f"s3:{operation} on this bucket and key"
+            f"s3:{operation} on this bucket and key",
+            **details,
         )
     if code in _DENIED:
         return S3AccessDeniedError(
             f"{operation} {at}: access denied; check that the credentials' policy allows "
-            f"s3:{operation} on this bucket and key"
+            f"s3:{operation} on this bucket and key",
+            **details,
         )
     if code in _CHANGED:
         return S3ObjectChangedError(
             f"{operation} {at}: the object changed (ETag no longer matches) during the transfer; "
-            "it was overwritten by another writer, so retry the whole read"
+            "it was overwritten by another writer, so retry the whole read",
+            **details,
         )
     if code in _BAD_REQUEST:
-        return S3ConfigError(f"{operation} {at}: the server rejected the request ({code}): {exc}")
-    return S3Error(f"{operation} {at} failed: {type(exc).__name__}: {exc}")
+        return S3ConfigError(f"{operation} {at}: the server rejected the request ({code}): {exc}", **details)
+    return S3Error(f"{operation} {at} failed: {type(exc).__name__}: {exc}", **details)

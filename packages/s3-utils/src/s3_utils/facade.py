@@ -1,7 +1,10 @@
 """``S3Utils``: static methods with the names and arguments of NeMo's ``S3Utils``.
 
 Code written against NeMo's helper keeps working; underneath, every call goes through an
-:class:`S3Store` built from the environment (one per chunk size and concurrency, per process).
+:class:`S3Store` built from the environment. Stores are cached per process by the settings they
+resolve to (the client settings read from ``AWS_*`` at each call, a digest of the credential variables,
+the chunk size and concurrency), so a process that changes ``AWS_ENDPOINT_URL`` or its credentials
+between two calls reaches the new endpoint with the new credentials.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import threading
 
 from s3_dirpath_utils import build_s3_url, is_s3_url
 from s3_utils import checkpoint_names
+from s3_utils.client import credential_environment
 from s3_utils.config import S3ClientConfig, TransferConfig
 from s3_utils.store import S3Store, split_url
 
@@ -20,7 +24,7 @@ _DEFAULT_CHUNK_MB = 64
 _DEFAULT_CONCURRENCY = 10
 
 _lock = threading.Lock()
-_stores: dict[tuple[TransferConfig, int], S3Store] = {}
+_stores: dict[tuple[S3ClientConfig, str, TransferConfig, int], S3Store] = {}
 
 
 def _close_all() -> None:
@@ -46,17 +50,21 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 def default_store(
     chunk_size_MB: float = _DEFAULT_CHUNK_MB, max_concurrency: int = _DEFAULT_CONCURRENCY
 ) -> S3Store:
-    """The process-wide store for these transfer settings, configured from the ``AWS_*`` environment.
+    """The process-wide store for these transfer settings and the current ``AWS_*`` environment.
+
+    The environment is read at every call, so a changed endpoint, region, profile or credential
+    variable gives a store (and client) that uses it.
 
     Raises:
         S3ConfigError: if a setting is out of range.
     """
     transfer = TransferConfig(chunk_size_MB=chunk_size_MB, max_concurrency=max_concurrency)
-    cache_key = (transfer, os.getpid())
+    client = S3ClientConfig.from_env()
+    cache_key = (client, credential_environment(), transfer, os.getpid())
     with _lock:
         store = _stores.get(cache_key)
         if store is None:
-            store = S3Store(S3ClientConfig.from_env(), transfer)
+            store = S3Store(client, transfer)
             _stores[cache_key] = store
         return store
 

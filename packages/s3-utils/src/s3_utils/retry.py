@@ -1,16 +1,22 @@
 """Retry policy, per request: a failed part or range is sent again alone, never the whole transfer.
 
 Transient failures (throttling, 5xx, request timeouts, connections reset or cut mid-body, read
-timeouts) are retried with exponential backoff and full jitter, bounded by an attempt count and a total
-time. Everything else (missing bucket or key, refused access, bad credentials, a changed object) is
-raised at once. A refused connection gets only ``connect_attempts`` tries, so a dead endpoint fails in
-about a second instead of backing off for minutes.
+timeouts of a stalled request) are retried with exponential backoff and full jitter, bounded by time
+(``retry_total_s``, minutes by default), not by a count: a storm of 503 SlowDown or an outage of a few
+tens of seconds slows a save or a load down but does not fail it. Everything else (missing bucket or
+key, refused access, bad credentials, a changed object) is raised at once.
+
+A refused or timed-out connection is told apart by history: an endpoint that has never answered this
+process (a wrong ``endpoint_url`` at start-up, a server that is not running) gets ``connect_attempts``
+tries and fails within about a second with :class:`S3EndpointError`; one that has answered before (a
+DNS or load-balancer blip, a restarting server) gets the full time budget like any transient failure.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -27,7 +33,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_after_attempt,
     stop_before_delay,
     wait_random_exponential,
 )
@@ -86,6 +91,22 @@ _TRANSIENT_TYPES = (
 _CONNECT_TYPES = (EndpointConnectionError, ConnectTimeoutError)
 
 
+_answered_lock = threading.Lock()
+_answered_endpoints: set[str] = set()
+
+
+def endpoint_answered(endpoint: str) -> bool:
+    """Whether ``endpoint`` has answered any request of this process (an error answer counts)."""
+    with _answered_lock:
+        return endpoint in _answered_endpoints
+
+
+def _mark_answered(endpoint: str) -> None:
+    if endpoint not in _answered_endpoints:  # a racy read is fine: the set only grows
+        with _answered_lock:
+            _answered_endpoints.add(endpoint)
+
+
 def is_connect_failure(exc: BaseException) -> bool:
     """True if no connection could be made at all (refused, unreachable, connect timeout)."""
     return isinstance(exc, _CONNECT_TYPES)
@@ -104,21 +125,33 @@ class Requester:
     """Sends one request with the retry policy of a :class:`TransferConfig`, and translates failures.
 
     Args:
-        config: attempt count, backoff and time budget.
-        endpoint: the endpoint named in error messages.
+        config: time budget, backoff and optional attempt cap.
+        endpoint: the endpoint, named in error messages and remembered once it answers.
     """
 
     def __init__(self, config: TransferConfig, endpoint: str) -> None:
         self._config = config
         self._endpoint = endpoint
+        self._budget = stop_before_delay(config.retry_total_s)
+        self._buckets_seen: set[str] = set()
+
+    def bucket_seen(self, bucket: str) -> bool:
+        """Whether a request addressing ``bucket`` has succeeded through this requester (so it exists)."""
+        return bucket in self._buckets_seen
 
     def _stop(self, state: RetryCallState) -> bool:
         config = self._config
         exc = state.outcome.exception() if state.outcome is not None else None
-        if exc is not None and is_connect_failure(exc) and state.attempt_number >= config.connect_attempts:
+        if (
+            exc is not None
+            and is_connect_failure(exc)
+            and not endpoint_answered(self._endpoint)
+            and state.attempt_number >= config.connect_attempts
+        ):
             return True
-        budget = stop_after_attempt(config.max_attempts) | stop_before_delay(config.retry_total_s)
-        return bool(budget(state))
+        if config.max_attempts is not None and state.attempt_number >= config.max_attempts:
+            return True
+        return bool(self._budget(state))
 
     def call(
         self,
@@ -151,19 +184,28 @@ class Requester:
         def attempt() -> T:
             if stats is not None:
                 stats.request()
-            return fn()
+            try:
+                result = fn()
+            except ClientError:
+                _mark_answered(self._endpoint)
+                raise
+            _mark_answered(self._endpoint)
+            if bucket is not None:
+                self._buckets_seen.add(bucket)
+            return result
 
         def before_sleep(state: RetryCallState) -> None:
             if stats is not None:
                 stats.retry()
             exc = state.outcome.exception() if state.outcome is not None else None
             logger.info(
-                "retrying %s %s after %s (attempt %d of %d failed), sleeping %.2fs",
+                "retrying %s %s after %s (attempt %d failed, %.0fs of %gs spent), sleeping %.2fs",
                 operation,
                 describe(bucket, key),
                 _short(exc),
                 state.attempt_number,
-                self._config.max_attempts,
+                time.monotonic() - started,
+                self._config.retry_total_s,
                 state.upcoming_sleep,
             )
 
@@ -194,16 +236,23 @@ class Requester:
         attempts: int,
         started: float,
     ) -> S3Error:
+        elapsed = time.monotonic() - started
         if is_connect_failure(exc) or not is_transient(exc):
             error = translate(exc, operation=operation, bucket=bucket, key=key, endpoint=self._endpoint)
             if isinstance(error, S3EndpointError) and attempts > 1:
-                return S3EndpointError(f"{error} (tried {attempts} times)")
+                message = f"{error} (tried {attempts} times over {elapsed:.1f}s)"
+                return S3EndpointError(message, **error.details())
             return error
         return S3TransferError(
             f"{operation} {describe(bucket, key)} at {self._endpoint} failed {attempts} times over "
-            f"{time.monotonic() - started:.1f}s with transient errors, last: {_short(exc)}; the server is "
+            f"{elapsed:.1f}s with transient errors, last: {_short(exc)}; the server is "
             "overloaded or the network unstable: retry later, or lower max_concurrency / raise "
-            "retry_total_s"
+            "retry_total_s",
+            operation=operation,
+            status=http_status(exc),
+            code=error_code(exc) or None,
+            bucket=bucket,
+            key=key,
         )
 
 

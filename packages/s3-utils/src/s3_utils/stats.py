@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from s3_utils.config import MiB
+from s3_utils.limits import MiB
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from s3_utils.client import get_client, pool_size
 from s3_utils.config import S3ClientConfig, TransferConfig
 from s3_utils.download import file_sink, memory_sink, ranged_download
 from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError
+from s3_utils.limits import MAX_KEYS_PER_DELETE, check_object_size
 from s3_utils.objects import ObjectInfo
 from s3_utils.retry import Requester
 from s3_utils.stats import StatsRecorder, TransferStats, TransferSubscriber
@@ -37,9 +38,6 @@ logger = logging.getLogger(__name__)
 
 WritableBuffer = bytearray | memoryview
 """What a download can write into (wrap an ``mmap`` or other buffer in a ``memoryview``)."""
-
-DELETE_BATCH = 1000
-"""S3's limit on keys per DeleteObjects call."""
 
 _COPY_BLOCK = 8 * 1024 * 1024
 
@@ -173,7 +171,6 @@ class S3Store:
         Raises:
             S3Error: on failure; nothing is left at ``url``.
         """
-        self.transfer_config.check_object_size(len(memoryview(data).cast("B")))
         with self.open_writer(url) as writer:
             writer.write(data)
         assert writer.stats is not None
@@ -189,7 +186,7 @@ class S3Store:
             FileNotFoundError: if ``path`` does not exist.
             S3Error: on failure; nothing is left at ``url``.
         """
-        self.transfer_config.check_object_size(os.path.getsize(path))
+        check_object_size(os.path.getsize(path), self._url_of(url))
         with open(path, "rb") as stream:
             return self.upload_stream(stream, url)
 
@@ -215,8 +212,8 @@ class S3Store:
                 key=key,
                 stats=stats,
             )
-        except S3NotFoundError:
-            self._raise_if_no_bucket(bucket)
+        except S3NotFoundError as error:
+            self._raise_if_no_bucket(bucket, error)
             raise
         return ObjectInfo(
             url=build_s3_url(bucket, key),
@@ -229,8 +226,13 @@ class S3Store:
             checksum_type=response.get("ChecksumType"),
         )
 
-    def _raise_if_no_bucket(self, bucket: str) -> None:
-        """A HEAD's 404 does not say whether the bucket or the key is missing; ask the bucket."""
+    def _raise_if_no_bucket(self, bucket: str, error: S3NotFoundError) -> None:
+        """A HEAD's 404 does not say whether the bucket or the key is missing: unless this store has
+        already reached the bucket (then the key is what is missing, no request needed), ask it."""
+        if error.code == "NoSuchBucket":
+            raise error
+        if self._requester.bucket_seen(bucket):
+            return
         try:
             self._call(lambda: self.client.head_bucket(Bucket=bucket), "HeadBucket", bucket, None)
         except S3NotFoundError:
@@ -349,6 +351,9 @@ class S3Store:
         """Whether an object exists at ``url``; with ``match_directory``, also whether any object lies
         under ``url`` as a directory (``url`` + ``/`` as a prefix).
 
+        A missing key costs one HEAD once this store has reached the bucket (any earlier request on
+        it); before that, a HeadBucket tells a missing bucket from a missing key.
+
         Raises:
             S3NotFoundError: if the bucket does not exist.
             S3Error: on any other failure.
@@ -358,8 +363,8 @@ class S3Store:
             try:
                 self._call(lambda: self.client.head_object(Bucket=bucket, Key=key), "HeadObject", bucket, key)
                 return True
-            except S3NotFoundError:
-                self._raise_if_no_bucket(bucket)
+            except S3NotFoundError as error:
+                self._raise_if_no_bucket(bucket, error)
         if not match_directory:
             return False
         prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""
@@ -372,7 +377,7 @@ class S3Store:
         return bool(response.get("KeyCount", 0))
 
     def iter_objects(self, prefix_url: str | os.PathLike[str]) -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix_url``'s key, page by page (1000 per request).
+        """Every object whose key starts with ``prefix_url``'s key, page by page (up to 1,000 keys each).
 
         The prefix is a plain string prefix: ``s3://b/ckpt`` also matches ``s3://b/ckpt2/x``; end it
         with ``/`` to list one directory.
@@ -415,7 +420,7 @@ class S3Store:
         self._call(lambda: self.client.delete_object(Bucket=bucket, Key=key), "DeleteObject", bucket, key)
 
     def delete_prefix(self, prefix_url: str | os.PathLike[str]) -> int:
-        """Delete every object under ``prefix_url`` in batches of 1000 keys per request.
+        """Delete every object under ``prefix_url`` in batches of S3's maximum of 1,000 keys per request.
 
         Returns:
             How many objects were deleted.
@@ -434,7 +439,7 @@ class S3Store:
         batch: list[ObjectIdentifierTypeDef] = []
         for info in self.iter_objects(prefix_url):
             batch.append({"Key": info.key})
-            if len(batch) == DELETE_BATCH:
+            if len(batch) == MAX_KEYS_PER_DELETE:
                 deleted += self._delete_batch(bucket, batch)
                 batch = []
         if batch:

@@ -1,10 +1,16 @@
 """A streaming multipart writer: a write-only file whose bytes upload in parts while it is written.
 
-The producer (e.g. ``torch.save``) fills a chunk-sized buffer; a full buffer becomes a part uploaded
+The producer (e.g. ``torch.save``) fills a part-sized buffer; a full buffer becomes a part uploaded
 by the store's workers while the producer fills the next one. At most ``max_concurrency`` parts are in
-flight, so memory stays near ``(max_concurrency + 1) * chunk_size`` and :meth:`S3Writer.write` blocks
-when the uploads fall behind. An object that fits in one chunk is a single PUT. Nothing is visible
-under the key until :meth:`S3Writer.close` completes the upload; any failure aborts it.
+flight, so memory stays near ``(max_concurrency + 1) * part size`` and :meth:`S3Writer.write` blocks
+when the uploads fall behind. Parts start at the chunk size and grow as the upload goes
+(:func:`~s3_utils.part_sizes.part_size`), so any object up to S3's 5 TiB fits in its 10,000 parts. An
+object that fits in one chunk is a single PUT. Nothing is visible under the key until
+:meth:`S3Writer.close` completes the upload; any failure aborts it.
+
+The first S3 failure is recorded and is what the caller sees, wherever it happened: a producer such as
+``torch.save`` that catches the error raised from :meth:`S3Writer.write` and raises its own (torch's
+``unexpected pos`` from its zip writer) gets the S3 error back when the ``with`` block exits.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from s3_dirpath_utils import build_s3_url
 from s3_utils import checksums
-from s3_utils.config import MAX_PARTS
-from s3_utils.errors import S3ConfigError, S3Error
+from s3_utils.errors import S3Error
+from s3_utils.limits import check_object_size
+from s3_utils.part_sizes import part_size
 from s3_utils.stats import StatsRecorder, TransferStats
 from s3_utils.transport import Transport
 
@@ -36,7 +43,8 @@ class S3Writer:
     """A write-only, non-seekable file object that streams to one S3 object.
 
     Use it as a context manager: leaving the block normally completes the upload, leaving it with an
-    exception aborts it (and no object appears). Get one from :meth:`S3Store.open_writer`.
+    exception aborts it (and no object appears); if an S3 request had failed, that S3 error is raised
+    instead of the exception the producer raised after it. Get one from :meth:`S3Store.open_writer`.
 
     Attributes:
         url: the target ``s3://`` URL.
@@ -101,32 +109,45 @@ class S3Writer:
 
         Raises:
             ValueError: if the writer is closed.
+            S3ConfigError: if the object would grow past S3's 5 TiB (the upload is then aborted).
             S3Error: if an earlier part failed for good (the upload is then aborted).
         """
         if self._closed:
             raise ValueError(f"write to a closed S3Writer for {self.url}")
-        self._raise_if_failed()
-        view = memoryview(data).cast("B")
+        try:
+            self._raise_if_failed()
+            view = memoryview(data).cast("B")
+            total = len(view)
+            check_object_size(self._written + total, self.url)
+            self._append(view)
+        except S3Error as exc:
+            self._record(exc)
+            self.abort()
+            raise
+        self._written += total
+        return total
+
+    def _append(self, view: memoryview) -> None:
         total = len(view)
         offset = 0
         while offset < total:
-            if self._filled == self._chunk:
+            capacity = part_size(self._chunk, self._next_part)
+            if self._filled == capacity:
                 self._send(self._take_buffer)
-            if self._filled == 0 and total - offset > self._chunk:
+                continue
+            if self._filled == 0 and total - offset > capacity:
                 # A whole part straight from the caller's bytes (one copy instead of two); more data
                 # follows in this very call, so this is not the last part.
-                piece = view[offset : offset + self._chunk]
+                piece = view[offset : offset + capacity]
                 self._send(piece.tobytes)
-                offset += self._chunk
+                offset += capacity
                 continue
-            take = min(self._chunk - self._filled, total - offset)
+            take = min(capacity - self._filled, total - offset)
             if not self._buffer and self._next_part > 1:
-                self._buffer = bytearray(self._chunk)  # multipart for sure: fill in place, no regrowth
+                self._buffer = bytearray(capacity)  # multipart for sure: fill in place, no regrowth
             self._buffer[self._filled : self._filled + take] = view[offset : offset + take]
             self._filled += take
             offset += take
-        self._written += total
-        return total
 
     def close(self) -> None:
         """Send what is left and complete the upload; the object appears only now.
@@ -147,7 +168,9 @@ class S3Writer:
                 self._wait_for_parts()
                 self._raise_if_failed()
                 self._complete()
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, S3Error):
+                self._record(exc)
             self.abort()
             raise
         self._closed = True
@@ -199,13 +222,23 @@ class S3Writer:
     ) -> None:
         if exc_type is None:
             self.close()
-        else:
-            self.abort()
+            return
+        self.abort()
+        failure = self._failure
+        if failure is not None and failure is not exc and isinstance(exc, Exception):
+            # The producer failed because an S3 request did (torch.save turns the error raised from
+            # write() into its own zip-writer error): raise the cause, not the symptom. The
+            # producer's exception stays attached as __context__.
+            raise failure
 
     def __repr__(self) -> str:
         return f"S3Writer({self.url!r}, written={self._written}, closed={self._closed})"
 
     # -- internals -----------------------------------------------------------------------------------
+
+    def _record(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
@@ -217,12 +250,6 @@ class S3Writer:
         """Send the next part, made by ``make_body`` once a slot is free (so at most
         ``max_concurrency`` part copies exist at a time)."""
         part_number = self._next_part
-        if part_number > MAX_PARTS:
-            raise S3ConfigError(
-                f"{self.url}: more than {MAX_PARTS} parts of chunk_size_MB="
-                f"{self._t.transfer.chunk_size_MB:g} written ({self._written} bytes so far); S3 allows "
-                f"at most {MAX_PARTS} parts: raise chunk_size_MB"
-            )
         while not self._slots.acquire(timeout=_SLOT_POLL_S):
             self._raise_if_failed()
         try:
@@ -253,8 +280,10 @@ class S3Writer:
     def _part_done(self, future: Future[None]) -> None:
         if future.cancelled():
             self._slots.release()  # never ran, so _upload_part did not release it
-        elif future.exception() is not None and self._failure is None:
-            self._failure = future.exception()
+        else:
+            failure = future.exception()
+            if failure is not None:
+                self._record(failure)
 
     def _create_upload(self) -> None:
         extra: dict[str, Any] = {}

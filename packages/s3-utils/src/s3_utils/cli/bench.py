@@ -17,14 +17,13 @@ from s3_utils.cli.plugins import load_plugins
 from s3_utils.cli.store import open_store
 from s3_utils.cli.tuning import (
     DEFAULT_HEADROOM,
-    GET_REQUESTS_PER_PREFIX_PER_S,
-    PUT_REQUESTS_PER_PREFIX_PER_S,
     BenchResult,
     Recommendation,
     recommend,
 )
 from s3_utils.cli.urls import as_prefix, s3_url
 from s3_utils.errors import S3IntegrityError
+from s3_utils.limits import GET_REQUESTS_PER_PREFIX_PER_S, PUT_REQUESTS_PER_PREFIX_PER_S
 
 HELP = "time a grid of chunk size x concurrency on your bucket and recommend settings"
 _MIB = 1024 * 1024

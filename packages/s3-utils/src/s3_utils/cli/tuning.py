@@ -15,16 +15,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-PUT_REQUESTS_PER_PREFIX_PER_S = 3500
-"""S3's documented write budget (PUT/COPY/POST/DELETE) per partitioned prefix, per second."""
-
-GET_REQUESTS_PER_PREFIX_PER_S = 5500
-"""S3's documented read budget (GET/HEAD) per partitioned prefix, per second."""
+from s3_utils.limits import GET_REQUESTS_PER_PREFIX_PER_S, PUT_REQUESTS_PER_PREFIX_PER_S, MiB
 
 DEFAULT_HEADROOM = 0.8
 """Use at most this fraction of the budget, leaving room for listings, deletes and other jobs."""
-
-_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,17 +51,17 @@ class BenchResult:
     @property
     def parts(self) -> int:
         """Part requests one transfer of this size makes at this chunk size."""
-        return math.ceil(self.size_bytes / (self.chunk_size_MB * _MIB))
+        return math.ceil(self.size_bytes / (self.chunk_size_MB * MiB))
 
     @property
     def write_MiB_per_s(self) -> float:
         """Upload throughput."""
-        return self.size_bytes / _MIB / self.write_s
+        return self.size_bytes / MiB / self.write_s
 
     @property
     def read_MiB_per_s(self) -> float:
         """Download throughput."""
-        return self.size_bytes / _MIB / self.read_s
+        return self.size_bytes / MiB / self.read_s
 
     @property
     def puts_per_s(self) -> float:

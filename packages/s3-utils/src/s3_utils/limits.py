@@ -1,0 +1,55 @@
+"""S3's own limits: part sizes, part count, object size, request rates, batch sizes.
+
+The one place these numbers live; every check and every recommendation imports them from here.
+Source: the Amazon S3 user guide (multipart upload limits; request-rate performance guidelines).
+"""
+
+from __future__ import annotations
+
+from s3_utils.errors import S3ConfigError
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+MIN_PART_SIZE = 5 * MiB
+"""The smallest part of a multipart upload (every part but the last)."""
+MAX_PART_SIZE = 5 * GiB
+"""The largest part of a multipart upload."""
+MIN_PART_SIZE_MB = MIN_PART_SIZE // MiB
+""":data:`MIN_PART_SIZE` in MiB (5), for settings given in MiB."""
+MAX_PART_SIZE_MB = MAX_PART_SIZE // MiB
+""":data:`MAX_PART_SIZE` in MiB (5120), for settings given in MiB."""
+MAX_PARTS = 10_000
+"""The most parts one multipart upload may have."""
+MAX_SINGLE_PUT_SIZE = 5 * GiB
+"""The largest object a single PutObject may store."""
+MAX_OBJECT_SIZE = 5 * TiB
+"""The largest object S3 stores."""
+
+PUT_REQUESTS_PER_PREFIX_PER_S = 3500
+"""Write requests (PUT/COPY/POST/DELETE) S3 serves per second per partitioned prefix."""
+GET_REQUESTS_PER_PREFIX_PER_S = 5500
+"""Read requests (GET/HEAD) S3 serves per second per partitioned prefix."""
+
+MAX_KEYS_PER_DELETE = 1000
+"""The most keys one DeleteObjects request may name."""
+MAX_KEYS_PER_LIST = 1000
+"""The most keys one ListObjectsV2 page returns."""
+
+
+def check_object_size(size: int, url: str) -> None:
+    """Check that an object of ``size`` bytes fits in S3 (at most :data:`MAX_OBJECT_SIZE`).
+
+    Args:
+        size: the object's size in bytes.
+        url: the object, for the message.
+
+    Raises:
+        S3ConfigError: naming the object, its size and S3's limit.
+    """
+    if size > MAX_OBJECT_SIZE:
+        raise S3ConfigError(
+            f"{url}: an object of {size} bytes is larger than S3's limit of 5 TiB ({MAX_OBJECT_SIZE} "
+            "bytes); split it into several objects"
+        )
