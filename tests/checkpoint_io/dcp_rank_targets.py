@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import DefaultSavePlanner
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.planner import WriteItem
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
@@ -49,8 +50,10 @@ def _mesh_state(version: int, template: bool) -> dict[str, Any]:
     state = plain_state(version)
     state["sharded"] = distribute_tensor(source, mesh, [Shard(0)])
     if template:
-        state = {key: torch.zeros_like(value) if isinstance(value, torch.Tensor) and key != "sharded" else value
-                 for key, value in state.items()}
+        state = {
+            key: torch.zeros_like(value) if isinstance(value, torch.Tensor) and key != "sharded" else value
+            for key, value in state.items()
+        }
         state["step"] = -1
     return state
 
@@ -104,6 +107,6 @@ def save_with_failing_rank(url: str, how: str, out_dir: str) -> None:
     state = {f"rank{rank}.big": torch.ones(BIG), f"rank{rank}.after": torch.ones(4)}
     try:
         dcp.save(state, storage_writer=S3StorageWriter(url, chunk_size_MB=5), planner=_FailingPlanner(how))
-    except Exception as exc:  # the save must fail on every surviving rank
+    except (Exception, CheckpointException) as exc:  # the save must fail on every surviving rank
         pathlib.Path(out_dir, f"rank{rank}.failed").write_text(type(exc).__name__)
         raise
