@@ -44,7 +44,8 @@ def test_dcp_save_on_two_ranks_loads_resharded_on_three_ranks_and_on_one(
 
     keys = object_keys(s3_client, bucket, "run/step-1/")
     shards = [key for key in keys if key.endswith(".distcp")]
-    assert len(shards) == 2 and "run/step-1/.metadata" in keys
+    assert len(shards) == 2
+    assert "run/step-1/.metadata" in keys
 
     launch("checkpoint_io.dcp_rank_targets:load", world_size=3, args=[url, "1", str(tmp_path)], timeout_s=120)
     for rank in range(3):

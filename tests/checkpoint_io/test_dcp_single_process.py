@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from typing import Any
 
 import pytest
@@ -46,7 +47,8 @@ def _assert_state(state: dict[str, Any], expected: dict[str, Any]) -> None:
     assert state.keys() == expected.keys()
     for key, value in expected.items():
         if isinstance(value, torch.Tensor):
-            assert state[key].dtype == value.dtype and torch.equal(state[key], value), key
+            assert state[key].dtype == value.dtype, key
+            assert torch.equal(state[key], value), key
         else:
             assert state[key] == value, key
 
@@ -59,9 +61,10 @@ def test_dcp_save_then_load_round_trips_tensors_and_objects(bucket: str, s3_clie
     url = f"s3://{bucket}/run/step-1"
     dcp.save(_state(1), storage_writer=S3StorageWriter(url))
 
-    keys = object_keys(s3_client, bucket)
-    save_id = _metadata(s3_client, bucket, "run/step-1/.metadata").storage_data.save_id
-    assert keys == ["run/step-1/.metadata", f"run/step-1/__{save_id}_0.distcp"]
+    commit = _metadata(s3_client, bucket, "run/step-1/.metadata").storage_data
+    (shard,) = commit.shard_names
+    assert re.fullmatch(rf"__{commit.save_id}_0_[0-9a-f]{{8}}\.distcp", shard)
+    assert object_keys(s3_client, bucket) == ["run/step-1/.metadata", f"run/step-1/{shard}"]
 
     loaded = _template()
     dcp.load(loaded, storage_reader=S3StorageReader(url))
@@ -85,7 +88,8 @@ def test_dcp_overwrite_commits_the_new_save_and_deletes_the_old_shards(bucket: s
 
     commit = _metadata(s3_client, bucket, "ckpt/.metadata").storage_data
     assert commit.save_id != first.save_id
-    assert commit.shard_names == (f"__{commit.save_id}_0.distcp",)
+    (shard,) = commit.shard_names
+    assert shard.startswith(f"__{commit.save_id}_0_")
     assert {location.name for location in commit.locations.values()} == set(commit.shard_names)
     assert object_keys(s3_client, bucket) == ["ckpt/.metadata", f"ckpt/{commit.shard_names[0]}"]
     loaded = _template()
@@ -147,3 +151,26 @@ def test_dcp_storage_rejects_a_checkpoint_id_that_is_not_an_s3_prefix() -> None:
         S3StorageWriter("/tmp/ckpt")
     with pytest.raises(ValueError, match="names a bucket only"):
         S3StorageReader("s3://my-bucket")
+
+
+def test_dcp_plan_caching_is_refused_without_touching_the_committed_checkpoint(
+    bucket: str, s3_client: Any
+) -> None:
+    url = f"s3://{bucket}/cached"
+    dcp.save(
+        _state(1), storage_writer=S3StorageWriter(url), planner=DefaultSavePlanner(enable_plan_caching=True)
+    )
+    committed = s3_client.get_object(Bucket=bucket, Key="cached/.metadata")["Body"].read()
+
+    with pytest.raises(CheckpointException) as caught:  # a replayed plan carries the old save id
+        dcp.save(
+            _state(2),
+            storage_writer=S3StorageWriter(url),
+            planner=DefaultSavePlanner(enable_plan_caching=True),
+        )
+    assert "plan caching" in str(caught.value.failures[0])
+
+    assert s3_client.get_object(Bucket=bucket, Key="cached/.metadata")["Body"].read() == committed
+    loaded = _template()
+    dcp.load(loaded, storage_reader=S3StorageReader(url))
+    _assert_state(loaded, _state(1))

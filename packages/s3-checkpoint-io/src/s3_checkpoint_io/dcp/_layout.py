@@ -1,9 +1,10 @@
 """Where a sharded checkpoint's objects live under its prefix, and how their names carry the save id.
 
     <prefix>/.metadata                    the commit: DCP's Metadata, naming the save id it belongs to
-    <prefix>/__<save_id>_<rank>.distcp    one object per rank per save
+    <prefix>/__<save_id>_<rank>_<token>.distcp    one object per rank per save
 
-The save id in every shard name means a save never overwrites an object a committed checkpoint uses.
+The save id and a token each rank draws make every shard name new: a save never overwrites an object
+that a committed checkpoint uses, even when a stale plan (DCP's plan caching) repeats a save id.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from s3_dirpath_utils import join_s3_url, parse_s3_url, require_s3_url
 
 METADATA_NAME = ".metadata"
-_SHARD_NAME = re.compile(r"__(?P<save_id>[0-9a-f]{32})_(?P<rank>\d+)\.distcp")
+_SHARD_NAME = re.compile(r"__(?P<save_id>[0-9a-f]{32})_(?P<rank>\d+)_[0-9a-f]{8}\.distcp")
 
 
 def new_save_id() -> str:
@@ -24,14 +25,9 @@ def new_save_id() -> str:
     return uuid.uuid4().hex
 
 
-def save_prefix(save_id: str) -> str:
-    """The start of every shard object's name in save ``save_id`` (relative to the prefix)."""
-    return f"__{save_id}_"
-
-
 def shard_name(save_id: str, rank: int) -> str:
-    """The name (relative to the prefix) of ``rank``'s shard object in save ``save_id``."""
-    return f"{save_prefix(save_id)}{rank}.distcp"
+    """A new name (relative to the prefix) for ``rank``'s shard object in save ``save_id``."""
+    return f"__{save_id}_{rank}_{uuid.uuid4().hex[:8]}.distcp"
 
 
 def save_id_of(name: str) -> str | None:

@@ -13,7 +13,7 @@ from torch.distributed.checkpoint.planner import SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
-from s3_checkpoint_io.dcp._layout import CheckpointLayout, new_save_id, save_id_of, save_prefix, shard_name
+from s3_checkpoint_io.dcp._layout import CheckpointLayout, new_save_id, save_id_of, shard_name
 from s3_checkpoint_io.dcp._records import CommitRecord, RankTarget, ShardLocation
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_writer import write_items
@@ -28,9 +28,9 @@ class S3StorageWriter(StorageWriter):
 
     Each rank streams its items into one object, ``<prefix>/__<save_id>_<rank>.distcp`` (a multipart
     upload fed from tensor memory; a failure aborts it). Once every rank's object is complete, the
-    coordinator PUTs ``<prefix>/.metadata``, which names the save id: that single PUT is the commit,
-    so a reader sees the previous checkpoint or the new one, never a mix. Then it deletes the shards
-    of earlier saves under the same prefix. One save at a time per prefix.
+    coordinator PUTs ``<prefix>/.metadata``, which names the save id and its shard objects: that
+    single PUT is the commit, so a reader sees the previous checkpoint or the new one, never a mix.
+    Then it deletes every other shard object under the prefix. One save at a time per prefix.
 
     Args:
         checkpoint_id: ``s3://bucket/prefix`` of the checkpoint; or pass it to ``dcp.save``.
@@ -70,7 +70,6 @@ class S3StorageWriter(StorageWriter):
         self._layout: CheckpointLayout | None = None
         self._is_coordinator = False
         self._save_id: str | None = None
-        self._last_written: str | None = None
         self.reset(checkpoint_id)
 
     def __repr__(self) -> str:
@@ -123,16 +122,12 @@ class S3StorageWriter(StorageWriter):
             A completed future of one result per item.
 
         Raises:
-            ValueError: if the plan did not come through :meth:`prepare_global_plan` of this save
-                (DCP's plan caching reuses old plans, and with them an old save id: turn it off).
+            ValueError: if the plan did not come through :meth:`prepare_global_plan`.
             S3Error: if the upload fails; it is aborted and no shard object is left.
         """
         target = plan.storage_data
-        if not isinstance(target, RankTarget) or target.save_id == self._last_written:
-            raise ValueError(
-                "S3StorageWriter got a save plan without a fresh save id; plan caching "
-                "(enable_plan_caching) is not supported: create the planner without it"
-            )
+        if not isinstance(target, RankTarget):
+            raise ValueError("S3StorageWriter got a save plan it did not prepare: save through dcp.save")
         results: list[WriteResult] = []
         if plan.items:
             name = shard_name(target.save_id, target.rank)
@@ -141,18 +136,19 @@ class S3StorageWriter(StorageWriter):
                 results = write_items(writer, name, plan.items, planner)
             size = sum(result.size_in_bytes for result in results)
             log.info("DCP shard %s: %.1f MiB in %.2f s", name, size / 2**20, time.monotonic() - started)
-        self._last_written = target.save_id
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
         return future
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
-        """Commit: PUT the metadata naming this save's shards, then delete the shards of older saves.
+        """Commit: PUT the metadata naming this save's shards, then delete every other shard object.
 
         DCP calls this on the coordinator only after every rank's ``write_data`` succeeded, so every
         shard object the metadata names is complete.
 
         Raises:
+            ValueError: if a rank wrote under another save id (DCP's plan caching replayed an old
+                plan); nothing is committed.
             S3Error: if the metadata PUT fails; the previous checkpoint (if any) stays committed.
         """
         if self._save_id is None:
@@ -164,6 +160,13 @@ class S3StorageWriter(StorageWriter):
             for result in rank_results:
                 locations[result.index] = result.storage_data
         names = tuple(sorted({location.name for location in locations.values()}))
+        stale = [name for name in names if save_id_of(name) != self._save_id]
+        if stale:
+            raise ValueError(
+                f"S3StorageWriter: ranks wrote {stale} under an old save id, so nothing was committed at "
+                f"{self.layout.prefix_url}; DCP's plan caching (enable_plan_caching=True) replays old plans "
+                "and is not supported: create the planner without it"
+            )
         metadata.storage_data = CommitRecord(self._save_id, names, locations)  # type: ignore[arg-type]
         with self.settings.open_store() as store:
             store.upload_bytes(self.layout.metadata_url, pickle.dumps(metadata))
@@ -173,22 +176,22 @@ class S3StorageWriter(StorageWriter):
                 self._save_id,
                 len(names),
             )
-            self._delete_older_saves(store, self._save_id)
+            self._delete_unreferenced_shards(store, set(names))
 
-    def _delete_older_saves(self, store: S3Store, keep: str) -> None:
-        """Remove shards of other saves; a failure only logs (the commit stands, they are garbage)."""
+    def _delete_unreferenced_shards(self, store: S3Store, keep: set[str]) -> None:
+        """Delete the shard objects under the prefix that the commit does not name (older saves',
+        failed saves' strays); a failure only logs: the commit stands and the next save retries."""
         try:
-            older = set()
+            garbage = []
             for info in store.iter_objects(self.layout.prefix_url + "/"):
                 name = self.layout.name_of(info.key)
-                save_id = save_id_of(name) if name else None
-                if save_id is not None and save_id != keep:
-                    older.add(save_id)
-            for save_id in sorted(older):
-                store.delete_prefix(self.layout.url_of(save_prefix(save_id)))
+                if name is not None and save_id_of(name) is not None and name not in keep:
+                    garbage.append(info.url)
+            for url in garbage:
+                store.delete(url)
         except S3Error as exc:
             log.warning(
-                "DCP checkpoint %s committed, but deleting older shards failed: %s",
+                "DCP checkpoint %s committed, but deleting unreferenced shards failed: %s",
                 self.layout.prefix_url,
                 exc,
             )
