@@ -174,3 +174,21 @@ def test_dcp_plan_caching_is_refused_without_touching_the_committed_checkpoint(
     loaded = _template()
     dcp.load(loaded, storage_reader=S3StorageReader(url))
     _assert_state(loaded, _state(1))
+
+
+def test_dcp_load_reads_only_the_metadata_and_the_shards_it_references(
+    bucket: str, s3_client: Any, fault_proxy: FaultProxy
+) -> None:
+    url = f"s3://{bucket}/ckpt"
+    dcp.save(_state(1), storage_writer=S3StorageWriter(url))
+    stray = f"ckpt/__{'0' * 32}_0_deadbeef.distcp"  # a failed save's leftover, named like a shard
+    s3_client.put_object(Bucket=bucket, Key=stray, Body=b"not part of the commit")
+    (shard,) = _metadata(s3_client, bucket, "ckpt/.metadata").storage_data.shard_names
+
+    loaded = _template()
+    dcp.load(loaded, storage_reader=S3StorageReader(url, endpoint_url=fault_proxy.url))
+
+    _assert_state(loaded, _state(1))
+    read = [r.path for r in fault_proxy.requests if r.operation in ("GetObject", "HeadObject")]
+    assert sorted(set(read)) == [f"/{bucket}/ckpt/.metadata", f"/{bucket}/ckpt/{shard}"]
+    assert fault_proxy.count("ListObjectsV2") == 0

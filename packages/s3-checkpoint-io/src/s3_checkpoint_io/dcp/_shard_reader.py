@@ -21,10 +21,13 @@ def read_items(
     items: Sequence[ReadItem],
     locations: Mapping[MetadataIndex, ShardLocation],
     planner: LoadPlanner,
-) -> None:
+) -> int:
     """Download each shard object ``items`` need (parallel ranged GETs), then fill every item from it.
 
     One shard object is in memory at a time; objects no item needs are not read.
+
+    Returns:
+        The bytes downloaded.
 
     Raises:
         S3NotFoundError: if a shard object the committed metadata references is missing.
@@ -33,10 +36,13 @@ def read_items(
     by_name: dict[str, list[ReadItem]] = defaultdict(list)
     for item in items:
         by_name[locations[item.storage_index].name].append(item)
+    downloaded = 0
     for name, wanted in by_name.items():
         shard = store.download_bytes(layout.url_of(name))
+        downloaded += len(shard)
         for item in sorted(wanted, key=lambda read: locations[read.storage_index].offset):
             _fill(item, locations[item.storage_index], shard, planner)
+    return downloaded
 
 
 def _fill(item: ReadItem, location: ShardLocation, shard: bytearray, planner: LoadPlanner) -> None:

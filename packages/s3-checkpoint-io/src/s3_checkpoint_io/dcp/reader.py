@@ -177,12 +177,15 @@ class S3StorageReader(StorageReader):
             )
         started = time.monotonic()
         with self.settings.open_store() as store:
-            read_items(store, self.layout, plan.items, self.commit.locations, planner)
+            size = read_items(store, self.layout, plan.items, self.commit.locations, planner)
+        seconds = time.monotonic() - started
+        mib = size / 2**20
         log.info(
-            "DCP load of %s: %d items in %.2f s",
+            "DCP load of %s: %.1f MiB in %.2f s (%.1f MiB/s)",
             self.layout.prefix_url,
-            len(plan.items),
-            time.monotonic() - started,
+            mib,
+            seconds,
+            mib / max(seconds, 1e-9),
         )
         future: Future[None] = Future()
         future.set_result(None)

@@ -135,7 +135,11 @@ class S3StorageWriter(StorageWriter):
             with self.settings.open_store() as store, store.open_writer(self.layout.url_of(name)) as writer:
                 results = write_items(writer, name, plan.items, planner)
             size = sum(result.size_in_bytes for result in results)
-            log.info("DCP shard %s: %.1f MiB in %.2f s", name, size / 2**20, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            mib = size / 2**20
+            log.info(
+                "DCP shard %s: %.1f MiB in %.2f s (%.1f MiB/s)", name, mib, seconds, mib / max(seconds, 1e-9)
+            )
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
         return future
