@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import DefaultSavePlanner
+from torch.distributed.checkpoint import DefaultLoadPlanner, DefaultSavePlanner
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.planner import WriteItem
+from torch.distributed.checkpoint.planner import LoadPlan, WriteItem
 
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
+from s3_utils import S3ObjectChangedError
 from support.fault_proxy import FaultProxy
 from support.s3_objects import object_keys
 
@@ -192,3 +193,16 @@ def test_dcp_load_reads_only_the_metadata_and_the_shards_it_references(
     read = [r.path for r in fault_proxy.requests if r.operation in ("GetObject", "HeadObject")]
     assert sorted(set(read)) == [f"/{bucket}/ckpt/.metadata", f"/{bucket}/ckpt/{shard}"]
     assert fault_proxy.count("ListObjectsV2") == 0
+
+
+def test_dcp_rank_that_read_another_commit_than_the_coordinator_fails_instead_of_mixing(bucket: str) -> None:
+    url = f"s3://{bucket}/ckpt"
+    dcp.save(_state(1), storage_writer=S3StorageWriter(url))
+    coordinator, late_rank = S3StorageReader(url), S3StorageReader(url)
+    coordinator.read_metadata()
+    (plan,) = coordinator.prepare_global_plan([LoadPlan([])])
+    dcp.save(_state(2), storage_writer=S3StorageWriter(url))  # overwritten before the other rank reads
+    late_rank.read_metadata()
+
+    with pytest.raises(S3ObjectChangedError, match="overwritten during the load"):
+        late_rank.read_data(plan, DefaultLoadPlanner())
