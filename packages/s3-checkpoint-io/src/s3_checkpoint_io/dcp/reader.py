@@ -1,0 +1,197 @@
+"""``S3StorageReader``: torch.distributed.checkpoint loads of a committed checkpoint from S3."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pickle
+import time
+
+from torch.distributed.checkpoint.metadata import Metadata
+from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
+from torch.distributed.checkpoint.storage import StorageReader
+from torch.futures import Future
+
+from s3_checkpoint_io.dcp._layout import CheckpointLayout
+from s3_checkpoint_io.dcp._records import CommitRecord
+from s3_checkpoint_io.dcp._settings import StoreSettings
+from s3_checkpoint_io.dcp._shard_reader import read_items
+from s3_checkpoint_io.errors import CorruptCheckpointError
+from s3_dirpath_utils import is_s3_url
+from s3_utils import S3ClientConfig, S3NotFoundError, S3ObjectChangedError
+
+log = logging.getLogger(__name__)
+
+
+class S3StorageReader(StorageReader):
+    """A DCP ``StorageReader`` for checkpoints that :class:`S3StorageWriter` committed.
+
+    Every rank reads ``<prefix>/.metadata`` (one small GET each), then downloads only the shard
+    objects that its part of the load needs and that the committed metadata names, with parallel
+    ranged GETs, and copies each item into its destination tensor. Ranks may differ in number from
+    the save (DCP reshards). The coordinator checks that all ranks read the same commit, so a load
+    racing an overwrite fails rather than mixing two saves.
+
+    The metadata is unpickled: load only checkpoints you trust, as with ``torch.load``.
+
+    Args:
+        checkpoint_id: ``s3://bucket/prefix`` of the checkpoint; or pass it to ``dcp.load``.
+        chunk_size_MB: ranged-GET size in MiB (5 to 5120).
+        max_concurrency: ranged GETs in flight per rank.
+        endpoint_url: an S3-compatible endpoint; default from the ``AWS_*`` environment, else AWS.
+        region: AWS region; default from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
+        profile: a named AWS profile; default from ``AWS_PROFILE``.
+        client_config: a complete ``S3ClientConfig`` instead of the three settings above.
+
+    Raises:
+        ValueError: if ``checkpoint_id`` is not an ``s3://bucket/prefix`` URL or a setting is invalid.
+    """
+
+    def __init__(
+        self,
+        checkpoint_id: str | os.PathLike[str] | None = None,
+        *,
+        chunk_size_MB: float = 64,
+        max_concurrency: int = 15,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        client_config: S3ClientConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = StoreSettings.build(
+            chunk_size_MB=chunk_size_MB,
+            max_concurrency=max_concurrency,
+            endpoint_url=endpoint_url,
+            region=region,
+            profile=profile,
+            client_config=client_config,
+        )
+        self._layout: CheckpointLayout | None = None
+        self._commit: CommitRecord | None = None
+        self.reset(checkpoint_id)
+
+    def __repr__(self) -> str:
+        where = self._layout.prefix_url if self._layout else None
+        return f"S3StorageReader({where!r}, {self.settings.client_config!r})"
+
+    @property
+    def layout(self) -> CheckpointLayout:
+        """Where the checkpoint's objects are.
+
+        Raises:
+            ValueError: if no ``checkpoint_id`` was given, here or to ``dcp.load``.
+        """
+        if self._layout is None:
+            raise ValueError(
+                "S3StorageReader has no checkpoint_id: pass s3://bucket/prefix to it or to dcp.load"
+            )
+        return self._layout
+
+    @property
+    def commit(self) -> CommitRecord:
+        """The commit read by :meth:`read_metadata` or given to :meth:`set_up_storage_reader`."""
+        if self._commit is None:
+            raise ValueError("S3StorageReader has read no metadata yet: load through dcp.load")
+        return self._commit
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+        """Start a new load, of ``checkpoint_id`` if given (else of the last one)."""
+        if checkpoint_id is not None:
+            self._layout = CheckpointLayout.parse(checkpoint_id, "S3StorageReader checkpoint_id")
+        self._commit = None
+
+    def read_metadata(self) -> Metadata:
+        """GET and unpickle the committed metadata.
+
+        Returns:
+            DCP's metadata of the committed save.
+
+        Raises:
+            S3NotFoundError: if nothing was committed at the prefix (no ``.metadata`` object).
+            CorruptCheckpointError: if the object is not metadata that :class:`S3StorageWriter` wrote.
+        """
+        try:
+            raw = self._download(self.layout.metadata_url)
+        except S3NotFoundError as exc:
+            raise S3NotFoundError(
+                f"no committed checkpoint at {self.layout.prefix_url}: {exc}. Check the checkpoint_id; a "
+                "save that did not finish commits nothing"
+            ) from exc
+        try:
+            metadata = pickle.loads(raw)
+        except Exception as exc:
+            raise CorruptCheckpointError(
+                f"{self.layout.metadata_url} is not readable DCP metadata ({exc}); was it written by "
+                "S3StorageWriter?"
+            ) from exc
+        if not isinstance(metadata, Metadata) or not isinstance(metadata.storage_data, CommitRecord):
+            raise CorruptCheckpointError(
+                f"{self.layout.metadata_url} holds no S3StorageWriter commit record; checkpoints "
+                "written by other DCP writers need their own reader"
+            )
+        self._commit = metadata.storage_data
+        return metadata
+
+    def _download(self, url: str) -> bytearray:
+        """Download one small object with a store of this reader's settings."""
+        with self.settings.open_store() as store:
+            return store.download_bytes(url)
+
+    def set_up_storage_reader(
+        self, metadata: Metadata, is_coordinator: bool, *args: object, **kwargs: object
+    ) -> None:
+        """Take the commit record from ``metadata``.
+
+        Raises:
+            CorruptCheckpointError: if ``metadata`` was not written by :class:`S3StorageWriter`.
+        """
+        if not isinstance(metadata.storage_data, CommitRecord):
+            raise CorruptCheckpointError("the metadata holds no S3StorageWriter commit record")
+        self._commit = metadata.storage_data
+
+    def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
+        """Nothing to add locally."""
+        return plan
+
+    def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
+        """Send every rank the save id the coordinator read, to check against its own."""
+        return [dataclasses.replace(plan, storage_data=self.commit.save_id) for plan in plans]
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        """Download what ``plan`` needs and copy it into the state dict.
+
+        Returns:
+            A completed future.
+
+        Raises:
+            S3ObjectChangedError: if this rank read another commit than the coordinator (the
+                checkpoint was overwritten during the load): load again.
+            S3NotFoundError: if a shard object is missing (deleted by an overwrite meanwhile).
+        """
+        if plan.storage_data is not None and plan.storage_data != self.commit.save_id:
+            raise S3ObjectChangedError(
+                f"{self.layout.metadata_url} was overwritten during the load (this rank read save "
+                f"{self.commit.save_id}, the coordinator {plan.storage_data}); load again"
+            )
+        started = time.monotonic()
+        with self.settings.open_store() as store:
+            size = read_items(store, self.layout, plan.items, self.commit.locations, planner)
+        seconds = time.monotonic() - started
+        mib = size / 2**20
+        log.info(
+            "DCP load of %s: %.1f MiB in %.2f s (%.1f MiB/s)",
+            self.layout.prefix_url,
+            mib,
+            seconds,
+            mib / max(seconds, 1e-9),
+        )
+        future: Future[None] = Future()
+        future.set_result(None)
+        return future
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        """True for an ``s3://`` URL (DCP picks this reader for it)."""
+        return is_s3_url(checkpoint_id)

@@ -1,0 +1,206 @@
+"""``S3StorageWriter``: torch.distributed.checkpoint saves straight to S3, committed by one PUT."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pickle
+import time
+
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.planner import SavePlan, SavePlanner
+from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
+from torch.futures import Future
+
+from s3_checkpoint_io.dcp._layout import CheckpointLayout, new_save_id, save_id_of, shard_name
+from s3_checkpoint_io.dcp._records import CommitRecord, RankTarget, ShardLocation
+from s3_checkpoint_io.dcp._settings import StoreSettings
+from s3_checkpoint_io.dcp._shard_writer import write_items
+from s3_dirpath_utils import is_s3_url
+from s3_utils import S3ClientConfig, S3Error, S3Store
+
+log = logging.getLogger(__name__)
+
+
+class S3StorageWriter(StorageWriter):
+    """A DCP ``StorageWriter`` that streams every rank's shard to S3 and commits with one metadata PUT.
+
+    Each rank streams its items into one object, ``<prefix>/__<save_id>_<rank>.distcp`` (a multipart
+    upload fed from tensor memory; a failure aborts it). Once every rank's object is complete, the
+    coordinator PUTs ``<prefix>/.metadata``, which names the save id and its shard objects: that
+    single PUT is the commit, so a reader sees the previous checkpoint or the new one, never a mix.
+    Then it deletes every other shard object under the prefix. One save at a time per prefix.
+
+    Args:
+        checkpoint_id: ``s3://bucket/prefix`` of the checkpoint; or pass it to ``dcp.save``.
+        chunk_size_MB: multipart part size in MiB (5 to 5120).
+        max_concurrency: part uploads in flight per rank; memory per rank is about
+            ``(max_concurrency + 1) * chunk_size_MB`` MiB beyond the state itself.
+        endpoint_url: an S3-compatible endpoint; default from ``AWS_ENDPOINT_URL_S3`` /
+            ``AWS_ENDPOINT_URL``, else AWS.
+        region: AWS region; default from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
+        profile: a named AWS profile; default from ``AWS_PROFILE``.
+        client_config: a complete ``S3ClientConfig`` instead of the three settings above.
+
+    Raises:
+        ValueError: if ``checkpoint_id`` is not an ``s3://bucket/prefix`` URL or a setting is invalid.
+    """
+
+    def __init__(
+        self,
+        checkpoint_id: str | os.PathLike[str] | None = None,
+        *,
+        chunk_size_MB: float = 64,
+        max_concurrency: int = 10,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        client_config: S3ClientConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = StoreSettings.build(
+            chunk_size_MB=chunk_size_MB,
+            max_concurrency=max_concurrency,
+            endpoint_url=endpoint_url,
+            region=region,
+            profile=profile,
+            client_config=client_config,
+        )
+        self._layout: CheckpointLayout | None = None
+        self._is_coordinator = False
+        self._save_id: str | None = None
+        self.reset(checkpoint_id)
+
+    def __repr__(self) -> str:
+        where = self._layout.prefix_url if self._layout else None
+        return f"S3StorageWriter({where!r}, {self.settings.client_config!r})"
+
+    @property
+    def layout(self) -> CheckpointLayout:
+        """Where the checkpoint's objects are.
+
+        Raises:
+            ValueError: if no ``checkpoint_id`` was given, here or to ``dcp.save``.
+        """
+        if self._layout is None:
+            raise ValueError(
+                "S3StorageWriter has no checkpoint_id: pass s3://bucket/prefix to it or to dcp.save"
+            )
+        return self._layout
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+        """Start a new save, at ``checkpoint_id`` if given (else where the last one went)."""
+        if checkpoint_id is not None:
+            self._layout = CheckpointLayout.parse(checkpoint_id, "S3StorageWriter checkpoint_id")
+        self._save_id = None
+
+    def set_up_storage_writer(self, is_coordinator: bool, *args: object, **kwargs: object) -> None:
+        """Remember whether this rank commits the save."""
+        self._is_coordinator = is_coordinator
+
+    def storage_meta(self) -> StorageMeta | None:
+        """The checkpoint's URL, recorded in the metadata."""
+        return StorageMeta(checkpoint_id=self.layout.prefix_url)
+
+    def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
+        """Nothing to add locally: the coordinator assigns the objects."""
+        return plan
+
+    def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
+        """Choose this save's id and tell every rank the shard object it writes."""
+        self._save_id = new_save_id()
+        return [
+            dataclasses.replace(plan, storage_data=RankTarget(self._save_id, rank))
+            for rank, plan in enumerate(plans)
+        ]
+
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
+        """Stream this rank's items into its shard object; it exists once this returns.
+
+        Returns:
+            A completed future of one result per item.
+
+        Raises:
+            ValueError: if the plan did not come through :meth:`prepare_global_plan`.
+            S3Error: if the upload fails; it is aborted and no shard object is left.
+        """
+        target = plan.storage_data
+        if not isinstance(target, RankTarget):
+            raise ValueError("S3StorageWriter got a save plan it did not prepare: save through dcp.save")
+        results: list[WriteResult] = []
+        if plan.items:
+            name = shard_name(target.save_id, target.rank)
+            started = time.monotonic()
+            with self.settings.open_store() as store, store.open_writer(self.layout.url_of(name)) as writer:
+                results = write_items(writer, name, plan.items, planner)
+            size = sum(result.size_in_bytes for result in results)
+            seconds = time.monotonic() - started
+            mib = size / 2**20
+            log.info(
+                "DCP shard %s: %.1f MiB in %.2f s (%.1f MiB/s)", name, mib, seconds, mib / max(seconds, 1e-9)
+            )
+        future: Future[list[WriteResult]] = Future()
+        future.set_result(results)
+        return future
+
+    def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        """Commit: PUT the metadata naming this save's shards, then delete every other shard object.
+
+        DCP calls this on the coordinator only after every rank's ``write_data`` succeeded, so every
+        shard object the metadata names is complete.
+
+        Raises:
+            ValueError: if a rank wrote under another save id (DCP's plan caching replayed an old
+                plan); nothing is committed.
+            S3Error: if the metadata PUT fails; the previous checkpoint (if any) stays committed.
+        """
+        if self._save_id is None:
+            raise ValueError(
+                "S3StorageWriter.finish ran without prepare_global_plan: call it through dcp.save"
+            )
+        locations: dict[object, ShardLocation] = {}
+        for rank_results in results:
+            for result in rank_results:
+                locations[result.index] = result.storage_data
+        names = tuple(sorted({location.name for location in locations.values()}))
+        stale = [name for name in names if save_id_of(name) != self._save_id]
+        if stale:
+            raise ValueError(
+                f"S3StorageWriter: ranks wrote {stale} under an old save id, so nothing was committed at "
+                f"{self.layout.prefix_url}; DCP's plan caching (enable_plan_caching=True) replays old plans "
+                "and is not supported: create the planner without it"
+            )
+        metadata.storage_data = CommitRecord(self._save_id, names, locations)  # type: ignore[arg-type]
+        with self.settings.open_store() as store:
+            store.upload_bytes(self.layout.metadata_url, pickle.dumps(metadata))
+            log.info(
+                "DCP checkpoint committed: %s (save %s, %d shards)",
+                self.layout.prefix_url,
+                self._save_id,
+                len(names),
+            )
+            self._delete_unreferenced_shards(store, set(names))
+
+    def _delete_unreferenced_shards(self, store: S3Store, keep: set[str]) -> None:
+        """Delete the shard objects under the prefix that the commit does not name (older saves',
+        failed saves' strays); a failure only logs: the commit stands and the next save retries."""
+        try:
+            garbage = []
+            for info in store.iter_objects(self.layout.prefix_url + "/"):
+                name = self.layout.name_of(info.key)
+                if name is not None and save_id_of(name) is not None and name not in keep:
+                    garbage.append(info.url)
+            for url in garbage:
+                store.delete(url)
+        except S3Error as exc:
+            log.warning(
+                "DCP checkpoint %s committed, but deleting unreferenced shards failed: %s",
+                self.layout.prefix_url,
+                exc,
+            )
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        """True for an ``s3://`` URL (DCP picks this writer for it)."""
+        return is_s3_url(checkpoint_id)
