@@ -117,7 +117,11 @@ def test_the_newest_wins_by_step_then_epoch_then_time_in_any_listing_order(
         # NeMo's default filename {name}--{val_loss:.4f}-{epoch} has no step: the epoch decides, not the
         # alphabet (the val_loss comes first in the name, and "epoch=900" sorts after "epoch=1000").
         ("gpt--val_loss=0.1000-epoch=3-last.ckpt", "gpt--val_loss=0.2000-epoch=5-last.ckpt", "highest epoch"),
-        ("gpt--val_loss=0.5000-epoch=900-last.ckpt", "gpt--val_loss=0.4000-epoch=1000-last.ckpt", "highest epoch"),
+        (
+            "gpt--val_loss=0.5000-epoch=900-last.ckpt",
+            "gpt--val_loss=0.4000-epoch=1000-last.ckpt",
+            "highest epoch",
+        ),
         ("gpt--step=900-last.ckpt", "gpt--step=1000-last.ckpt", "highest step"),
         ("gpt--step=9-epoch=9-last.ckpt", "gpt--step=10-epoch=0-last.ckpt", "highest step"),
         ("z-last.ckpt", "a-last.ckpt", "newest LastModified"),
@@ -143,7 +147,9 @@ def test_resume_skips_unfinished_checkpoints_and_handles_none() -> None:
 
 def test_reasons_name_an_end_checkpoint_and_a_single_candidate() -> None:
     end = choose_resume_checkpoint(named("m--step=1-end.ckpt", "m--step=9-last.ckpt"))
-    assert end is not None and end.reason.startswith("*end.ckpt: the run finished")
+    assert end is not None
+    assert end.reason.startswith("*end.ckpt: the run finished")
     only = newest_checkpoint(named("last.ckpt"))
-    assert only is not None and only.reason == "the only candidate"
+    assert only is not None
+    assert only.reason == "the only candidate"
     assert newest_checkpoint([]) is None

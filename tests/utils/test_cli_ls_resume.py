@@ -27,7 +27,8 @@ def test_ls_marks_the_newest_epoch_and_says_why_when_names_carry_no_step(s3_clie
     header, *rows = out.splitlines()
     assert header.split() == ["SIZE", "MODIFIED", "(UTC)", "AGE", "STEP", "NAME"]
     marked = [row for row in rows if row.startswith("* ")]
-    assert len(marked) == 1 and marked[0].endswith("gpt--val_loss=0.4000-epoch=1000-last.ckpt")
+    assert len(marked) == 1
+    assert marked[0].endswith("gpt--val_loss=0.4000-epoch=1000-last.ckpt")
     assert marked[0].split()[6] == "-"  # no step in the name
     assert marked[0].split()[5].endswith("s")  # written seconds ago
     assert "resume would pick gpt--val_loss=0.4000-epoch=1000-last.ckpt: highest epoch" in rows
@@ -41,4 +42,5 @@ def test_ls_json_gives_the_reason_with_the_choice(s3_client: Any, bucket: str) -
 
     data = json.loads(out)
     assert code == exit_codes.OK
-    assert (data["resume"], data["resume_reason"]) == (f"s3://{bucket}/run/m--step=1000-last.ckpt", "highest step")
+    assert data["resume"] == f"s3://{bucket}/run/m--step=1000-last.ckpt"
+    assert data["resume_reason"] == "highest step"
