@@ -118,7 +118,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         step = "-" if entry.step is None else str(entry.step)
         console.print(
             f"{mark}{human_size(entry.size):>10}  {_time(entry.modified):<19}  "
-            f"{_age(entry.modified, now):>5}  {step:>8}  {entry.name}{'/' if entry.is_folder else ''}{_note(entry, unfinished)}"
+            f"{_age(entry.modified, now):>5}  {step:>8}  "
+            f"{entry.name}{'/' if entry.is_folder else ''}{_note(entry, unfinished)}"
         )
     total = sum(e.size for e in entries)
     console.print(f"{len(entries)} entries, {human_size(total)} under {prefix}")
