@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from nemo_s3_integration import find_resume_checkpoint
-from nemo_s3_integration.broadcast import broadcast_object, is_global_rank_zero
+from s3_checkpoint_io.rank_zero import broadcast_object, is_global_rank_zero
 from s3_utils import S3ClientConfig, S3Store, TransferConfig
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
