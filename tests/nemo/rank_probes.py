@@ -62,7 +62,7 @@ def check_resume_failure_main(out_dir: str, dirpath: str) -> None:
     try:
         wrapped(trainer, "/logs", True, False, False, dirpath, None)
         outcome: dict[str, Any] = {"error": None}
-    except Exception as exc:  # noqa: BLE001 (the test inspects whatever arrives)
+    except Exception as exc:
         outcome = {
             "error": type(exc).__name__,
             "permission": isinstance(exc, PermissionError),

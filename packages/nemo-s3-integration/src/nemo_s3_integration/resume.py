@@ -97,8 +97,8 @@ def rank_zero_check_resume(original: CheckResume) -> CheckResume:
 
     The wrapper keeps NeMo's signature. For a local dirpath, or without ``resume_if_exists``, it calls
     NeMo's function unchanged. For ``s3://`` it runs :func:`find_resume_checkpoint` on rank 0, shares the
-    result or any error (every rank raises it at once) when a process group exists, then calls NeMo's function with
-    ``resume_if_exists=False`` and the chosen path as ``resume_from_checkpoint``: NeMo then sets
+    result or any error (every rank raises it at once) when a process group exists, then calls NeMo's
+    function with ``resume_if_exists=False`` and the chosen path as ``resume_from_checkpoint``: NeMo then sets
     ``trainer.ckpt_path`` and tidies the log directory as usual, without listing.
 
     Args:

@@ -93,8 +93,8 @@ class _Failure:
     def of(cls, what: str, error: Exception) -> _Failure:
         try:
             pickled: bytes | None = pickle.dumps(error)
-            pickle.loads(pickled)  # noqa: S301 (our own bytes, from rank 0 of the same job)
-        except Exception:  # noqa: BLE001 (any failure means: send the description only)
+            pickle.loads(pickled)
+        except Exception:
             pickled = None
         kind = next((k for k in _BUILTIN_KINDS if isinstance(error, k)), RuntimeError)
         return cls(what, f"{type(error).__module__}.{type(error).__qualname__}", str(error), pickled, kind)
@@ -102,7 +102,7 @@ class _Failure:
     def error(self) -> Exception:
         """The error to raise on a rank other than 0: a copy of rank 0's, naming where it came from."""
         if self.pickled is not None:
-            copy: Exception = pickle.loads(self.pickled)  # noqa: S301 (see above)
+            copy: Exception = pickle.loads(self.pickled)
         else:
             copy = self.kind(f"{self.type_name}: {self.message}")
         copy.add_note(f"raised on global rank 0 while {self.what}; every rank raises it")
