@@ -49,6 +49,22 @@ def test_last_checkpoint_with_the_highest_step_is_chosen_without_end_checkpoints
     assert find_resume_checkpoint(dirpath) == f"{dirpath}/gpt--step=100-last.ckpt"
 
 
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        ("gpt--val_loss=0.1000-epoch=5-last.ckpt", "gpt--val_loss=0.2000-epoch=3-last.ckpt"),
+        ("gpt--val_loss=0.3000-epoch=1000-last.ckpt", "gpt--val_loss=0.4000-epoch=900-last.ckpt"),
+    ],
+)
+def test_nemo_default_names_without_a_step_resume_from_the_highest_epoch(
+    s3_client: Any, bucket: str, older: str, newer: str
+) -> None:
+    # NeMo's default filename is {name}--{val_loss:.4f}-{epoch}: no step. The checkpoint resumed from is
+    # never deleted, so after one resume there are two -last checkpoints; the higher epoch is the newer.
+    dirpath = _put(s3_client, bucket, older, newer)
+    assert find_resume_checkpoint(dirpath) == f"{dirpath}/{older}"
+
+
 def test_objects_beside_the_dirpath_are_not_candidates(s3_client: Any, bucket: str) -> None:
     dirpath = _put(s3_client, bucket, "gpt--step=5-last.ckpt")
     s3_client.put_object(Bucket=bucket, Key="run/checkpoints-old/gpt--step=99-last.ckpt", Body=b"x")

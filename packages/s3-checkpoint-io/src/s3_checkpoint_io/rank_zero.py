@@ -91,9 +91,11 @@ class _Failure:
 
     @classmethod
     def of(cls, what: str, error: Exception) -> _Failure:
+        pickled: bytes | None
         try:
-            pickled: bytes | None = pickle.dumps(error)
-            pickle.loads(pickled)
+            data = pickle.dumps(error)
+            pickle.loads(data)
+            pickled = data
         except Exception:
             pickled = None
         kind = next((k for k in _BUILTIN_KINDS if isinstance(error, k)), RuntimeError)
