@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from rank_env import rank_pythonpath
 
 from support.ranks import launch
 from support.s3_server import s3_environment
@@ -69,7 +69,7 @@ def test_access_denied_on_rank_zero_is_raised_on_every_rank(
         [str(tmp_path), "s3://locked-bucket/run/checkpoints"],
         # far below the 120 s collective timeout the ranks set: a rank left waiting would be killed
         timeout_s=90,
-        env={**s3_environment(url), "PYTHONPATH": _with_this_folder(os.environ.get("PYTHONPATH"))},
+        env={**s3_environment(url), "PYTHONPATH": rank_pythonpath()},
     )
 
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(WORLD_SIZE)]
@@ -80,8 +80,3 @@ def test_access_denied_on_rank_zero_is_raised_on_every_rank(
         assert any("raised on global rank 0" in note for note in result["notes"]), (rank, result)
     assert all(request.startswith("GET /locked-bucket") for request in seen), seen  # only rank 0 listed
     assert len(seen) == 1, seen
-
-
-def _with_this_folder(pythonpath: str | None) -> str:
-    # keep the caller's PYTHONPATH (the sources under test when run from a checkout) and add rank_probes'
-    return os.pathsep.join(filter(None, [str(Path(__file__).parent), pythonpath]))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rank_env import rank_pythonpath
 
 from nemo_s3_integration import find_resume_checkpoint
 from s3_checkpoint_io.rank_zero import broadcast_object, is_global_rank_zero
@@ -140,7 +141,7 @@ def test_broadcast_gives_every_rank_rank_zeros_object(tmp_path: Path) -> None:
         3,
         [str(tmp_path)],
         timeout_s=90,
-        env={"PYTHONPATH": str(Path(__file__).parent)},
+        env={"PYTHONPATH": rank_pythonpath()},
     )
     results = _rank_results(tmp_path, 3)
     assert [r["value"] for r in results] == [{"from": 0, "path": "s3://b/rank0.ckpt"}] * 3
@@ -153,7 +154,7 @@ def test_with_a_process_group_rank_zeros_choice_reaches_every_rank(
     dirpath = _put(s3_client, bucket, "gpt--step=7-last.ckpt", "gpt--step=8-end.ckpt")
     with FaultProxy(s3_server.endpoint_url) as proxy:
         env = {"AWS_ENDPOINT_URL": proxy.url, "AWS_ENDPOINT_URL_S3": proxy.url}
-        env["PYTHONPATH"] = str(Path(__file__).parent)
+        env["PYTHONPATH"] = rank_pythonpath()
         launch("rank_probes:check_resume_main", 2, [str(tmp_path), dirpath, "1"], timeout_s=90, env=env)
         assert proxy.count("ListObjectsV2") == 1
     for result in _rank_results(tmp_path, 2):
@@ -167,7 +168,7 @@ def test_with_a_process_group_rank_zeros_error_reaches_every_rank(
     s3_client: Any, bucket: str, tmp_path: Path
 ) -> None:
     dirpath = _put(s3_client, bucket, "gpt--step=8-end.ckpt")
-    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    env = {"PYTHONPATH": rank_pythonpath()}
     launch("rank_probes:check_resume_main", 2, [str(tmp_path), dirpath, "0"], timeout_s=90, env=env)
     for result in _rank_results(tmp_path, 2):
         assert "resume_past_end=True" in result["error"]
