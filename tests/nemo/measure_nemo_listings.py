@@ -18,6 +18,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+from rank_env import rank_pythonpath  # noqa: E402
+
 from support.fault_proxy import FaultProxy  # noqa: E402
 from support.ranks import launch  # noqa: E402
 from support.s3_server import new_bucket_name, running_moto_server, s3_environment  # noqa: E402
@@ -38,7 +40,7 @@ def main() -> None:
         ):
             with FaultProxy(server.endpoint_url) as proxy:
                 env = s3_environment(proxy.url)
-                env["PYTHONPATH"] = str(HERE)
+                env["PYTHONPATH"] = rank_pythonpath()
                 results = launch(target, WORLD_SIZE, args, timeout_s=300, env=env)
                 counts = proxy.counts()
             paths = sorted({line for r in results for line in r.output.splitlines() if "resume path" in line})

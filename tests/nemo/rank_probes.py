@@ -21,7 +21,7 @@ def _leave_process_group() -> None:
 
 def broadcast_main(out_dir: str) -> None:
     """Every rank offers its own value; every rank must end up with rank 0's."""
-    from nemo_s3_integration.broadcast import broadcast_object, is_global_rank_zero
+    from s3_checkpoint_io.rank_zero import broadcast_object, is_global_rank_zero
 
     init_process_group()
     rank = int(os.environ["RANK"])
@@ -44,5 +44,31 @@ def check_resume_main(out_dir: str, dirpath: str, resume_past_end: str) -> None:
         outcome: dict[str, Any] = {"nemo_called_with": [list(map(str, call[2:])) for call in calls]}
     except ValueError as exc:
         outcome = {"error": str(exc)}
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(outcome))
+    _leave_process_group()
+
+
+def check_resume_failure_main(out_dir: str, dirpath: str) -> None:
+    """Discovery fails on rank 0 (not a not-found): every rank must raise the same kind of error."""
+    import time
+
+    from nemo_s3_integration.resume import rank_zero_check_resume
+
+    init_process_group(timeout_s=120)
+    rank = int(os.environ["RANK"])
+    wrapped = rank_zero_check_resume(lambda *args: None)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(checkpoint_io=None))
+    started = time.monotonic()
+    try:
+        wrapped(trainer, "/logs", True, False, False, dirpath, None)
+        outcome: dict[str, Any] = {"error": None}
+    except Exception as exc:
+        outcome = {
+            "error": type(exc).__name__,
+            "permission": isinstance(exc, PermissionError),
+            "message": str(exc),
+            "notes": getattr(exc, "__notes__", []),
+        }
+    outcome["seconds"] = time.monotonic() - started
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(outcome))
     _leave_process_group()

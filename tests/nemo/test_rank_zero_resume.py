@@ -12,6 +12,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from nemo_app import TinyRegression
+from rank_env import rank_pythonpath
 
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
@@ -75,7 +76,7 @@ def test_four_ranks_resume_from_one_listing_on_rank_zero(
             env={
                 "AWS_ENDPOINT_URL": proxy.url,
                 "AWS_ENDPOINT_URL_S3": proxy.url,
-                "PYTHONPATH": str(Path(__file__).parent),
+                "PYTHONPATH": rank_pythonpath(),
             },
         )
         listings = proxy.count("ListObjectsV2")

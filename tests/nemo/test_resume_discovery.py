@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rank_env import rank_pythonpath
 
 from nemo_s3_integration import find_resume_checkpoint
-from nemo_s3_integration.broadcast import broadcast_object, is_global_rank_zero
+from s3_checkpoint_io.rank_zero import broadcast_object, is_global_rank_zero
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
 from support.s3_server import MotoServer
@@ -47,6 +48,22 @@ def test_last_checkpoint_with_the_highest_step_is_chosen_without_end_checkpoints
         s3_client, bucket, "gpt--step=90-last.ckpt", "gpt--step=100-last.ckpt", "gpt--step=95.ckpt"
     )
     assert find_resume_checkpoint(dirpath) == f"{dirpath}/gpt--step=100-last.ckpt"
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        ("gpt--val_loss=0.1000-epoch=5-last.ckpt", "gpt--val_loss=0.2000-epoch=3-last.ckpt"),
+        ("gpt--val_loss=0.3000-epoch=1000-last.ckpt", "gpt--val_loss=0.4000-epoch=900-last.ckpt"),
+    ],
+)
+def test_nemo_default_names_without_a_step_resume_from_the_highest_epoch(
+    s3_client: Any, bucket: str, older: str, newer: str
+) -> None:
+    # NeMo's default filename is {name}--{val_loss:.4f}-{epoch}: no step. The checkpoint resumed from is
+    # never deleted, so after one resume there are two -last checkpoints; the higher epoch is the newer.
+    dirpath = _put(s3_client, bucket, older, newer)
+    assert find_resume_checkpoint(dirpath) == f"{dirpath}/{older}"
 
 
 def test_objects_beside_the_dirpath_are_not_candidates(s3_client: Any, bucket: str) -> None:
@@ -124,7 +141,7 @@ def test_broadcast_gives_every_rank_rank_zeros_object(tmp_path: Path) -> None:
         3,
         [str(tmp_path)],
         timeout_s=90,
-        env={"PYTHONPATH": str(Path(__file__).parent)},
+        env={"PYTHONPATH": rank_pythonpath()},
     )
     results = _rank_results(tmp_path, 3)
     assert [r["value"] for r in results] == [{"from": 0, "path": "s3://b/rank0.ckpt"}] * 3
@@ -137,7 +154,7 @@ def test_with_a_process_group_rank_zeros_choice_reaches_every_rank(
     dirpath = _put(s3_client, bucket, "gpt--step=7-last.ckpt", "gpt--step=8-end.ckpt")
     with FaultProxy(s3_server.endpoint_url) as proxy:
         env = {"AWS_ENDPOINT_URL": proxy.url, "AWS_ENDPOINT_URL_S3": proxy.url}
-        env["PYTHONPATH"] = str(Path(__file__).parent)
+        env["PYTHONPATH"] = rank_pythonpath()
         launch("rank_probes:check_resume_main", 2, [str(tmp_path), dirpath, "1"], timeout_s=90, env=env)
         assert proxy.count("ListObjectsV2") == 1
     for result in _rank_results(tmp_path, 2):
@@ -151,7 +168,7 @@ def test_with_a_process_group_rank_zeros_error_reaches_every_rank(
     s3_client: Any, bucket: str, tmp_path: Path
 ) -> None:
     dirpath = _put(s3_client, bucket, "gpt--step=8-end.ckpt")
-    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    env = {"PYTHONPATH": rank_pythonpath()}
     launch("rank_probes:check_resume_main", 2, [str(tmp_path), dirpath, "0"], timeout_s=90, env=env)
     for result in _rank_results(tmp_path, 2):
         assert "resume_past_end=True" in result["error"]

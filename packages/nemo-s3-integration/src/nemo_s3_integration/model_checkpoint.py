@@ -24,6 +24,8 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
 
 from s3_checkpoint_io import S3CheckpointIO
+from s3_checkpoint_io.rank_zero import share_from_rank_zero
+from s3_checkpoint_io.removal import may_remove_checkpoint
 from s3_dirpath_utils import is_s3_url, normalize_s3_url
 
 logger = logging.getLogger(__name__)
@@ -106,28 +108,18 @@ class S3NeMoModelCheckpoint(NeMoModelCheckpoint):  # type: ignore[misc]
                 f"{type(checkpoint_io).__name__}; set the Trainer up with nemo_s3_integration.s3_exp_manager"
             )
         # S3CheckpointIO.exists also counts a save still uploading in the background.
-        exists = checkpoint_io.exists(filepath) if trainer.is_global_zero else False
-        return bool(trainer.strategy.broadcast(exists))
+        return share_from_rank_zero(
+            lambda: checkpoint_io.exists(filepath), what=f"checking whether {filepath} exists"
+        )
 
     def _should_remove_checkpoint(self, trainer: Any, previous: str, current: str) -> bool:
         if not self._on_s3:
             return bool(super()._should_remove_checkpoint(trainer, previous, current))
-        if previous == current:
-            return False
         # NeMo seeds last_model_path with the resume path, and Lightning deletes any non-local "previous"
-        # path: keep the checkpoint training resumed from (as Lightning does on local disk) and never delete
-        # outside this dirpath (resume_from_checkpoint may point into another run).
-        if not is_s3_url(previous):
-            return False
-        previous_url = normalize_s3_url(previous)
-        if not previous_url.startswith(normalize_s3_url(str(self.dirpath)).rstrip("/") + "/"):
-            logger.info("not removing %s: it is outside %s", previous_url, self.dirpath)
-            return False
-        resumed = trainer.ckpt_path
-        if resumed is not None and is_s3_url(str(resumed)) and normalize_s3_url(str(resumed)) == previous_url:
-            logger.info("not removing %s: training resumed from it", previous_url)
-            return False
-        return True
+        # path: the shared rule keeps the checkpoint training resumed from and anything outside dirpath.
+        return may_remove_checkpoint(
+            previous, current, dirpath=str(self.dirpath), resumed_from=trainer.ckpt_path
+        )
 
     @property
     def _saved_checkpoint_paths(self) -> Iterable[Path]:

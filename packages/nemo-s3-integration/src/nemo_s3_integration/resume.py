@@ -2,9 +2,10 @@
 
 NeMo 3.0.0's ``check_resume`` lists the checkpoint prefix on every rank (its rank-0 guard is always
 true for ``s3://`` paths), so a thousand-rank job sends a thousand listings at once and S3 throttles them.
-Here global rank 0 lists once and picks by name (``*end.ckpt`` before ``*last.ckpt``, then the highest
-step); the other ranks receive the path by broadcast, either at once when a process group already exists,
-or when Lightning has created it (see :mod:`nemo_s3_integration.connector`).
+Here global rank 0 lists once and picks by :mod:`s3_utils.checkpoint_names`' rule (``*end.ckpt`` before
+``*last.ckpt``, then the highest step, epoch, LastModified); the other ranks receive the path, or rank 0's
+error, by broadcast at once when a process group already exists, or the path when Lightning has created
+the group (see :mod:`nemo_s3_integration.connector`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nemo_s3_integration.broadcast import broadcast_object, is_global_rank_zero
 from s3_checkpoint_io import S3CheckpointIO
+from s3_checkpoint_io.rank_zero import share_from_rank_zero
 from s3_dirpath_utils import is_s3_url, join_s3_url, require_s3_url
-from s3_utils import S3ClientConfig, S3Store, TransferConfig
+from s3_utils import ObjectInfo, S3ClientConfig, S3Store, TransferConfig
 from s3_utils.checkpoint_names import choose_resume_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -35,9 +36,10 @@ def find_resume_checkpoint(
 ) -> str | None:
     """List ``dirpath`` once and pick the checkpoint to resume from.
 
-    ``*end.ckpt`` (a finished run) wins over ``*last.ckpt``; among several of a kind the highest
-    ``step=<n>`` in the name wins (never the modification time); checkpoints with an ``-unfinished`` marker
-    are skipped.
+    The rule is :func:`s3_utils.checkpoint_names.choose_resume_checkpoint`: ``*end.ckpt`` (a finished
+    run) wins over ``*last.ckpt``; checkpoints with an ``-unfinished`` marker are skipped; among several of
+    a kind the highest ``step=<n>`` in the name wins, then the highest ``epoch=<n>``, then the newest
+    LastModified.
 
     Args:
         dirpath: the ``s3://bucket/prefix`` that ModelCheckpoint saves into.
@@ -56,20 +58,23 @@ def find_resume_checkpoint(
     """
     prefix = join_s3_url(require_s3_url(dirpath, "resume discovery dirpath"), "/")
     started = time.perf_counter()
+    listed: list[ObjectInfo]
     if isinstance(source, S3CheckpointIO):
-        names = [info.url for info in source.list_objects(prefix)]
+        listed = list(source.list_objects(prefix))
     elif source is not None:
-        names = [info.url for info in source.iter_objects(prefix)]
+        listed = list(source.iter_objects(prefix))
     else:
         with S3Store(S3ClientConfig.from_env(), TransferConfig()) as store:
-            names = [info.url for info in store.iter_objects(prefix)]
-    chosen = choose_resume_checkpoint(names)
+            listed = list(store.iter_objects(prefix))
+    choice = choose_resume_checkpoint(listed)
+    chosen = None if choice is None else choice.checkpoint.url
     logger.info(
-        "resume discovery listed %d objects under %s in %.2f s; chose %s",
-        len(names),
+        "resume discovery listed %d objects under %s in %.2f s; chose %s (%s)",
+        len(listed),
         prefix,
         time.perf_counter() - started,
         chosen,
+        "nothing qualifies" if choice is None else choice.reason,
     )
     if chosen is None:
         if resume_ignore_no_checkpoint:
@@ -92,8 +97,8 @@ def rank_zero_check_resume(original: CheckResume) -> CheckResume:
 
     The wrapper keeps NeMo's signature. For a local dirpath, or without ``resume_if_exists``, it calls
     NeMo's function unchanged. For ``s3://`` it runs :func:`find_resume_checkpoint` on rank 0, shares the
-    result (or the error) when a process group exists, then calls NeMo's function with
-    ``resume_if_exists=False`` and the chosen path as ``resume_from_checkpoint``: NeMo then sets
+    result or any error (every rank raises it at once) when a process group exists, then calls NeMo's
+    function with ``resume_if_exists=False`` and the chosen path as ``resume_from_checkpoint``: NeMo then sets
     ``trainer.ckpt_path`` and tidies the log directory as usual, without listing.
 
     Args:
@@ -123,22 +128,18 @@ def rank_zero_check_resume(original: CheckResume) -> CheckResume:
                 resume_from_checkpoint,
             )
         assert dirpath is not None  # is_s3_url(None) is False
-        found: str | None = None
-        error: Exception | None = None
-        if is_global_rank_zero():
-            try:
-                checkpoint_io = trainer.strategy.checkpoint_io
-                found = find_resume_checkpoint(
-                    str(dirpath),
-                    resume_past_end=resume_past_end,
-                    resume_ignore_no_checkpoint=resume_ignore_no_checkpoint,
-                    source=checkpoint_io if isinstance(checkpoint_io, S3CheckpointIO) else None,
-                )
-            except (FileNotFoundError, ValueError) as exc:
-                error = exc
-        found, error = broadcast_object((found, error))
-        if error is not None:
-            raise error
+        checkpoint_io = trainer.strategy.checkpoint_io
+        found = share_from_rank_zero(
+            lambda: find_resume_checkpoint(
+                str(dirpath),
+                resume_past_end=resume_past_end,
+                resume_ignore_no_checkpoint=resume_ignore_no_checkpoint,
+                source=checkpoint_io if isinstance(checkpoint_io, S3CheckpointIO) else None,
+            ),
+            what=f"looking for a checkpoint to resume from under {dirpath}",
+            # Before the process group exists only rank 0 knows; S3ResumeConnector shares its path later.
+            without_group=lambda: None,
+        )
         # As in NeMo, a checkpoint found in dirpath wins over an explicit resume_from_checkpoint.
         checkpoint = found or resume_from_checkpoint
         return original(

@@ -4,26 +4,34 @@ Stock ``ModelCheckpoint`` handles remote paths through fsspec in three places th
 resuming with ``ckpt_path="last"`` finds nothing (``os.path.normpath`` turns ``s3://b/k`` into
 ``s3:/b/k``, Lightning #18261), and top-k / last clean-up deletes any remote "previous" checkpoint,
 including the one the run resumed from or one in another run's directory (Lightning #21813). This
-subclass keeps the URL intact, asks the trainer's ``S3CheckpointIO`` whether objects exist and what is
-there, and deletes only inside its own dirpath, never the checkpoint the run resumed from.
+subclass keeps the URL intact, asks the trainer's ``S3CheckpointIO`` (so the endpoint and credentials
+given in code, never fsspec's environment-only view) whether objects exist and what is there, does each
+of those lookups once on global rank 0 and shares the outcome with every rank, picks the last
+checkpoint by :mod:`s3_utils.checkpoint_names`' rule, and deletes only inside its own dirpath, never the
+checkpoint the run resumed from (:mod:`s3_checkpoint_io.removal`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 from s3_checkpoint_io._compat import override
+from s3_checkpoint_io._last_checkpoint import ListedCheckpoint, answer_connector_probes
 from s3_checkpoint_io._stats import _find_s3_checkpoint_io
 from s3_checkpoint_io.checkpoint_io import PathLike, S3CheckpointIO
-from s3_dirpath_utils import is_s3_url, normalize_s3_url, require_s3_url
-from s3_utils.checkpoint_names import step_from_name
+from s3_checkpoint_io.rank_zero import share_from_rank_zero
+from s3_checkpoint_io.removal import may_remove_checkpoint
+from s3_dirpath_utils import normalize_s3_url, require_s3_url
+from s3_utils import ObjectInfo
+from s3_utils.checkpoint_names import is_unfinished_marker, newest_checkpoint, unfinished_names
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,11 @@ class S3ModelCheckpoint(ModelCheckpoint):
         ckpt = S3ModelCheckpoint(dirpath="s3://bucket/run1", save_last=True, every_n_train_steps=100)
         trainer = Trainer(plugins=[io], callbacks=[ckpt])
         trainer.fit(model, ckpt_path="last")  # resumes from the newest last checkpoint, if any
+
+    ``ckpt_path="last"`` picks the newest ``last`` checkpoint in the dirpath by the highest step in the
+    name, then epoch, then LastModified (:func:`s3_utils.checkpoint_names.newest_checkpoint`), skipping one
+    with an ``-unfinished`` marker. Listings and existence checks run on global rank 0 and their outcome
+    (or error) is broadcast once a process group exists; before Lightning creates it, each rank lists.
 
     Args:
         dirpath: where checkpoints go, ``s3://bucket/prefix``.
@@ -53,6 +66,7 @@ class S3ModelCheckpoint(ModelCheckpoint):
         if kwargs.get("save_last") == "link":
             raise ValueError("S3ModelCheckpoint(save_last='link') is not supported: S3 has no links")
         super().__init__(dirpath=url.rstrip("/"), **kwargs)
+        answer_connector_probes()
 
     @property
     def dir_url(self) -> str:
@@ -64,56 +78,55 @@ class S3ModelCheckpoint(ModelCheckpoint):
         # Lightning's own setup lists the directory through fsspec; do the same through S3CheckpointIO.
         io = self._checkpoint_io(trainer)
         self.dirpath = trainer.strategy.broadcast(self.dir_url)
-        checks = trainer.is_global_zero and stage == "fit" and self.save_top_k != 0
-        if checks and next(iter(io.list_objects(self.dir_url + "/")), None) is not None:
+        if stage != "fit" or self.save_top_k == 0:
+            return
+        prefix = self.dir_url + "/"
+        not_empty = share_from_rank_zero(
+            lambda: next(iter(io.list_objects(prefix)), None) is not None, what=f"listing {prefix}"
+        )
+        if not_empty:
             rank_zero_warn(f"Checkpoint directory {self.dir_url} exists and is not empty.")
 
     @override
     def file_exists(self, filepath: PathLike, trainer: pl.Trainer) -> bool:
         """Whether ``filepath`` exists in S3 (or is being uploaded), decided on rank 0 for all ranks."""
-        exists = self._checkpoint_io(trainer).exists(filepath) if trainer.is_global_zero else False
-        return bool(trainer.strategy.broadcast(exists))
+        io = self._checkpoint_io(trainer)
+        return share_from_rank_zero(lambda: io.exists(filepath), what=f"checking whether {filepath} exists")
 
     @override
     def _find_last_checkpoints(self, trainer: pl.Trainer) -> set[str]:
-        # Lightning picks the newest of these by modification time, through fsspec; hand it only the
-        # one we choose (highest step in the name, then newest), with the URL intact.
+        # Lightning picks the newest of these by modification time, probing each through fsspec; hand it
+        # only the one we choose, as a ListedCheckpoint that answers those probes itself.
         io = self._checkpoint_io(trainer)
+        prefix = self.dir_url + "/"
+        found = share_from_rank_zero(
+            lambda: self._newest_last(io.list_objects(prefix)),
+            what=f"listing {prefix} for the last checkpoint",
+        )
+        return set() if found is None else {found}
+
+    def _newest_last(self, listed: Iterable[ObjectInfo]) -> ListedCheckpoint | None:
         pattern = _last_name_pattern(self.CHECKPOINT_NAME_LAST, self.FILE_EXTENSION)
-        best: tuple[int, float, str] | None = None
-        for info in io.list_objects(self.dir_url + "/"):
-            name = info.url[len(self.dir_url) + 1 :]
-            if "/" in name or not pattern.match(name):
-                continue
-            step = step_from_name(name)
-            modified = info.last_modified.timestamp() if info.last_modified is not None else 0.0
-            key = (-1 if step is None else step, modified, info.url)
-            if best is None or key > best:
-                best = key
-        if best is None:
-            return set()
-        # fsspec may hold a stale listing of this directory from earlier in the process.
-        get_filesystem(best[2]).invalidate_cache()
-        return {best[2]}
+        direct = [info for info in listed if "/" not in info.url[len(self.dir_url) + 1 :]]
+        unfinished = unfinished_names(info.url for info in direct)
+        last = [
+            info
+            for info in direct
+            if pattern.match(info.url[len(self.dir_url) + 1 :])
+            and info.url not in unfinished
+            and not is_unfinished_marker(info.url)
+        ]
+        choice = newest_checkpoint(last)
+        if choice is None:
+            return None
+        info = choice.checkpoint
+        log.info("last checkpoint under %s: %s (%s)", self.dir_url, info.url, choice.reason)
+        modified = info.last_modified or datetime.fromtimestamp(0, UTC)
+        return ListedCheckpoint(info.url, modified)
 
     @override
     def _should_remove_checkpoint(self, trainer: pl.Trainer, previous: str, current: str) -> bool:
-        if previous == current:
-            return False
-        if not is_s3_url(previous):
-            log.warning("not removing %s: it is not under %s", previous, self.dir_url)
-            return False
-        previous_url = normalize_s3_url(previous)
-        if not previous_url.startswith(self.dir_url + "/"):
-            log.warning(
-                "not removing %s: it is outside this callback's dirpath %s", previous_url, self.dir_url
-            )
-            return False
-        resumed = trainer.ckpt_path
-        if resumed is not None and is_s3_url(resumed) and normalize_s3_url(resumed) == previous_url:
-            log.info("not removing %s: training resumed from it", previous_url)
-            return False
-        return True
+        return may_remove_checkpoint(previous, current, dirpath=self.dir_url, resumed_from=trainer.ckpt_path)
 
     def _checkpoint_io(self, trainer: pl.Trainer) -> S3CheckpointIO:
         io = _find_s3_checkpoint_io(trainer)

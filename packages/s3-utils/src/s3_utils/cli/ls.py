@@ -6,10 +6,17 @@ import argparse
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from s3_utils import ObjectInfo
-from s3_utils.checkpoint_names import UNFINISHED_SUFFIX, choose_resume_checkpoint, step_from_name
+from s3_utils.checkpoint_names import (
+    NamedCheckpoint,
+    ResumeChoice,
+    choose_resume_checkpoint,
+    is_unfinished_marker,
+    step_from_name,
+    unfinished_names,
+)
 from s3_utils.cli import exit_codes
 from s3_utils.cli.console import Console
 from s3_utils.cli.formatting import human_size, utc_time
@@ -17,7 +24,7 @@ from s3_utils.cli.store import open_store
 from s3_utils.cli.urls import as_prefix, s3_url
 from s3_utils.errors import S3NotFoundError
 
-HELP = "list checkpoints under a dirpath: size, time, step, and what a resume would load"
+HELP = "list checkpoints under a dirpath: size, time, age, step, and what a resume would load and why"
 
 
 @dataclass(frozen=True)
@@ -98,26 +105,29 @@ def run(args: argparse.Namespace, console: Console) -> int:
             entries = [e for e in group_entries(prefix, [store.head(url)]) if e.url == url]
     if not entries:
         raise S3NotFoundError(f"nothing under {prefix}; check the bucket and the dirpath")
-    resume = choose_resume_checkpoint(e.name for e in entries)
-    names = {e.name for e in entries}
+    choice = choose_resume_checkpoint(NamedCheckpoint(e.name, e.modified) for e in entries)
+    resume = None if choice is None else choice.checkpoint.url
     if args.json:
-        console.print(json.dumps(_as_json(prefix, entries, resume), indent=2))
+        console.print(json.dumps(_as_json(prefix, entries, choice), indent=2))
         return exit_codes.OK
-    console.print(f"{'':2}{'SIZE':>10}  {'MODIFIED (UTC)':<19}  {'STEP':>8}  NAME")
+    unfinished = unfinished_names(e.name for e in entries)
+    now = datetime.now(UTC)
+    console.print(f"{'':2}{'SIZE':>10}  {'MODIFIED (UTC)':<19}  {'AGE':>5}  {'STEP':>8}  NAME")
     for entry in entries:
         mark = "* " if entry.name == resume else "  "
         step = "-" if entry.step is None else str(entry.step)
-        note = _note(entry, names)
         console.print(
-            f"{mark}{human_size(entry.size):>10}  {_time(entry.modified):<19}  {step:>8}  "
-            f"{entry.name}{'/' if entry.is_folder else ''}{note}"
+            f"{mark}{human_size(entry.size):>10}  {_time(entry.modified):<19}  "
+            f"{_age(entry.modified, now):>5}  {step:>8}  "
+            f"{entry.name}{'/' if entry.is_folder else ''}{_note(entry, unfinished)}"
         )
     total = sum(e.size for e in entries)
     console.print(f"{len(entries)} entries, {human_size(total)} under {prefix}")
-    if resume is None:
+    if choice is None:
         console.print("resume: none (no *last.ckpt or *end.ckpt here); training would start from scratch")
     else:
-        console.print(f"resume: {prefix}{resume}")
+        console.print(f"resume would pick {choice.checkpoint.url}: {choice.reason}")
+        console.print(f"resume: {prefix}{choice.checkpoint.url}")
     return exit_codes.OK
 
 
@@ -125,23 +135,35 @@ def _time(moment: datetime | None) -> str:
     return "-" if moment is None else utc_time(moment)
 
 
-def _note(entry: Entry, names: set[str]) -> str:
+def _age(moment: datetime | None, now: datetime) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: how long ago ``moment`` was (``-`` when unknown)."""
+    if moment is None:
+        return "-"
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _note(entry: Entry, unfinished: set[str]) -> str:
     notes = []
     if entry.is_folder:
         notes.append(f"{entry.objects} objects")
-    if entry.name.endswith(UNFINISHED_SUFFIX):
+    if is_unfinished_marker(entry.name):
         notes.append("marker: save in progress or interrupted")
-    elif f"{entry.name}{UNFINISHED_SUFFIX}" in names or (
-        entry.name.endswith(".ckpt") and f"{entry.name[: -len('.ckpt')]}{UNFINISHED_SUFFIX}" in names
-    ):
+    elif entry.name in unfinished:
         notes.append("unfinished, never resumed from")
     return f"  ({'; '.join(notes)})" if notes else ""
 
 
-def _as_json(prefix: str, entries: list[Entry], resume: str | None) -> dict[str, object]:
+def _as_json(
+    prefix: str, entries: list[Entry], choice: ResumeChoice[NamedCheckpoint] | None
+) -> dict[str, object]:
     return {
         "dirpath": prefix,
-        "resume": None if resume is None else prefix + resume,
+        "resume": None if choice is None else prefix + choice.checkpoint.url,
+        "resume_reason": None if choice is None else choice.reason,
         "checkpoints": [
             {
                 "name": e.name,

@@ -1,0 +1,158 @@
+"""Do S3 discovery once, on global rank 0, and give every rank its outcome: the result or the error.
+
+A listing or HEAD on every rank multiplies requests by the world size (S3 throttles a prefix at a few
+thousand requests per second), so discovery runs on global rank 0 and the outcome is broadcast. The
+outcome, not only the value: when rank 0 fails (access denied, endpoint down) and the other ranks waited
+for a value, they would sit in the collective until its timeout (30 minutes by default) and then fail with
+an unrelated message. Here every rank raises an equivalent error as soon as rank 0 has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_RANK_VARIABLES = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK")
+# An error that does not survive pickling is raised as the first of these it is an instance of, so that
+# ``except PermissionError`` (access denied) or ``except FileNotFoundError`` still works on every rank.
+_BUILTIN_KINDS: tuple[type[Exception], ...] = (
+    PermissionError,
+    FileNotFoundError,
+    ConnectionError,
+    TimeoutError,
+    ValueError,
+    TypeError,
+    OSError,
+)
+
+
+def distributed_ready() -> bool:
+    """True when a torch.distributed process group with more than one rank is initialised."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_global_rank_zero() -> bool:
+    """True on global rank 0, also before the process group exists.
+
+    Read from torch.distributed when it is initialised, otherwise from the launcher's environment:
+    ``RANK`` (torchrun, Lightning), ``SLURM_PROCID``, ``OMPI_COMM_WORLD_RANK``, else ``NODE_RANK`` /
+    ``GROUP_RANK`` with ``LOCAL_RANK`` (unset means 0, as for a single process).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value == "0"
+    node = os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")).strip() or "0"
+    local = os.environ.get("LOCAL_RANK", "0").strip() or "0"
+    return node == "0" and local == "0"
+
+
+def broadcast_object(obj: T, src: int = 0) -> T:
+    """Return ``obj`` as rank ``src`` holds it, on every rank.
+
+    Every rank of the default process group must call this (it is a collective). Without an initialised
+    process group (one process, or before Lightning sets one up) it returns ``obj`` unchanged.
+
+    Args:
+        obj: any picklable object; only rank ``src``'s value matters.
+        src: the global rank whose value wins.
+
+    Returns:
+        Rank ``src``'s object.
+    """
+    if not distributed_ready():
+        return obj
+    box: list[object] = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Rank 0's error as it travels: the error itself when it pickles, else its type and message."""
+
+    what: str
+    type_name: str
+    message: str
+    pickled: bytes | None
+    kind: type[Exception]
+
+    @classmethod
+    def of(cls, what: str, error: Exception) -> _Failure:
+        pickled: bytes | None
+        try:
+            data = pickle.dumps(error)
+            pickle.loads(data)
+            pickled = data
+        except Exception:
+            pickled = None
+        kind = next((k for k in _BUILTIN_KINDS if isinstance(error, k)), RuntimeError)
+        return cls(what, f"{type(error).__module__}.{type(error).__qualname__}", str(error), pickled, kind)
+
+    def error(self) -> Exception:
+        """The error to raise on a rank other than 0: a copy of rank 0's, naming where it came from."""
+        if self.pickled is not None:
+            copy: Exception = pickle.loads(self.pickled)
+        else:
+            copy = self.kind(f"{self.type_name}: {self.message}")
+        copy.add_note(f"raised on global rank 0 while {self.what}; every rank raises it")
+        return copy
+
+
+def share_from_rank_zero(
+    compute: Callable[[], T], *, what: str, without_group: Callable[[], T] | None = None
+) -> T:
+    """Run ``compute`` on global rank 0 only and give its outcome to every rank.
+
+    With a process group, every rank must call this (it is a collective): rank 0 runs ``compute``, then
+    every rank returns its result, or raises its error (the same type and message: a copy of the error
+    when it pickles, else the nearest built-in type, e.g. ``PermissionError`` for access denied).
+
+    Without a process group (one process, or before Lightning creates it), rank 0 runs ``compute`` and the
+    other ranks run ``without_group`` (default: ``compute`` itself, as they cannot be told the result).
+
+    Args:
+        compute: the discovery to do once (S3 requests); its result must pickle.
+        what: what it does, for the note on the other ranks' error, e.g. ``"listing s3://b/run/"``.
+        without_group: what ranks other than 0 do when there is no process group to share through.
+
+    Returns:
+        Rank 0's result.
+
+    Raises:
+        Exception: rank 0's error, on every rank.
+    """
+    if not distributed_ready():
+        if is_global_rank_zero() or without_group is None:
+            return compute()
+        return without_group()
+    outcome: tuple[bool, object]
+    error: Exception | None = None
+    if dist.get_rank() == 0:
+        try:
+            outcome = (True, compute())
+        except Exception as exc:
+            error = exc
+            outcome = (False, _Failure.of(what, exc))
+    else:
+        outcome = (False, None)
+    ok, value = broadcast_object(outcome)
+    if error is not None:
+        raise error
+    if ok:
+        return value  # type: ignore[return-value]
+    assert isinstance(value, _Failure)
+    log.debug("rank %d: rank 0 failed %s: %s", dist.get_rank(), what, value.message)
+    raise value.error()
