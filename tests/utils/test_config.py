@@ -71,3 +71,13 @@ def test_from_env_reads_endpoint_region_and_profile() -> None:
         S3ClientConfig.from_env({"AWS_ENDPOINT_URL": "http://generic:1"}).endpoint_url == "http://generic:1"
     )
     assert S3ClientConfig.from_env({}, region="us-west-2").region == "us-west-2"
+
+
+def test_resolve_takes_a_whole_config_or_fields_never_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    whole = S3ClientConfig(endpoint_url="http://127.0.0.1:2")
+    assert S3ClientConfig.resolve(whole) is whole
+    assert S3ClientConfig.resolve(region="eu-west-1").endpoint_url == "http://127.0.0.1:1"
+    assert S3ClientConfig.resolve(endpoint_url="http://127.0.0.1:3").endpoint_url == "http://127.0.0.1:3"
+    with pytest.raises(S3ConfigError, match=r"either client_config or \['region'\], not both"):
+        S3ClientConfig.resolve(whole, region="eu-west-1")

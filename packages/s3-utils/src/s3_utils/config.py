@@ -120,6 +120,41 @@ class S3ClientConfig:
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
+    @classmethod
+    def resolve(
+        cls,
+        client_config: S3ClientConfig | None = None,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+    ) -> S3ClientConfig:
+        """The config a plugin's constructor arguments describe: a whole config, or a few fields.
+
+        Args:
+            client_config: a complete config; returned as it is.
+            endpoint_url: set explicitly instead of from the environment.
+            region: set explicitly instead of from the environment.
+            profile: set explicitly instead of from the environment.
+
+        Returns:
+            ``client_config``, or :meth:`from_env` with the given fields winning.
+
+        Raises:
+            S3ConfigError: if ``client_config`` comes with one of the fields (which would be ignored),
+                or a value is invalid.
+        """
+        overrides = {"endpoint_url": endpoint_url, "region": region, "profile": profile}
+        given = {name: value for name, value in overrides.items() if value is not None}
+        if client_config is None:
+            return cls.from_env(None, **given)
+        if given:
+            raise S3ConfigError(
+                f"pass either client_config or {sorted(given)}, not both; put those settings in the "
+                "S3ClientConfig"
+            )
+        return client_config
+
     def read_timeout_for(self, nbytes: int) -> float:
         """The read timeout of a request that moves ``nbytes`` bytes (see ``read_timeout``)."""
         return self.read_timeout + nbytes / (self.min_throughput_MiB_s * MiB)

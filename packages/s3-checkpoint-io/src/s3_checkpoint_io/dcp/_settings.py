@@ -31,14 +31,9 @@ class StoreSettings:
         client_config: S3ClientConfig | None,
     ) -> StoreSettings:
         """Settings from the constructor arguments (unset ones come from the ``AWS_*`` environment)."""
-        overrides = {"endpoint_url": endpoint_url, "region": region, "profile": profile}
-        given = {name: value for name, value in overrides.items() if value is not None}
-        if client_config is not None and given:
-            raise ValueError(
-                f"pass either client_config or {sorted(given)}, not both; put those settings in the "
-                "S3ClientConfig"
-            )
-        config = client_config if client_config is not None else S3ClientConfig.from_env(None, **given)
+        config = S3ClientConfig.resolve(
+            client_config, endpoint_url=endpoint_url, region=region, profile=profile
+        )
         return cls(config, TransferConfig(chunk_size_MB=chunk_size_MB, max_concurrency=max_concurrency))
 
     def open_store(self) -> S3Store:
