@@ -299,9 +299,7 @@ class S3CheckpointIO(CheckpointIO):
             download_s = time.perf_counter() - started
             view = files[0].buffer()
             try:
-                checkpoint = load_from_buffer(
-                    view, url, map_location, weights_only, mapped_path=files[0].path
-                )
+                checkpoint = load_from_buffer(view, url, map_location, weights_only, mapped=files[0])
             finally:
                 view.release()
             return checkpoint, info.size, download_s
