@@ -118,9 +118,11 @@ def checkpoints(draw: st.DrawFn) -> dict[str, Any]:
     leaves = st.sampled_from(pool) | st.none() | st.integers() | st.text(max_size=4) | st.floats()
     nested = st.recursive(
         leaves,
-        lambda inner: st.lists(inner, max_size=3)
-        | st.tuples(inner, inner)
-        | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.tuples(inner, inner)
+            | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+        ),
         max_leaves=12,
     )
     state: dict[str, Any] = draw(st.dictionaries(st.text(max_size=4), nested, max_size=4))

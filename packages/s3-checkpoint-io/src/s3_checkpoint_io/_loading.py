@@ -92,23 +92,25 @@ class _CopyOut:
         nbytes = storage.nbytes()
         offset = self._mapped.offset_at(storage.data_ptr()) if nbytes else None
         if offset is None:
-            return storage.clone()  # type: ignore[no-untyped-call]
-        copied = torch.UntypedStorage(nbytes)
-        target = torch.empty(0, dtype=torch.uint8).set_(copied)
+            clone: torch.UntypedStorage = storage.clone()  # type: ignore[no-untyped-call]
+            return clone
+        target = torch.empty(nbytes, dtype=torch.uint8)
         # Read through the download's own mapping, whose pages are already in place (torch's would
         # fault each one in again).
         file = self._mapped.buffer()
         try:
             for start in range(0, nbytes, _COPY_CHUNK):
                 end = min(start + _COPY_CHUNK, nbytes)
-                target[start:end].copy_(torch.frombuffer(file[offset + start : offset + end], dtype=torch.uint8))
+                target[start:end].copy_(
+                    torch.frombuffer(file[offset + start : offset + end], dtype=torch.uint8)
+                )
                 # Free what is copied, from the first page wholly after what was freed before; a page
                 # shared with bytes outside the storage (a neighbour's) is kept.
                 freed = max(offset, (offset + start) // mmap.PAGESIZE * mmap.PAGESIZE)
                 self._mapped.release(freed, offset + end - freed)
         finally:
             file.release()
-        return copied
+        return target.untyped_storage()
 
 
 @contextlib.contextmanager

@@ -17,9 +17,9 @@ from lightning.fabric.plugins import CheckpointIO
 from s3_checkpoint_io._async_saver import AsyncSaver
 from s3_checkpoint_io._compat import override
 from s3_checkpoint_io._config import CheckpointIOSettings
+from s3_checkpoint_io._fork import start_fresh_after_fork
 from s3_checkpoint_io._loading import load_from_buffer
 from s3_checkpoint_io._memory_file import MemoryFile, memory_files_supported
-from s3_checkpoint_io._fork import start_fresh_after_fork
 from s3_checkpoint_io._snapshot import HostBufferPool, Snapshot, take_snapshot
 from s3_checkpoint_io._stats import MiB, SaveStats
 from s3_dirpath_utils import normalize_s3_url, require_s3_url
