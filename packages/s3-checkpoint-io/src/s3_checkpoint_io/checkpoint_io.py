@@ -45,10 +45,12 @@ class S3CheckpointIO(CheckpointIO):
     another waits for the oldest. ``remove_checkpoint`` is queued behind every earlier save, so the
     previous best is never deleted before the new one is in S3, and it is skipped if such a save fails.
     A background failure is logged at once and raised at the next ``save_checkpoint``,
-    ``remove_checkpoint``, ``wait_for_saves`` or ``teardown``.
+    ``remove_checkpoint``, ``wait_for_saves`` or ``teardown``. Pending saves finish before the
+    interpreter exits; a forked child starts with no pending saves of its own.
 
     Loading is one HEAD plus parallel ranged GETs into an in-memory file that ``torch.load`` maps
-    (``mmap=True``), so the loaded tensors are the downloaded pages: one checkpoint's worth of memory.
+    (``mmap=True``); each storage is copied out and its pages freed as it is reached, so a load needs
+    one checkpoint's worth of memory and no loaded tensor keeps the rest of the download alive.
     Unpickling can run arbitrary code: load checkpoints you did not write with ``weights_only=True``.
 
     Args:
@@ -286,8 +288,8 @@ class S3CheckpointIO(CheckpointIO):
             buffer = store.download_bytes(url)
             download_s = time.perf_counter() - started
             return load_from_buffer(buffer, url, map_location, weights_only), len(buffer), download_s
-        # Download into an in-memory file and map it: the loaded tensors are views of the downloaded
-        # pages, so a load needs one checkpoint's worth of memory, not two.
+        # Download into an in-memory file and map it: a load needs one checkpoint's worth of memory,
+        # not two (see load_from_buffer).
         files: list[MemoryFile] = []
 
         def allocate(info: ObjectInfo) -> memoryview:
