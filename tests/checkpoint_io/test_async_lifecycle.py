@@ -40,6 +40,7 @@ def load_exactly(url: str) -> dict[str, Any]:
         io.teardown()
 
 
+@pytest.mark.slow
 def test_async_save_as_the_last_statement_of_a_script_completes_before_exit(
     s3_server: Any, bucket: str, s3_client: Any
 ) -> None:
@@ -51,6 +52,7 @@ def test_async_save_as_the_last_statement_of_a_script_completes_before_exit(
     assert loaded["step"] == 7
 
 
+@pytest.mark.slow
 def test_trainer_save_checkpoint_after_fit_completes_before_exit(
     s3_server: Any, bucket: str, s3_client: Any, tmp_path: pathlib.Path
 ) -> None:
@@ -62,6 +64,7 @@ def test_trainer_save_checkpoint_after_fit_completes_before_exit(
     assert loaded["padding"].numel() * 4 == MULTIPART_BYTES
 
 
+@pytest.mark.slow
 def test_an_async_save_failing_at_exit_is_reported_with_its_url(
     s3_server: Any, bucket: str, s3_client: Any
 ) -> None:

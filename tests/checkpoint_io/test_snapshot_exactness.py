@@ -130,7 +130,7 @@ def checkpoints(draw: st.DrawFn) -> dict[str, Any]:
     return state
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(checkpoint=checkpoints())
 def test_async_save_writes_the_same_bytes_as_a_sync_save(saves: SyncAndAsync, checkpoint: Any) -> None:
     written_sync, written_async = saves.both(checkpoint)
