@@ -37,3 +37,24 @@ def test_keeping_one_small_tensor_does_not_keep_the_whole_checkpoint_resident(
     # what is left is the small tensor, not a mapping of the whole downloaded checkpoint
     assert measured["memfd_mappings"] == 0, measured
     assert measured["kept_rise_mib"] < 0.25 * BIG_MIB, measured
+
+
+def test_a_load_of_many_storages_sharing_pages_is_exact(s3_server: Any, bucket: str) -> None:
+    generator = torch.Generator().manual_seed(3)
+    sizes = torch.randint(1, 300_000, (40,), generator=generator).tolist()
+    tensors = [torch.randint(-1000, 1000, (n,), generator=generator, dtype=torch.int32) for n in sizes]
+    state = {"t": tensors, "views": [t[1::3] for t in tensors[:10]], "f": torch.randn(5, 7).t()}
+    url = f"s3://{bucket}/run/many.ckpt"
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5)
+    try:
+        io.save_checkpoint(state, url)
+        loaded = io.load_checkpoint(url)
+    finally:
+        io.teardown()
+    for original, copy in zip(tensors, loaded["t"], strict=True):
+        assert torch.equal(copy, original)
+    for index, (view, copy) in enumerate(zip(state["views"], loaded["views"], strict=True)):
+        assert torch.equal(copy, view)
+        assert copy.untyped_storage().data_ptr() == loaded["t"][index].untyped_storage().data_ptr()
+    assert torch.equal(loaded["f"], state["f"])
+    assert loaded["f"].stride() == state["f"].stride()

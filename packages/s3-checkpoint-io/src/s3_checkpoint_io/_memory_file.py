@@ -42,6 +42,7 @@ class MemoryFile:
         self.size = size
         self._inode = os.fstat(self._fd).st_ino
         self._known_mapping: tuple[int, int, int] | None = None  # start, end, file offset
+        self._can_release = True
 
     @property
     def path(self) -> str:
@@ -55,12 +56,16 @@ class MemoryFile:
     def release(self, offset: int, length: int) -> None:
         """Free the file's whole pages inside bytes ``[offset, offset + length)``; they read as zeros after.
 
-        Pages shared with bytes outside the range are kept.
+        Pages shared with bytes outside the range are kept. Best effort: where the kernel refuses, the
+        pages stay until the file is closed and unmapped.
         """
         start = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE
         end = min(offset + length, self.size) // mmap.PAGESIZE * mmap.PAGESIZE
-        if end > start:
-            self._map.madvise(mmap.MADV_REMOVE, start, end - start)
+        if end > start and self._can_release:
+            try:
+                self._map.madvise(mmap.MADV_REMOVE, start, end - start)
+            except OSError:
+                self._can_release = False
 
     def offset_at(self, address: int) -> int | None:
         """The file offset mapped at ``address`` by any mapping of this file (say, ``torch.load``'s).
@@ -74,12 +79,15 @@ class MemoryFile:
         return None if known is None else address - known[0] + known[2]
 
     def _find_mapping(self, address: int) -> tuple[int, int, int] | None:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                fields = line.split()
-                start, end = (int(bound, 16) for bound in fields[0].split("-"))
-                if start <= address < end and len(fields) > 4 and int(fields[4]) == self._inode:
-                    return start, end, int(fields[2], 16)
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    fields = line.split()
+                    start, end = (int(bound, 16) for bound in fields[0].split("-"))
+                    if start <= address < end and len(fields) > 4 and int(fields[4]) == self._inode:
+                        return start, end, int(fields[2], 16)
+        except OSError:
+            pass  # no /proc: the caller copies without freeing pages
         return None
 
     def close(self) -> None:
