@@ -1,27 +1,48 @@
 """One background worker that runs saves and removals in order, with bounded pending saves.
 
 Jobs run one at a time in submission order, so a removal queued after a save runs only once that
-save is durable. A failure is logged when it happens and kept until :meth:`AsyncSaver.raise_failures`
+save is durable, and it holds the futures of the saves it must not outrun: it is skipped if one of
+them failed. A failure is logged when it happens and kept until :meth:`AsyncSaver.raise_failures`
 hands it to the caller.
+
+Two process events would otherwise lose work silently, so every live saver is hooked into both:
+
+* interpreter exit: ``concurrent.futures`` stops accepting new futures when threading shuts down, which
+  would abort an upload still sending parts. :func:`_finish_before_exit` runs first (threading's own
+  exit hooks run newest first, and ``concurrent.futures.thread`` registered its hook at import, before
+  this module) and waits for every pending save, logging any failure nobody was told about.
+* ``os.fork``: the child has none of the parent's threads, only their bookkeeping and possibly a lock
+  held mid-update; each saver starts empty in the child (see ``_fork``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401  (imported first: its exit hook must run after ours)
+import functools
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from types import TracebackType
 
+from s3_checkpoint_io._fork import start_fresh_after_fork
 from s3_checkpoint_io.errors import BackgroundSaveError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _Failure:
+class _Job:
     path: str
-    what: str
+    what: str  # "save" or "removal"
+    future: Future[None]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    job: _Job
     error: BaseException
 
 
@@ -29,83 +50,86 @@ class AsyncSaver:
     """Owns the worker thread of one ``S3CheckpointIO``; thread-safe for its callers.
 
     Args:
-        max_pending_saves: saves that may be queued or running at once; :meth:`submit_save` blocks
+        max_pending_saves: saves that may be queued or running at once; :meth:`reserve_slot` blocks
             while that many are outstanding.
     """
 
     def __init__(self, max_pending_saves: int) -> None:
-        self._slots = threading.BoundedSemaphore(max_pending_saves)
+        self._max_pending_saves = max_pending_saves
+        self._start_fresh()
+        _live_savers.add(self)
+        start_fresh_after_fork(self, AsyncSaver._start_fresh)
+
+    def _start_fresh(self) -> None:
+        # Also what a forked child runs: the parent's worker thread does not exist there and its locks
+        # may have been held at the fork, so everything is replaced (the parent still owns its saves).
+        self._slots = threading.BoundedSemaphore(self._max_pending_saves)
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: dict[int, tuple[str, str, Future[None]]] = {}
+        self._pending: dict[int, _Job] = {}
         self._next_token = 0
         self._failures: list[_Failure] = []
-        self._failure_count = 0
 
-    def submit_save(self, path: str, prepare: Callable[[], Callable[[], None]]) -> Future[None]:
-        """Wait for a free slot (backpressure), call ``prepare`` and queue the job it returns.
+    def reserve_slot(self) -> SaveSlot:
+        """Wait until fewer than ``max_pending_saves`` saves are outstanding and take a place for one.
 
-        ``prepare`` runs in the caller's thread once a slot is free (e.g. to take a snapshot); if it
-        raises, nothing is queued and the slot is freed.
-
-        Returns:
-            A future that completes when the save is durable (or has failed).
+        Use it as a context manager: call :meth:`SaveSlot.submit` inside it; leaving the block
+        without submitting (say, because taking the snapshot raised) frees the place again.
         """
         self._slots.acquire()
-        try:
-            return self._submit(path, "save", prepare(), release_slot=True)
-        except BaseException:
-            self._slots.release()
-            raise
+        return SaveSlot(self)
 
-    def submit_removal(self, path: str, job: Callable[[], None]) -> Future[None]:
-        """Queue a removal of ``path`` behind every save queued so far.
+    def submit_removal(self, path: str, remove: Callable[[], None]) -> Future[None]:
+        """Queue ``remove`` (the removal of ``path``) behind every save queued so far.
 
-        The removal is skipped (and logged) if any of those saves fails: the checkpoint it would
-        replace may then be the only good one.
+        The removal holds the saves it must not outrun: those still pending, and those that failed
+        without the caller having been told yet. It runs only if all of them succeeded; the checkpoint
+        it would delete may otherwise be the only good one.
         """
         with self._lock:
-            failures_before = self._failure_count
+            after = [job.future for job in self._pending.values() if job.what == "save"]
+            after += [failure.job.future for failure in self._failures if failure.job.what == "save"]
+            work = functools.partial(self._remove_after, path, remove, after)
+            return self._queue(path, "removal", work, holds_slot=False)
 
-        def guarded() -> None:
-            with self._lock:
-                failed_since = self._failure_count - failures_before
-            if failed_since:
-                log.warning("not removing %s: an earlier checkpoint save failed", path)
-                return
-            job()
+    def _remove_after(self, path: str, remove: Callable[[], None], after: list[Future[None]]) -> None:
+        # The worker runs jobs in order, so every future in ``after`` is done by now.
+        if any(future.exception() is not None for future in after):
+            log.warning("not removing %s: a checkpoint save queued before the removal failed", path)
+            return
+        remove()
 
-        return self._submit(path, "removal", guarded, release_slot=False)
-
-    def _submit(self, path: str, what: str, job: Callable[[], None], release_slot: bool) -> Future[None]:
-        def run() -> None:
-            # Bookkeeping happens inside the job, so that whoever waits on the future sees it done.
-            try:
-                job()
-            except BaseException as error:
-                log.error("background checkpoint %s of %s failed: %s", what, path, error, exc_info=error)
-                with self._lock:
-                    self._failures.append(_Failure(path, what, error))
-                    self._failure_count += 1
-            finally:
-                with self._lock:
-                    self._pending.pop(token, None)
-                if release_slot:
-                    self._slots.release()
-
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-checkpoint-io")
-            self._next_token += 1
-            token = self._next_token
-            future = self._executor.submit(run)
-            self._pending[token] = (path, what, future)
+    def _queue(self, path: str, what: str, work: Callable[[], None], holds_slot: bool) -> Future[None]:
+        # Called with self._lock held: _run pops the job under the same lock, so never before it is in.
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-checkpoint-io")
+        self._next_token += 1
+        token = self._next_token
+        future = self._executor.submit(self._run, token, work, holds_slot)
+        self._pending[token] = _Job(path, what, future)
         return future
+
+    def _run(self, token: int, work: Callable[[], None], holds_slot: bool) -> None:
+        # Bookkeeping happens inside the job, so that whoever waits on the future sees it done. A
+        # failure is recorded before the job leaves _pending, so a removal queued meanwhile sees it.
+        try:
+            work()
+        except BaseException as error:
+            with self._lock:
+                job = self._pending[token]
+                self._failures.append(_Failure(job, error))
+            log.error("background checkpoint %s of %s failed: %s", job.what, job.path, error, exc_info=error)
+            raise  # into the job's future, which a removal queued behind it reads
+        finally:
+            with self._lock:
+                self._pending.pop(token, None)
+            if holds_slot:
+                self._slots.release()
 
     def pending_saves(self) -> list[str]:
         """URLs whose save is still queued or running, oldest first."""
         with self._lock:
-            return [path for path, what, _ in self._pending.values() if what == "save"]
+            return [job.path for job in self._pending.values() if job.what == "save"]
 
     def busy(self) -> bool:
         """Whether any save or removal is still queued or running."""
@@ -119,7 +143,7 @@ class AsyncSaver:
             TimeoutError: if jobs are still running after ``timeout`` seconds.
         """
         with self._lock:
-            futures = [future for _, _, future in self._pending.values()]
+            futures = [job.future for job in self._pending.values()]
         _, not_done = wait(futures, timeout=timeout)
         if not_done:
             raise TimeoutError(f"{len(not_done)} checkpoint save(s) still running after {timeout}s")
@@ -137,9 +161,9 @@ class AsyncSaver:
         first = failures[0]
         more = f" ({len(failures) - 1} later background failure(s) also logged)" if len(failures) > 1 else ""
         raise BackgroundSaveError(
-            f"asynchronous checkpoint {first.what} of {first.path} failed: "
+            f"asynchronous checkpoint {first.job.what} of {first.job.path} failed: "
             f"{type(first.error).__name__}: {first.error}{more}",
-            first.path,
+            first.job.path,
         ) from first.error
 
     def close(self) -> None:
@@ -148,3 +172,67 @@ class AsyncSaver:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
+
+    def _finish_before_exit(self) -> None:
+        pending = self.pending_saves()
+        if pending:
+            log.info("waiting for %d checkpoint save(s) before exit: %s", len(pending), ", ".join(pending))
+        self.close()
+        with self._lock:
+            failures, self._failures = self._failures, []
+        for failure in failures:
+            log.error(
+                "asynchronous checkpoint %s of %s failed before the interpreter exited (nothing was "
+                "written there): %s: %s",
+                failure.job.what,
+                failure.job.path,
+                type(failure.error).__name__,
+                failure.error,
+            )
+
+
+class SaveSlot:
+    """A place for one save, taken with :meth:`AsyncSaver.reserve_slot`; freed when the save ends."""
+
+    def __init__(self, saver: AsyncSaver) -> None:
+        self._saver: AsyncSaver | None = saver
+
+    def submit(self, path: str, upload: Callable[[], None]) -> Future[None]:
+        """Queue ``upload`` (the save of ``path``) on the worker; the slot is freed when it finishes.
+
+        Returns:
+            A future that completes when the save is durable, or holds its error.
+        """
+        saver, self._saver = self._saver, None
+        if saver is None:
+            raise RuntimeError("this save slot was already used")
+        try:
+            with saver._lock:
+                return saver._queue(path, "save", upload, holds_slot=True)
+        except BaseException:
+            saver._slots.release()
+            raise
+
+    def __enter__(self) -> SaveSlot:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        saver, self._saver = self._saver, None
+        if saver is not None:  # never submitted
+            saver._slots.release()
+
+
+_live_savers: weakref.WeakSet[AsyncSaver] = weakref.WeakSet()
+
+
+def _finish_before_exit() -> None:
+    for saver in list(_live_savers):
+        saver._finish_before_exit()
+
+
+threading._register_atexit(_finish_before_exit)  # type: ignore[attr-defined]

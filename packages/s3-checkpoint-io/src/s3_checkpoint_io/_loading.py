@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import pickle
 from collections.abc import Iterator
 from typing import IO, Any, cast
@@ -11,11 +12,14 @@ from typing import IO, Any, cast
 import torch
 from typing_extensions import Buffer
 
+from s3_checkpoint_io._memory_file import MemoryFile
 from s3_checkpoint_io._reader import BufferReader
 from s3_checkpoint_io.errors import CorruptCheckpointError, WeightsOnlyLoadError
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 _PICKLE_PROTOCOL_2 = 0x80  # torch.save's legacy format begins with a pickle protocol marker
+_COPY_CHUNK = 4 * 2**20
+"""Bytes copied out of the mapping between two releases of its pages: the extra peak of a load."""
 _CORRUPT_HINTS = (
     "PytorchStreamReader",
     "zip archive",
@@ -31,7 +35,7 @@ def load_from_buffer(
     url: str,
     map_location: Any,
     weights_only: bool | None,
-    mapped_path: str | None = None,
+    mapped: MemoryFile | None = None,
 ) -> Any:
     """Unpickle a ``torch.save`` checkpoint straight from ``buffer``, without copying it first.
 
@@ -40,9 +44,10 @@ def load_from_buffer(
         url: where it came from, for messages.
         map_location: passed to ``torch.load``.
         weights_only: passed to ``torch.load`` (None: torch's own default, True since torch 2.6).
-        mapped_path: a path whose file holds the same bytes as ``buffer`` (an in-memory file): a zip
-            checkpoint is then loaded with ``mmap=True``, so its tensors are views of that file's pages
-            rather than copies.
+        mapped: an in-memory file holding the same bytes as ``buffer``: a zip checkpoint is then
+            loaded with ``mmap=True``, and for a CPU ``map_location`` each storage is copied out and
+            its pages freed as it is reached, so the load needs about one checkpoint of memory and
+            keeps nothing of the file mapped afterwards.
 
     Returns:
         What ``torch.load`` returns.
@@ -59,10 +64,53 @@ def load_from_buffer(
             "the path points at a .ckpt written by torch.save / Lightning"
         )
     with _explained_errors(url, view.nbytes):
-        if mapped_path is not None and head == _ZIP_MAGIC:
-            return torch.load(mapped_path, map_location=map_location, weights_only=weights_only, mmap=True)
+        if mapped is not None and head == _ZIP_MAGIC:
+            if _is_cpu(map_location):
+                map_location = _CopyOut(mapped)
+            return torch.load(mapped.path, map_location=map_location, weights_only=weights_only, mmap=True)
         with BufferReader(view) as reader:
             return torch.load(cast(IO[bytes], reader), map_location=map_location, weights_only=weights_only)
+
+
+def _is_cpu(map_location: Any) -> bool:
+    return isinstance(map_location, str | torch.device) and torch.device(map_location).type == "cpu"
+
+
+class _CopyOut:
+    """A ``map_location`` for ``torch.load(mmap=True)``: each storage becomes a copy in ordinary memory.
+
+    Tensors left as views of the mapping would keep the whole file in memory while any one of them
+    lives (say, a CPU optimizer state), and in-place updates would copy their pages once more. So each
+    storage is copied as ``torch.load`` reaches it and its pages are freed in the file at once: the peak
+    stays about one checkpoint plus a page or two per storage.
+    """
+
+    def __init__(self, mapped: MemoryFile) -> None:
+        self._mapped = mapped
+
+    def __call__(self, storage: torch.UntypedStorage, location: str) -> torch.UntypedStorage:
+        nbytes = storage.nbytes()
+        offset = self._mapped.offset_at(storage.data_ptr()) if nbytes else None
+        if offset is None:
+            clone: torch.UntypedStorage = storage.clone()  # type: ignore[no-untyped-call]
+            return clone
+        target = torch.empty(nbytes, dtype=torch.uint8)
+        # Read through the download's own mapping, whose pages are already in place (torch's would
+        # fault each one in again).
+        file = self._mapped.buffer()
+        try:
+            for start in range(0, nbytes, _COPY_CHUNK):
+                end = min(start + _COPY_CHUNK, nbytes)
+                target[start:end].copy_(
+                    torch.frombuffer(file[offset + start : offset + end], dtype=torch.uint8)
+                )
+                # Free what is copied, from the first page wholly after what was freed before; a page
+                # shared with bytes outside the storage (a neighbour's) is kept.
+                freed = max(offset, (offset + start) // mmap.PAGESIZE * mmap.PAGESIZE)
+                self._mapped.release(freed, offset + end - freed)
+        finally:
+            file.release()
+        return target.untyped_storage()
 
 
 @contextlib.contextmanager

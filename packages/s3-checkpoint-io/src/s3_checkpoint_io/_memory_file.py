@@ -2,8 +2,11 @@
 
 ``torch.load(path, mmap=True)`` makes every tensor a view of the file's pages instead of a copy. On an
 in-memory file (Linux ``memfd``) that means the downloaded bytes ARE the loaded tensors: peak memory is
-one checkpoint, not two (download buffer + unpickled copy). The pages are freed when the last tensor
-that maps them is.
+one checkpoint, not two (download buffer + unpickled copy).
+
+A mapping stays whole while any tensor made from it survives, so ``_loading`` copies each storage out
+as ``torch.load`` reaches it and frees that part of the file at once (:meth:`MemoryFile.release`):
+the peak stays about one checkpoint, and the loaded tensors are ordinary memory.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class MemoryFile:
             os.close(self._fd)
             raise
         self.size = size
+        self._inode = os.fstat(self._fd).st_ino
+        self._known_mapping: tuple[int, int, int] | None = None  # start, end, file offset
+        self._can_release = True
 
     @property
     def path(self) -> str:
@@ -46,6 +52,43 @@ class MemoryFile:
     def buffer(self) -> memoryview:
         """A writable view of the file's ``size`` bytes; release it before :meth:`close`."""
         return memoryview(self._map)[: self.size]
+
+    def release(self, offset: int, length: int) -> None:
+        """Free the file's whole pages inside bytes ``[offset, offset + length)``; they read as zeros after.
+
+        Pages shared with bytes outside the range are kept. Best effort: where the kernel refuses, the
+        pages stay until the file is closed and unmapped.
+        """
+        start = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = min(offset + length, self.size) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start and self._can_release:
+            try:
+                self._map.madvise(mmap.MADV_REMOVE, start, end - start)
+            except OSError:
+                self._can_release = False
+
+    def offset_at(self, address: int) -> int | None:
+        """The file offset mapped at ``address`` by any mapping of this file (say, ``torch.load``'s).
+
+        Returns:
+            The offset, or None if ``address`` is not in a mapping of this file.
+        """
+        known = self._known_mapping
+        if known is None or not known[0] <= address < known[1]:
+            known = self._known_mapping = self._find_mapping(address)
+        return None if known is None else address - known[0] + known[2]
+
+    def _find_mapping(self, address: int) -> tuple[int, int, int] | None:
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    fields = line.split()
+                    start, end = (int(bound, 16) for bound in fields[0].split("-"))
+                    if start <= address < end and len(fields) > 4 and int(fields[4]) == self._inode:
+                        return start, end, int(fields[2], 16)
+        except OSError:
+            pass  # no /proc: the caller copies without freeing pages
+        return None
 
     def close(self) -> None:
         """Close this handle; mappings made from :attr:`path` (e.g. loaded tensors) stay valid."""

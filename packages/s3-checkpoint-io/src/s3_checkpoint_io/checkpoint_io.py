@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO, Any, cast
 
 import torch
@@ -16,9 +17,10 @@ from lightning.fabric.plugins import CheckpointIO
 from s3_checkpoint_io._async_saver import AsyncSaver
 from s3_checkpoint_io._compat import override
 from s3_checkpoint_io._config import CheckpointIOSettings
+from s3_checkpoint_io._fork import start_fresh_after_fork
 from s3_checkpoint_io._loading import load_from_buffer
 from s3_checkpoint_io._memory_file import MemoryFile, memory_files_supported
-from s3_checkpoint_io._snapshot import HostBufferPool, take_snapshot
+from s3_checkpoint_io._snapshot import HostBufferPool, Snapshot, take_snapshot
 from s3_checkpoint_io._stats import MiB, SaveStats
 from s3_dirpath_utils import normalize_s3_url, require_s3_url
 from s3_utils import ObjectInfo, S3ClientConfig, S3Store, TransferConfig
@@ -43,10 +45,12 @@ class S3CheckpointIO(CheckpointIO):
     another waits for the oldest. ``remove_checkpoint`` is queued behind every earlier save, so the
     previous best is never deleted before the new one is in S3, and it is skipped if such a save fails.
     A background failure is logged at once and raised at the next ``save_checkpoint``,
-    ``remove_checkpoint``, ``wait_for_saves`` or ``teardown``.
+    ``remove_checkpoint``, ``wait_for_saves`` or ``teardown``. Pending saves finish before the
+    interpreter exits; a forked child starts with no pending saves of its own.
 
     Loading is one HEAD plus parallel ranged GETs into an in-memory file that ``torch.load`` maps
-    (``mmap=True``), so the loaded tensors are the downloaded pages: one checkpoint's worth of memory.
+    (``mmap=True``); each storage is copied out and its pages freed as it is reached, so a load needs
+    one checkpoint's worth of memory and no loaded tensor keeps the rest of the download alive.
     Unpickling can run arbitrary code: load checkpoints you did not write with ``weights_only=True``.
 
     Args:
@@ -113,14 +117,20 @@ class S3CheckpointIO(CheckpointIO):
         self._read_transfer = TransferConfig(
             chunk_size_MB=chunk_size_MB, max_concurrency=max_read_concurrency
         )
+        self._saver = AsyncSaver(max_pending_saves)
+        self._history: collections.deque[SaveStats] = collections.deque(maxlen=history_size)
+        self._saves_started = 0
+        self._start_fresh()
+        start_fresh_after_fork(self, S3CheckpointIO._start_fresh)
+
+    def _start_fresh(self) -> None:
+        # Also what a forked child runs (the saver resets itself): the parent's clients, their
+        # connection pools and threads, and any lock held at the fork are left to the parent.
         self._stores_lock = threading.Lock()
         self._write_store: S3Store | None = None
         self._read_store: S3Store | None = None
-        self._saver = AsyncSaver(max_pending_saves)
         self._buffers = HostBufferPool()
-        self._history: collections.deque[SaveStats] = collections.deque(maxlen=history_size)
         self._history_lock = threading.Lock()
-        self._saves_started = 0
 
     def __repr__(self) -> str:
         return (
@@ -208,27 +218,20 @@ class S3CheckpointIO(CheckpointIO):
             )
             return
 
-        stall_s = 0.0
-
-        def prepare() -> Callable[[], None]:
-            # Runs once a slot is free; the caller waits for this much and no more.
-            nonlocal stall_s
+        with self._saver.reserve_slot() as slot:  # backpressure: max_pending_saves
             snapshot = take_snapshot(checkpoint, self._buffers)
             stall_s = time.perf_counter() - started
+            slot.submit(url, functools.partial(self._upload_snapshot, snapshot, url, sequence, stall_s))
 
-            def job() -> None:
-                try:
-                    nbytes, upload_s = self._write(snapshot.state, url)
-                finally:
-                    snapshot.state = None
-                    if snapshot.borrowed:
-                        self._buffers.give_back(snapshot.borrowed)
-                        snapshot.borrowed = []
-                self._finish_save(SaveStats(sequence, url, nbytes, stall_s, upload_s, True))
-
-            return job
-
-        self._saver.submit_save(url, prepare)
+    def _upload_snapshot(self, snapshot: Snapshot, url: str, sequence: int, stall_s: float) -> None:
+        # Runs on the background worker; the snapshot's buffers go back to the pool whatever happens.
+        try:
+            nbytes, upload_s = self._write(snapshot.state, url)
+        finally:
+            snapshot.state = None
+            self._buffers.give_back(snapshot.borrowed)
+            snapshot.borrowed = []
+        self._finish_save(SaveStats(sequence, url, nbytes, stall_s, upload_s, True))
 
     @override
     def load_checkpoint(
@@ -285,8 +288,8 @@ class S3CheckpointIO(CheckpointIO):
             buffer = store.download_bytes(url)
             download_s = time.perf_counter() - started
             return load_from_buffer(buffer, url, map_location, weights_only), len(buffer), download_s
-        # Download into an in-memory file and map it: the loaded tensors are views of the downloaded
-        # pages, so a load needs one checkpoint's worth of memory, not two.
+        # Download into an in-memory file and map it: a load needs one checkpoint's worth of memory,
+        # not two (see load_from_buffer).
         files: list[MemoryFile] = []
 
         def allocate(info: ObjectInfo) -> memoryview:
@@ -298,9 +301,7 @@ class S3CheckpointIO(CheckpointIO):
             download_s = time.perf_counter() - started
             view = files[0].buffer()
             try:
-                checkpoint = load_from_buffer(
-                    view, url, map_location, weights_only, mapped_path=files[0].path
-                )
+                checkpoint = load_from_buffer(view, url, map_location, weights_only, mapped=files[0])
             finally:
                 view.release()
             return checkpoint, info.size, download_s
