@@ -101,15 +101,8 @@ class S3CheckpointIO(CheckpointIO):
             clean_same_step_last=clean_same_step_last,
             history_size=history_size,
         )
-        overrides = {"endpoint_url": endpoint_url, "region": region, "profile": profile}
-        given = {name: value for name, value in overrides.items() if value is not None}
-        if client_config is not None and given:
-            raise ValueError(
-                f"pass either client_config or {sorted(given)}, not both; put those settings in the "
-                "S3ClientConfig"
-            )
-        self.client_config = (
-            client_config if client_config is not None else S3ClientConfig.from_env(None, **given)
+        self.client_config = S3ClientConfig.resolve(
+            client_config, endpoint_url=endpoint_url, region=region, profile=profile
         )
         self._write_transfer = TransferConfig(
             chunk_size_MB=chunk_size_MB, max_concurrency=max_write_concurrency
