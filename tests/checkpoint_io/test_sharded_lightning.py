@@ -31,14 +31,17 @@ def test_sharded_fit_killed_resumes_from_s3_last_and_top_k_removes_whole_checkpo
     bucket: str, s3_client: Any, tmp_path: pathlib.Path
 ) -> None:
     dirpath = f"s3://{bucket}/run"
-    killed = launch(TARGET, world_size=2, args=[dirpath, str(tmp_path), "12", "3"], timeout_s=150, check=False)
+    killed = launch(
+        TARGET, world_size=2, args=[dirpath, str(tmp_path), "12", "3"], timeout_s=150, check=False
+    )
     assert killed[0].returncode < 0, killed[0].output[-3000:]  # SIGKILLed at the start of step 3
 
     saved = _checkpoints(s3_client, bucket)
     # Steps 1 and 2 were replaced (top-1 and one last per step): every object of theirs is gone.
     assert set(saved) == {"epoch=0-step=3.ckpt", "epoch=0-step=3-last.ckpt"}, saved
     for names in saved.values():
-        assert COMMIT_NAME in names and len([n for n in names if n.endswith(".distcp")]) == 2, names
+        assert COMMIT_NAME in names, names
+        assert len([n for n in names if n.endswith(".distcp")]) == 2, names
     # A newer save that never committed: ckpt_path="last" must not pick it.
     s3_client.put_object(Bucket=bucket, Key=f"run/epoch=0-step=9-last.ckpt/{STRAY}", Body=b"x" * 64)
 
@@ -46,10 +49,12 @@ def test_sharded_fit_killed_resumes_from_s3_last_and_top_k_removes_whole_checkpo
 
     for rank in (0, 1):
         info = (tmp_path / f"resumed-rank{rank}.json").read_text()
-        assert '"global_step": 3' in info and f"{dirpath}/epoch=0-step=3-last.ckpt" in info, info
+        assert '"global_step": 3' in info, info
+        assert f"{dirpath}/epoch=0-step=3-last.ckpt" in info, info
         before = torch.load(tmp_path / f"killed-rank{rank}.pt")
         after = torch.load(tmp_path / f"resumed-rank{rank}.pt")
-        assert before.keys() == after.keys() and len(before) == 12
+        assert before.keys() == after.keys()
+        assert len(before) == 12
         for name, value in before.items():
             assert torch.equal(value, after[name]), (rank, name)
     final = _checkpoints(s3_client, bucket)

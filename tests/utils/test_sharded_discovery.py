@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ from s3_utils.checkpoint_names import NamedCheckpoint, choose_resume_checkpoint
 from s3_utils.cli import exit_codes
 from s3_utils.sharded import COMMIT_NAME, checkpoint_of_commit
 from support.cli import s3ckpt
+from support.s3_objects import object_keys
 
 SHARD = "__0123456789abcdef0123456789abcdef_0_0badf00d.distcp"
 
@@ -73,3 +75,29 @@ def test_ls_resumes_from_nothing_when_the_only_sharded_save_never_committed(
     assert result.code == exit_codes.OK, result.err
     assert not [row for row in result.out.splitlines() if row.startswith("* ")]
     assert "resume: none" in result.out
+
+
+def test_without_torch_cleanup_removes_uncommitted_shards_and_leaves_committed_checkpoints(
+    s3_client: Any, bucket: str
+) -> None:
+    _put_sharded(s3_client, bucket, "run/epoch=0-step=6.ckpt", committed=True)
+    _put_sharded(s3_client, bucket, "run/epoch=0-step=9.ckpt", committed=False)
+    time.sleep(1.2)
+
+    result = s3ckpt("cleanup", f"s3://{bucket}/run/", "--older-than", "1s")
+
+    assert result.code == exit_codes.OK, result.err
+    assert "removed 2 unreferenced shard objects" in result.out
+    assert f"left s3://{bucket}/run/epoch=0-step=6.ckpt/ alone" in result.err
+    assert object_keys(s3_client, bucket, "run/epoch=0-step=9.ckpt/") == []
+    assert len(object_keys(s3_client, bucket, "run/epoch=0-step=6.ckpt/")) == 3
+
+
+def test_without_torch_verify_checks_every_object_of_a_committed_sharded_checkpoint(
+    s3_client: Any, bucket: str
+) -> None:
+    _put_sharded(s3_client, bucket, "run/epoch=0-step=6.ckpt", committed=True)
+    result = s3ckpt("verify", f"s3://{bucket}/run/epoch=0-step=6.ckpt")
+    assert result.code == exit_codes.OK, result.out
+    assert len([line for line in result.out.splitlines() if line.startswith("size")]) == 3
+    assert "skipped" in next(line for line in result.out.splitlines() if line.startswith("references"))

@@ -1,7 +1,7 @@
 """Lightning's sharded strategies, saving to and loading from an ``s3://`` dirpath through DCP on S3.
 
 Lightning 2.4 to 2.6's ``FSDPStrategy`` and ``ModelParallelStrategy`` save a sharded checkpoint with
-``dcp.save(checkpoint_id=Path(filepath))`` (an ``s3://`` URL becomes the local folder ``s3:/``), take no
+``dcp_save(checkpoint_id=Path(filepath))`` (an ``s3://`` URL becomes the local folder ``s3:/``), take no
 storage writer (Lightning #20205) and mark completion with a separate ``meta.pt``.
 :class:`S3FSDPStrategy` and :class:`S3ModelParallelStrategy` replace exactly the three checkpoint
 methods for ``s3://`` paths: every rank streams its shards through
@@ -15,13 +15,15 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, cast
 
 import torch
-import torch.distributed.checkpoint as dcp
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from s3_checkpoint_io._compat import override
 from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
@@ -57,7 +59,7 @@ class _S3ShardedCheckpoints:
             buffer = io.BytesIO()
             torch.save(checkpoint, buffer)
             state[LIGHTNING_STATE_KEY] = buffer.getvalue()
-        dcp.save(state, storage_writer=self._s3_writer(url))
+        dcp_save(state, storage_writer=self._s3_writer(url))
 
     def _load_lightning_state(self, raw: bytes, url: str, weights_only: bool | None) -> dict[str, Any]:
         if not raw:
@@ -171,7 +173,7 @@ class S3ModelParallelStrategy(_S3ShardedCheckpoints, ModelParallelStrategy):
         if url is None:
             if weights_only is None:  # Lightning 2.4's signature has no weights_only
                 return super().load_checkpoint(checkpoint_path)
-            return super().load_checkpoint(checkpoint_path, weights_only)  # type: ignore[call-arg]
+            return super().load_checkpoint(checkpoint_path, weights_only)
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_model_state_dict,
@@ -180,11 +182,12 @@ class S3ModelParallelStrategy(_S3ShardedCheckpoints, ModelParallelStrategy):
         )
 
         self._require_committed(url)
-        assert self.model is not None and self.lightning_module is not None
+        assert self.model is not None
+        assert self.lightning_module is not None
         state: dict[str, Any] = {"state_dict": get_model_state_dict(self.model), LIGHTNING_STATE_KEY: b""}
         for index, optimizer in enumerate(self.optimizers):
             state[f"optimizer_{index}"] = get_optimizer_state_dict(self.model, optimizer)
-        dcp.load(state, storage_reader=self._s3_reader(url))
+        dcp_load(state, storage_reader=self._s3_reader(url))
         self.model.load_state_dict(state["state_dict"], strict=self.lightning_module.strict_loading)
         for index, optimizer in enumerate(self.optimizers):
             set_optimizer_state_dict(
@@ -246,22 +249,25 @@ class S3FSDPStrategy(_S3ShardedCheckpoints, FSDPStrategy):
         if url is None:
             if weights_only is None:  # Lightning 2.4's signature has no weights_only
                 return super().load_checkpoint(checkpoint_path)
-            return super().load_checkpoint(checkpoint_path, weights_only)  # type: ignore[call-arg]
+            return super().load_checkpoint(checkpoint_path, weights_only)
         from lightning.fabric.strategies.fsdp import _get_sharded_state_dict_context
         from torch.distributed.checkpoint.optimizer import load_sharded_optimizer_state_dict
         from torch.distributed.fsdp import FullyShardedDataParallel
 
         self._require_committed(url)
-        assert self.model is not None and self.lightning_module is not None
-        with _get_sharded_state_dict_context(self.model):
+        assert self.model is not None
+        assert self.lightning_module is not None
+        with cast(AbstractContextManager[None], _get_sharded_state_dict_context(self.model)):
             state: dict[str, Any] = {"model": self.model.state_dict(), LIGHTNING_STATE_KEY: b""}
-            dcp.load(state, storage_reader=self._s3_reader(url))
+            dcp_load(state, storage_reader=self._s3_reader(url))
             self.model.load_state_dict(state["model"], strict=self.lightning_module.strict_loading)
             if self.lightning_module.trainer.state.fn == TrainerFn.FITTING:
                 for index, optimizer in enumerate(self.optimizers):
                     key = f"optimizer_{index}"
                     loaded = load_sharded_optimizer_state_dict(
-                        model_state_dict=state["model"], optimizer_key=key, storage_reader=self._s3_reader(url)
+                        model_state_dict=state["model"],
+                        optimizer_key=key,
+                        storage_reader=self._s3_reader(url),
                     )
                     flattened = FullyShardedDataParallel.optim_state_dict_to_load(
                         optim_state_dict=loaded[key], model=self.model, optim=optimizer
