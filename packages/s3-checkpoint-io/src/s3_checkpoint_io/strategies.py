@@ -16,7 +16,7 @@ import io
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from lightning.fabric.utilities.types import _PATH
@@ -73,14 +73,16 @@ class _S3ShardedCheckpoints:
         return loaded
 
     def _remove_from_s3(self, url: str) -> None:
-        """On global rank 0: delete a sharded checkpoint (commit first) or a single-file one."""
+        """On global rank 0: delete a sharded checkpoint (commit first), else defer to the CheckpointIO."""
         if not self.is_global_zero:
             return
         with self._s3_store() as store:
-            if store.exists(url):  # a single-file checkpoint (saved with a full state dict)
-                store.delete(url)
-            else:
-                delete_sharded_checkpoint(store, url)
+            prefix = normalize_s3_url(url).rstrip("/")
+            if next(iter(store.iter_objects(prefix + "/")), None) is not None:
+                delete_sharded_checkpoint(store, prefix)
+                return
+        # A single object: the CheckpointIO removes it (after its pending asynchronous saves, if any).
+        self.checkpoint_io.remove_checkpoint(url)
 
     def _require_committed(self, url: str) -> None:
         with self._s3_store() as store:
@@ -210,15 +212,23 @@ class S3ModelParallelStrategy(_S3ShardedCheckpoints, ModelParallelStrategy):
 class S3FSDPStrategy(_S3ShardedCheckpoints, FSDPStrategy):
     """``FSDPStrategy`` whose sharded checkpoints (``state_dict_type="sharded"``) go to ``s3://``.
 
-    Takes the same arguments as Lightning's. Saving and loading work as in
-    :class:`S3ModelParallelStrategy`. FSDP (version 1) needs a GPU in torch; the save path is the one
-    :class:`S3ModelParallelStrategy` shares and is tested on CPU.
+    Takes the same arguments as Lightning's (as keywords), but ``state_dict_type`` defaults to
+    ``"sharded"`` (every rank saves its own shards). Saving and loading work as in
+    :class:`S3ModelParallelStrategy`. FSDP (version 1) needs a GPU in torch; the save and removal paths
+    are the ones :class:`S3ModelParallelStrategy` shares and are tested on CPU.
+
+    Args:
+        state_dict_type: ``"sharded"``; ``"full"`` works for local paths only.
+        **kwargs: Lightning's ``FSDPStrategy`` keyword arguments.
 
     Raises:
-        ValueError: on saving to ``s3://`` with ``state_dict_type="full"`` (use ``"sharded"``).
+        ValueError: on saving to ``s3://`` with ``state_dict_type="full"``.
     """
 
     _s3_model_key = "model"
+
+    def __init__(self, *, state_dict_type: Literal["full", "sharded"] = "sharded", **kwargs: Any) -> None:
+        super().__init__(state_dict_type=state_dict_type, **kwargs)
 
     @override
     def save_checkpoint(
@@ -233,7 +243,7 @@ class S3FSDPStrategy(_S3ShardedCheckpoints, FSDPStrategy):
         if self._state_dict_type != "sharded":
             raise ValueError(
                 f"{type(self).__name__} saves to s3:// only sharded checkpoints: pass "
-                "state_dict_type='sharded' (the default)"
+                "state_dict_type='sharded' (the default here)"
             )
         self._save_sharded_to_s3(checkpoint, url)
         return None
