@@ -128,3 +128,29 @@ def test_cleanup_removes_only_old_shards_that_no_commit_references(s3_client: An
 
     assert object_keys(s3_client, bucket, "run/") == sorted([kept, "run/epoch=0-step=7.ckpt/.metadata"])
     _assert_loads(url, state)
+
+
+class _RunsCode:
+    """Unpickling this would call ``pathlib.Path.touch`` on ``path``."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pathlib.Path.touch, (self.path,))
+
+
+def test_verify_reads_a_commit_without_running_pickled_code(
+    s3_client: Any, bucket: str, tmp_path: pathlib.Path
+) -> None:
+    import pickle
+
+    marker = tmp_path / "ran"
+    s3_client.put_object(Bucket=bucket, Key=f"run/x.ckpt/{STRAY}", Body=b"x")
+    s3_client.put_object(Bucket=bucket, Key="run/x.ckpt/.metadata", Body=pickle.dumps(_RunsCode(marker)))
+
+    result = s3ckpt("verify", f"s3://{bucket}/run/x.ckpt")
+
+    assert result.code == exit_codes.CHECK_FAILED
+    assert "has no place in a sharded checkpoint's commit" in _line(result.out, "references")
+    assert not marker.exists()
