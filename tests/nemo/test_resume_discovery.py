@@ -172,3 +172,18 @@ def test_with_a_process_group_rank_zeros_error_reaches_every_rank(
     launch("rank_probes:check_resume_main", 2, [str(tmp_path), dirpath, "0"], timeout_s=90, env=env)
     for result in _rank_results(tmp_path, 2):
         assert "resume_past_end=True" in result["error"]
+
+
+def test_committed_sharded_checkpoint_is_found_and_an_uncommitted_newer_one_ignored(
+    s3_client: Any, bucket: str
+) -> None:
+    shard = "__0123456789abcdef0123456789abcdef_0_0badf00d.distcp"
+    dirpath = _put(
+        s3_client,
+        bucket,
+        "gpt--step=100-last.ckpt",
+        f"gpt--step=200-last.ckpt/{shard}",
+        "gpt--step=200-last.ckpt/.metadata",
+        f"gpt--step=300-last.ckpt/{shard}",
+    )
+    assert find_resume_checkpoint(dirpath) == f"{dirpath}/gpt--step=200-last.ckpt"

@@ -1,7 +1,8 @@
 """The ``s3ckpt`` plugin: what the CLI in s3-utils cannot do without torch.
 
 Registered in the ``s3ckpt.plugins`` entry-point group, so ``s3ckpt verify`` also checks that a
-checkpoint loads, and ``s3ckpt bench --torch`` times a real ``S3CheckpointIO`` save and load.
+checkpoint loads, ``verify``, ``cp`` and ``cleanup`` read which shards a sharded checkpoint's commit
+references, and ``s3ckpt bench --torch`` times a real ``S3CheckpointIO`` save and load.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from s3_checkpoint_io._loading import load_from_buffer
 from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
+from s3_checkpoint_io.commit_references import shard_extents
 from s3_dirpath_utils import join_s3_url
 from s3_utils.cli.plugins import SaveLoadTiming
 from s3_utils.cli.tuning import Recommendation
@@ -80,6 +82,21 @@ class TorchCheckpointPlugin:
             WeightsOnlyLoadError: if ``weights_only`` refused an object in it.
         """
         return describe_checkpoint(load_from_buffer(data, url, "cpu", weights_only))
+
+    def shard_extents(self, commit: bytearray, url: str) -> dict[str, int]:
+        """The shard objects a sharded checkpoint's commit references (read without running pickled code).
+
+        Args:
+            commit: the commit object's bytes.
+            url: where it came from, for messages.
+
+        Returns:
+            ``{shard name under the prefix: bytes of it the checkpoint uses}``.
+
+        Raises:
+            CorruptCheckpointError: if the bytes are not a commit ``S3StorageWriter`` wrote.
+        """
+        return shard_extents(commit, url)
 
     def bench_save_load(self, prefix_url: str, size_MB: int, settings: Recommendation) -> SaveLoadTiming:
         """Save a random state dict of about ``size_MB`` MiB through ``S3CheckpointIO`` and load it back.

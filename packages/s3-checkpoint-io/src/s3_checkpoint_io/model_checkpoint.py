@@ -31,7 +31,13 @@ from s3_checkpoint_io.rank_zero import share_from_rank_zero
 from s3_checkpoint_io.removal import may_remove_checkpoint
 from s3_dirpath_utils import normalize_s3_url, require_s3_url
 from s3_utils import ObjectInfo
-from s3_utils.checkpoint_names import is_unfinished_marker, newest_checkpoint, unfinished_names
+from s3_utils.checkpoint_names import (
+    as_checkpoints,
+    is_unfinished_marker,
+    newest_checkpoint,
+    unfinished_names,
+)
+from s3_utils.sharded import commit_url
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +97,15 @@ class S3ModelCheckpoint(ModelCheckpoint):
     def file_exists(self, filepath: PathLike, trainer: pl.Trainer) -> bool:
         """Whether ``filepath`` exists in S3 (or is being uploaded), decided on rank 0 for all ranks."""
         io = self._checkpoint_io(trainer)
-        return share_from_rank_zero(lambda: io.exists(filepath), what=f"checking whether {filepath} exists")
+        return share_from_rank_zero(
+            lambda: io.exists(filepath) or self._is_committed_sharded(io, filepath),
+            what=f"checking whether {filepath} exists",
+        )
+
+    @staticmethod
+    def _is_committed_sharded(io: S3CheckpointIO, filepath: PathLike) -> bool:
+        """Whether ``filepath`` is a committed sharded checkpoint (a prefix holding its commit object)."""
+        return io.exists(commit_url(str(filepath)))
 
     @override
     def _find_last_checkpoints(self, trainer: pl.Trainer) -> set[str]:
@@ -107,7 +121,8 @@ class S3ModelCheckpoint(ModelCheckpoint):
 
     def _newest_last(self, listed: Iterable[ObjectInfo]) -> ListedCheckpoint | None:
         pattern = _last_name_pattern(self.CHECKPOINT_NAME_LAST, self.FILE_EXTENSION)
-        direct = [info for info in listed if "/" not in info.url[len(self.dir_url) + 1 :]]
+        # A committed sharded checkpoint is one candidate (its prefix); an uncommitted one is none.
+        direct = [info for info in as_checkpoints(listed) if "/" not in info.url[len(self.dir_url) + 1 :]]
         unfinished = unfinished_names(info.url for info in direct)
         last = [
             info

@@ -3,6 +3,9 @@
 Used by ``S3ModelCheckpoint`` (Lightning's ``ckpt_path="last"``), the NeMo resume discovery and
 ``s3ckpt ls``, so all three always agree. The rule, in order:
 
+0. a sharded checkpoint (a ``<name>.ckpt/`` prefix of torch.distributed.checkpoint shards) counts as one
+   checkpoint, named by its prefix and dated by its commit (``.metadata``), and only once committed
+   (:func:`as_checkpoints`);
 1. ``*end.ckpt`` (a finished run) before ``*last.ckpt`` (:func:`choose_resume_checkpoint` only; Lightning's
    ``"last"`` looks at last checkpoints alone);
 2. a checkpoint with an ``-unfinished`` marker beside it is never picked;
@@ -21,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
+
+from s3_utils.sharded import checkpoint_of_commit
 
 _STEP = re.compile(r"step=(\d+)")
 _EPOCH = re.compile(r"epoch=(\d+)")
@@ -129,10 +134,31 @@ def newest_checkpoint(entries: Iterable[L]) -> ResumeChoice[L] | None:
     return ResumeChoice(ranked[0], _why(ranked))
 
 
-def choose_resume_checkpoint(entries: Iterable[L]) -> ResumeChoice[L] | None:
+def as_checkpoints(entries: Iterable[L]) -> list[L | NamedCheckpoint]:
+    """The checkpoints in a listing: each object stands for itself, except a sharded checkpoint's commit.
+
+    The commit ``<x>/.metadata`` stands for the whole sharded checkpoint ``<x>`` (a
+    :class:`NamedCheckpoint` dated by the commit, which is written last). A sharded save that never
+    committed yields no checkpoint: its shard objects' names match no checkpoint name.
+
+    Args:
+        entries: a listing (objects with ``url`` and ``last_modified``), flat or recursive.
+
+    Returns:
+        The entries, with every commit replaced by the checkpoint it commits.
+    """
+    found: list[L | NamedCheckpoint] = []
+    for entry in entries:
+        sharded = checkpoint_of_commit(entry.url)
+        found.append(entry if sharded is None else NamedCheckpoint(sharded, entry.last_modified))
+    return found
+
+
+def choose_resume_checkpoint(entries: Iterable[L]) -> ResumeChoice[L | NamedCheckpoint] | None:
     """Pick the checkpoint a resume should load from one listing of a checkpoint dirpath.
 
-    ``*end.ckpt`` wins over ``*last.ckpt``; checkpoints with an ``-unfinished`` marker in the same listing
+    Committed sharded checkpoints count as one checkpoint each (:func:`as_checkpoints`). ``*end.ckpt``
+    wins over ``*last.ckpt``; checkpoints with an ``-unfinished`` marker in the same listing
     are skipped; among the rest :func:`newest_checkpoint` decides.
 
     Args:
@@ -141,7 +167,7 @@ def choose_resume_checkpoint(entries: Iterable[L]) -> ResumeChoice[L] | None:
     Returns:
         The choice and its reason, or None when no finished end or last checkpoint is there.
     """
-    listed = list(entries)
+    listed = as_checkpoints(entries)
     unfinished = unfinished_names(e.url for e in listed)
     for suffix in (END_SUFFIX, LAST_SUFFIX):
         kind = [e for e in listed if e.url.endswith(suffix) and e.url not in unfinished]

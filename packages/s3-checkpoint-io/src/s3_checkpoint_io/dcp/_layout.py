@@ -15,8 +15,9 @@ import uuid
 from dataclasses import dataclass
 
 from s3_dirpath_utils import join_s3_url, parse_s3_url, require_s3_url
+from s3_utils.sharded import COMMIT_NAME
 
-METADATA_NAME = ".metadata"
+METADATA_NAME = COMMIT_NAME
 _SHARD_NAME = re.compile(r"__(?P<save_id>[0-9a-f]{32})_(?P<rank>\d+)_[0-9a-f]{8}\.distcp")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from s3_dirpath_utils import is_s3_url
 from s3_utils import S3Store
-from s3_utils.cli import exit_codes
+from s3_utils.cli import exit_codes, sharded
 from s3_utils.cli.console import Console, UsageError
 from s3_utils.cli.file_progress import FileGrowthWatcher
 from s3_utils.cli.formatting import human_size
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         side = "both are S3 URLs" if src_s3 else "neither is an S3 URL"
         raise UsageError(f"cp copies between a local path and S3, but {side}: {args.src!r} -> {args.dst!r}")
     with open_store(args, chunk_size_MB=args.chunk_size_mb, max_concurrency=args.concurrency) as store:
+        if _copy_sharded(store, args, console):
+            return exit_codes.OK
         if dst_s3:
             upload(store, Path(args.src), s3_url(args.dst, "DST"), console)
         else:
@@ -56,6 +58,21 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 store, s3_url(args.src, "SRC"), Path(args.dst), console, trailing_slash=args.dst.endswith("/")
             )
     return exit_codes.OK
+
+
+def _copy_sharded(store: S3Store, args: argparse.Namespace, console: Console) -> bool:
+    """Copy a whole sharded checkpoint (a local folder or S3 prefix with a commit), if SRC is one."""
+    if is_s3_url(args.src):
+        src = s3_url(args.src, "SRC")
+        if not sharded.is_sharded(store, src):
+            return False
+        dst = Path(args.dst)
+        sharded.download_sharded(store, src, dst, console, into=args.dst.endswith("/") or dst.is_dir())
+        return True
+    if not sharded.is_local_sharded(Path(args.src)):
+        return False
+    sharded.upload_sharded(store, Path(args.src), s3_url(args.dst, "DST"), console)
+    return True
 
 
 def upload(store: S3Store, src: Path, dst: str, console: Console) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,6 +23,7 @@ from s3_utils.cli.formatting import human_size, utc_time
 from s3_utils.cli.store import open_store
 from s3_utils.cli.urls import as_prefix, s3_url
 from s3_utils.errors import S3NotFoundError
+from s3_utils.sharded import COMMIT_NAME, SHARD_SUFFIX, checkpoint_of_commit
 
 HELP = "list checkpoints under a dirpath: size, time, age, step, and what a resume would load and why"
 
@@ -38,6 +39,9 @@ class Entry:
         modified: last modification (a folder: its newest object).
         objects: 1 for an object, the object count for a folder.
         is_folder: whether this is a folder of objects.
+        committed: for a folder, whether it is a committed sharded checkpoint (holds the commit object
+            directly); only such folders are checkpoints a resume may pick.
+        sharded: for a folder, whether it holds sharded-checkpoint objects (shards or the commit).
     """
 
     name: str
@@ -46,6 +50,8 @@ class Entry:
     modified: datetime | None
     objects: int
     is_folder: bool
+    committed: bool = False
+    sharded: bool = False
 
     @property
     def step(self) -> int | None:
@@ -89,9 +95,21 @@ def group_entries(prefix_url: str, objects: Iterable[ObjectInfo]) -> list[Entry]
                 modified=max((m.last_modified for m in members if m.last_modified), default=None),
                 objects=len(members),
                 is_folder=True,
+                committed=any(checkpoint_of_commit(m.url) == prefix_url + name for m in members),
+                sharded=any(m.url.endswith(SHARD_SUFFIX) or m.url.endswith(COMMIT_NAME) for m in members),
             )
         )
     return sorted(files, key=lambda e: (-1 if e.step is None else e.step, e.name))
+
+
+def resume_candidates(entries: Iterable[Entry]) -> Iterator[NamedCheckpoint]:
+    """What a resume may pick among ``entries``: every object, and every committed sharded checkpoint
+    (given as its commit, which :func:`choose_resume_checkpoint` reads as the whole checkpoint)."""
+    for entry in entries:
+        if not entry.is_folder:
+            yield NamedCheckpoint(entry.name, entry.modified)
+        elif entry.committed:
+            yield NamedCheckpoint(f"{entry.name}/{COMMIT_NAME}", entry.modified)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -105,7 +123,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             entries = [e for e in group_entries(prefix, [store.head(url)]) if e.url == url]
     if not entries:
         raise S3NotFoundError(f"nothing under {prefix}; check the bucket and the dirpath")
-    choice = choose_resume_checkpoint(NamedCheckpoint(e.name, e.modified) for e in entries)
+    choice = choose_resume_checkpoint(resume_candidates(entries))
     resume = None if choice is None else choice.checkpoint.url
     if args.json:
         console.print(json.dumps(_as_json(prefix, entries, choice), indent=2))
@@ -150,6 +168,10 @@ def _note(entry: Entry, unfinished: set[str]) -> str:
     notes = []
     if entry.is_folder:
         notes.append(f"{entry.objects} objects")
+        if entry.committed:
+            notes.append("sharded checkpoint, committed")
+        elif entry.sharded:
+            notes.append("sharded save without a commit: unfinished, never resumed from")
     if is_unfinished_marker(entry.name):
         notes.append("marker: save in progress or interrupted")
     elif entry.name in unfinished:
@@ -173,6 +195,7 @@ def _as_json(
                 "step": e.step,
                 "objects": e.objects,
                 "folder": e.is_folder,
+                "committed": e.committed,
             }
             for e in entries
         ],

@@ -75,6 +75,36 @@ class CliPlugin(Protocol):
         ...
 
 
+@runtime_checkable
+class ShardedCheckpointPlugin(Protocol):
+    """What a plugin provides to read a sharded checkpoint's commit (optional, beside :class:`CliPlugin`)."""
+
+    name: str
+
+    def shard_extents(self, commit: bytearray, url: str) -> dict[str, int]:
+        """The shard objects a commit references and how many bytes of each it uses.
+
+        Args:
+            commit: the commit object's bytes.
+            url: where it came from, for messages.
+
+        Returns:
+            ``{shard object name under the checkpoint prefix: bytes of it the checkpoint needs}``.
+
+        Raises:
+            Exception: if the bytes are not a commit the plugin understands.
+        """
+        ...
+
+
+def sharded_plugin(plugins: list[CliPlugin]) -> ShardedCheckpointPlugin | None:
+    """The first of ``plugins`` that reads sharded-checkpoint commits, if any."""
+    for plugin in plugins:
+        if isinstance(plugin, ShardedCheckpointPlugin):
+            return plugin
+    return None
+
+
 def load_plugins() -> list[CliPlugin]:
     """Every installed ``s3ckpt.plugins`` entry point that loads and implements :class:`CliPlugin`.
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from s3_dirpath_utils import parse_s3_url
 from s3_utils import S3Store
-from s3_utils.cli import exit_codes
+from s3_utils.cli import exit_codes, sharded
 from s3_utils.cli.console import Console, UsageError
 from s3_utils.cli.formatting import human_size
 from s3_utils.cli.integrity import Check, check_checksum, check_etag, parts_in, stored_checksum
@@ -28,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description=HELP[0].upper() + HELP[1:] + ". The object is read whole into memory. Loading "
         f"needs torch: it is checked when s3-checkpoint-io is installed ({INSTALL_HINT}).",
     )
-    parser.add_argument("url", metavar="URL", help="s3://bucket/key of one checkpoint file")
+    parser.add_argument(
+        "url", metavar="URL", help="s3://bucket/key of one checkpoint file or sharded checkpoint prefix"
+    )
     parser.add_argument("--no-load", action="store_true", help="check the checksum only")
     parser.add_argument(
         "--trust",
@@ -53,7 +55,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     """Download, recompute the checksums, try to load; exit code 4 if anything does not match."""
     url = s3_url(args.url)
     bucket, key = parse_s3_url(url)
-    if not key or key.endswith("/"):
+    if not key:
+        raise UsageError(f"{url} names a bucket; verify checks one checkpoint (s3://bucket/key)")
+    if _is_sharded_checkpoint(args, url):
+        return _verify_sharded(args, url, console)
+    if key.endswith("/"):
         raise UsageError(f"{url} names a prefix; verify checks one object (s3://bucket/key)")
     with open_store(args) as store:
         head = _head(store, bucket, key, ChecksumMode="ENABLED")
@@ -81,6 +87,25 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if not any(c.ok for c in checks[1:3]):
         console.note(f"warning: no stored checksum of {url} could be compared")
     console.print(f"verified {url} ({human_size(size)})")
+    return exit_codes.OK
+
+
+def _is_sharded_checkpoint(args: argparse.Namespace, url: str) -> bool:
+    with open_store(args) as store:
+        return sharded.is_sharded(store, url)
+
+
+def _verify_sharded(args: argparse.Namespace, url: str, console: Console) -> int:
+    """Every shard's checksum and the commit's references (loading is not tried: it needs every rank)."""
+    with open_store(args) as store:
+        checks = sharded.verify_sharded(store, url, console)
+    for check in checks:
+        state = {True: "ok", False: "FAILED", None: "skipped"}[check.ok]
+        console.print(f"{check.name:<11}{state:<9}{check.detail}")
+    if any(c.ok is False for c in checks):
+        console.print(f"BAD: {url}")
+        return exit_codes.CHECK_FAILED
+    console.print(f"verified sharded checkpoint {url.rstrip('/')}/ ({len(checks)} checks)")
     return exit_codes.OK
 
 
