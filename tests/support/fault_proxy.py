@@ -261,7 +261,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if action == "not_implemented":
             record(501)
-            self._answer_error(501, "NotImplemented", "A header you provided implies functionality that is not implemented.")
+            self._answer_error(
+                501, "NotImplemented", "A header you provided implies functionality that is not implemented."
+            )
             return
         if action == "stall" and fault is not None:
             record(0)

@@ -58,8 +58,10 @@ def test_copy_above_the_limit_copies_parts_and_completes_once_all_are_there(
     assert "CopyObject" not in operations
     assert operations.count("UploadPartCopy") == 3
     assert operations[-1] == "CompleteMultipartUpload"
-    assert "PutObject" not in operations and "UploadPart" not in operations
-    assert sorted(moved) == sorted([CHUNK, CHUNK, 123]) and stats.bytes == len(data)
+    assert "PutObject" not in operations
+    assert "UploadPart" not in operations
+    assert sorted(moved) == sorted([CHUNK, CHUNK, 123])
+    assert stats.bytes == len(data)
     assert proxied.download_bytes(dst) == data  # also checks the carried-over full-object CRC64NVME
     assert MAX_COPY_OBJECT_SIZE == 5 * 1024**3
 
@@ -94,6 +96,7 @@ def test_a_store_refusing_copies_gets_the_bytes_through_the_client(
 
     stats = proxied.copy(src, dst, moved.append, single_request_limit=limit)
 
-    assert stats.operation == "upload" and sum(moved) == len(data)
+    assert stats.operation == "upload"
+    assert sum(moved) == len(data)
     assert proxied.download_bytes(dst) == data
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

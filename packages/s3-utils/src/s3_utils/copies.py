@@ -54,6 +54,7 @@ def server_copy(
     bucket: str,
     key: str,
     stats: StatsRecorder,
+    *,
     single_request_limit: int,
 ) -> None:
     """Copy ``source`` to ``bucket``/``key`` inside S3, atomically.
@@ -82,7 +83,9 @@ def _copy_source(source: ObjectInfo) -> dict[str, Any]:
     return {"CopySource": {"Bucket": source.bucket, "Key": source.key}, "CopySourceIfMatch": source.etag}
 
 
-def _copy_whole(transport: Transport, source: ObjectInfo, bucket: str, key: str, stats: StatsRecorder) -> None:
+def _copy_whole(
+    transport: Transport, source: ObjectInfo, bucket: str, key: str, stats: StatsRecorder
+) -> None:
     extra: dict[str, Any] = {"ChecksumAlgorithm": checksums.ALGORITHM} if transport.transfer.checksum else {}
     response = transport.requester.call(
         lambda: transport.client.copy_object(Bucket=bucket, Key=key, **_copy_source(source), **extra),

@@ -453,7 +453,9 @@ class S3Store:
         stats = StatsRecorder("copy", build_s3_url(bucket, key), on_progress)
         source = self._head(src_url, stats)
         try:
-            server_copy(self._transport(), source, bucket, key, stats, single_request_limit)
+            server_copy(
+                self._transport(), source, bucket, key, stats, single_request_limit=single_request_limit
+            )
         except S3Error as error:
             if not copy_refused(error):
                 raise
