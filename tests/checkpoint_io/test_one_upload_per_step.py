@@ -92,7 +92,8 @@ def test_a_run_resumed_from_a_copied_last_checkpoint_continues_as_from_an_upload
     _, callback, seen = fit(dirpath, s3_server.endpoint_url, tmp_path, 4, ckpt_path="last")
 
     assert seen.ckpt_path == f"{dirpath}/last.ckpt"
-    assert seen.state is not None and seen.state["global_step"] == 2
+    assert seen.state is not None
+    assert seen.state["global_step"] == 2
     assert_same(end["weights"], seen.state["weights"])
     assert_same(end["optimizer"], seen.state["optimizer"])
     # the next last checkpoint replaces last.ckpt (no last-v1.ckpt beside it)
