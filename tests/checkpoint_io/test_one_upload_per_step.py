@@ -164,3 +164,22 @@ def test_an_async_copy_is_skipped_when_its_source_save_failed(
 def test_save_last_link_is_refused_with_what_to_use_instead(bucket: str) -> None:
     with pytest.raises(ValueError, match="save_last=True"):
         S3ModelCheckpoint(dirpath=f"s3://{bucket}/run", save_last="link")
+
+
+def test_a_copied_last_cleans_the_other_same_step_last_checkpoints_when_asked(
+    s3_server: Any, bucket: str, s3_client: Any
+) -> None:
+    s3_client.put_object(Bucket=bucket, Key="run/gpt--step=900-loss=7.10-last.ckpt", Body=b"same step, older")
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, clean_same_step_last=True)
+    try:
+        io.save_checkpoint(state(9), f"s3://{bucket}/run/gpt--step=900-loss=6.47.ckpt")
+        io.copy_checkpoint(
+            f"s3://{bucket}/run/gpt--step=900-loss=6.47.ckpt",
+            f"s3://{bucket}/run/gpt--step=900-loss=6.47-last.ckpt",
+        )
+    finally:
+        io.teardown()
+    assert keys(s3_client, bucket) == {
+        "run/gpt--step=900-loss=6.47.ckpt",
+        "run/gpt--step=900-loss=6.47-last.ckpt",
+    }

@@ -360,6 +360,8 @@ class S3CheckpointIO(CheckpointIO):
             time.perf_counter() - started,
             "server-side" if stats.operation == "copy" else "through this client: the store refused a copy",
         )
+        if self.settings.clean_same_step_last:
+            self._remove_same_step_last(target)
 
     @override
     def teardown(self) -> None:
