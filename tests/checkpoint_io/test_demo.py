@@ -42,7 +42,9 @@ def test_demo_resumes_from_the_last_checkpoint_saved_before_the_kill(tmp_path: P
     # not a terminal: a readable log (a line per N steps and per save), no redrawn progress bar
     assert "\r" not in result.stdout + result.stderr
     assert f"  step {STEPS}/{STEPS}" in result.stdout
-    assert f"  saved demo-step={STEPS}-last.ckpt" in result.stdout
+    # the step-60 save: its top-k checkpoint (last.ckpt then is a server-side copy of it) or, when
+    # step 60 is not in the top 2, its last checkpoint
+    assert f"  saved demo-step={STEPS}-" in result.stdout
 
     summary = json.loads(summary_file.read_text())
     killed_after = summary["killed_after"]

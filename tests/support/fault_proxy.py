@@ -41,7 +41,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-ACTIONS = ("slowdown", "internal_error", "reset_mid_body", "delay", "access_denied", "stall")
+ACTIONS = (
+    "slowdown",
+    "internal_error",
+    "reset_mid_body",
+    "delay",
+    "access_denied",
+    "stall",
+    "not_implemented",
+)
 OPERATIONS = (
     "ListObjectsV2",
     "ListObjects",
@@ -50,6 +58,8 @@ OPERATIONS = (
     "PutObject",
     "CreateMultipartUpload",
     "UploadPart",
+    "CopyObject",
+    "UploadPartCopy",
     "CompleteMultipartUpload",
     "AbortMultipartUpload",
     "DeleteObject",
@@ -77,8 +87,9 @@ _ERROR_BODY = (
 )
 
 
-def classify(method: str, path: str, query: dict[str, str]) -> str:
-    """The S3 operation a path-style request is (one of :data:`OPERATIONS`)."""
+def classify(method: str, path: str, query: dict[str, str], copy_source: bool = False) -> str:
+    """The S3 operation a path-style request is (one of :data:`OPERATIONS`); ``copy_source``: the
+    request has an ``x-amz-copy-source`` header (a PUT that copies instead of uploading)."""
     parts = path.lstrip("/").split("/", 1)
     bucket = parts[0]
     key = parts[1] if len(parts) > 1 else ""
@@ -105,8 +116,10 @@ def classify(method: str, path: str, query: dict[str, str]) -> str:
         return "HeadObject"
     if method == "PUT":
         if "partNumber" in query and "uploadId" in query:
-            return "UploadPart"
-        return "PutObject" if not query else "Other"
+            return "UploadPartCopy" if copy_source else "UploadPart"
+        if not query:
+            return "CopyObject" if copy_source else "PutObject"
+        return "Other"
     if method == "POST":
         if "uploads" in query:
             return "CreateMultipartUpload"
@@ -211,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         parsed = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
-        operation = classify(self.command, parsed.path, query)
+        operation = classify(self.command, parsed.path, query, "x-amz-copy-source" in self.headers)
         state = self.server.state
         with state.lock:
             fault = next((f for f in state.faults if f.fires(operation)), None)
@@ -245,6 +258,12 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "access_denied":
             record(403)
             self._answer_error(403, "AccessDenied", "Access Denied")
+            return
+        if action == "not_implemented":
+            record(501)
+            self._answer_error(
+                501, "NotImplemented", "A header you provided implies functionality that is not implemented."
+            )
             return
         if action == "stall" and fault is not None:
             record(0)

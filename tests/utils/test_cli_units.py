@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import time
 import zlib
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -17,7 +15,6 @@ from hypothesis import strategies as st
 
 from s3_utils.cli.console import Console
 from s3_utils.cli.durations import parse_duration
-from s3_utils.cli.file_progress import FileGrowthWatcher
 from s3_utils.cli.formatting import human_size
 from s3_utils.cli.integrity import StoredChecksum, check_checksum, check_etag, parts_in, stored_checksum
 from s3_utils.cli.tuning import (
@@ -173,19 +170,3 @@ def test_no_progress_bar_is_drawn_unless_err_is_a_terminal() -> None:
     with Console(err=err).progress_bar("x", 10) as progress:
         progress.update(10)
     assert err.getvalue() == ""
-
-
-def test_file_growth_watcher_reports_bytes_written_at_offsets(tmp_path: Path) -> None:
-    (tmp_path / ".model.ckpt.old.part").write_bytes(b"an older temporary file, ignored")
-    reported: list[int] = []
-    with FileGrowthWatcher(tmp_path, ".model.ckpt.", reported.append, interval_s=0.01):
-        with (tmp_path / ".model.ckpt.x1y2.part").open("wb") as out:
-            out.truncate(8 * MiB)  # pre-sized and sparse, as the store's download leaves it
-            for offset in (4 * MiB, 0, 2 * MiB):  # ranges land out of order
-                out.seek(offset)
-                out.write(b"\1" * MiB)
-                out.flush()
-        deadline = time.monotonic() + 5
-        while sum(reported) < 3 * MiB and time.monotonic() < deadline:
-            time.sleep(0.01)
-    assert 3 * MiB <= sum(reported) < 8 * MiB  # what arrived, not the pre-sized length

@@ -322,6 +322,47 @@ class S3CheckpointIO(CheckpointIO):
         else:
             self._delete(url)
 
+    def copy_checkpoint(self, src: PathLike, dst: PathLike) -> None:
+        """Make ``dst`` a copy of the checkpoint at ``src``, inside S3 (the bytes are not uploaded again).
+
+        A server-side copy (:meth:`S3Store.copy`): ``dst`` appears whole or not at all, the previous
+        object there stays until then, and a store that refuses copies gets the bytes moved through
+        this client instead. With asynchronous saves the copy is queued behind every earlier save, so it
+        never reads ``src`` before its save is durable, and it is skipped (with a warning) if one of
+        them fails; it returns at once. Otherwise it copies now.
+
+        Args:
+            src: the ``s3://bucket/key`` of a checkpoint saved (or being saved) through this plugin.
+            dst: the ``s3://bucket/key`` to write.
+
+        Raises:
+            ValueError: if a path is not a valid S3 URL.
+            BackgroundSaveError: if an earlier asynchronous save, removal or copy failed.
+            S3Error: (synchronous) if the copy failed; nothing new is written at ``dst`` then.
+        """
+        source, target = _as_url(src), _as_url(dst)
+        self._saver.raise_failures()
+        if self.settings.async_checkpointing:
+            # the saver's removal queue has the ordering a copy needs: after every earlier save,
+            # skipped if one of them failed
+            self._saver.submit_removal(target, functools.partial(self._copy, source, target))
+        else:
+            self._copy(source, target)
+
+    def _copy(self, source: str, target: str) -> None:
+        started = time.perf_counter()
+        stats = self._store(write=True).copy(source, target)
+        log.info(
+            "copied %s to %s: %d bytes in %.3fs (%s)",
+            source,
+            target,
+            stats.bytes,
+            time.perf_counter() - started,
+            "server-side" if stats.operation == "copy" else "through this client: the store refused a copy",
+        )
+        if self.settings.clean_same_step_last:
+            self._remove_same_step_last(target)
+
     @override
     def teardown(self) -> None:
         """Wait for every background save, release clients and buffers, and report any failure.

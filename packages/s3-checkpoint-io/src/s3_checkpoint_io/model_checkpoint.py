@@ -9,6 +9,12 @@ given in code, never fsspec's environment-only view) whether objects exist and w
 of those lookups once on global rank 0 and shares the outcome with every rank, picks the last
 checkpoint by :mod:`s3_utils.checkpoint_names`' rule, and deletes only inside its own dirpath, never the
 checkpoint the run resumed from (:mod:`s3_checkpoint_io.removal`).
+
+One upload per step: with ``save_top_k`` and ``save_last`` both on, Lightning saves the same state
+twice in one step (the top-k checkpoint, then ``last``). Here the second is a server-side copy of the
+first (:meth:`S3CheckpointIO.copy_checkpoint`), made once the first is durable. The two differ only in
+this callback's ``last_model_path`` (Lightning sets it just before the ``last`` save); a run resumed from
+such a copy sets it to the checkpoint it resumed from, which is what an uploaded ``last`` holds.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+from weakref import proxy
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
 
 from s3_checkpoint_io._compat import override
 from s3_checkpoint_io._last_checkpoint import ListedCheckpoint, answer_connector_probes
@@ -57,6 +65,12 @@ class S3ModelCheckpoint(ModelCheckpoint):
     with an ``-unfinished`` marker. Listings and existence checks run on global rank 0 and their outcome
     (or error) is broadcast once a process group exists; before Lightning creates it, each rank lists.
 
+    A ``last`` checkpoint saved in the same step as a top-k one is a server-side copy of it, not a second
+    upload (queued behind the top-k save when saving asynchronously; moved through the client where the
+    store refuses copies). ``save_last="link"`` is refused: Lightning's link points ``last`` at the newest
+    checkpoint even from an earlier step, which top-k rotation may then delete; ``save_last=True``
+    already stores each step's bytes once.
+
     Args:
         dirpath: where checkpoints go, ``s3://bucket/prefix``.
         **kwargs: every other ``ModelCheckpoint`` argument (``save_last="link"`` is not supported).
@@ -70,9 +84,15 @@ class S3ModelCheckpoint(ModelCheckpoint):
             dirpath, "S3ModelCheckpoint dirpath", "use Lightning's ModelCheckpoint for local directories"
         )
         if kwargs.get("save_last") == "link":
-            raise ValueError("S3ModelCheckpoint(save_last='link') is not supported: S3 has no links")
+            raise ValueError(
+                "S3ModelCheckpoint(save_last='link') is not supported: S3 has no links; use save_last=True, "
+                "which stores a last checkpoint saved in the same step as a top-k one as a server-side copy "
+                "of it (one upload per step)"
+            )
         super().__init__(dirpath=url.rstrip("/"), **kwargs)
         answer_connector_probes()
+        self._topk_candidates: dict[str, Tensor] | None = None
+        self._copy_last_from: str | None = None
 
     @property
     def dir_url(self) -> str:
@@ -92,6 +112,49 @@ class S3ModelCheckpoint(ModelCheckpoint):
         )
         if not_empty:
             rank_zero_warn(f"Checkpoint directory {self.dir_url} exists and is not empty.")
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        resumed = None if trainer.ckpt_path is None else normalize_s3_url(str(trainer.ckpt_path))
+        if resumed is not None and self._is_last_name(resumed):
+            # A copied last checkpoint holds the top-k checkpoint's state, whose last_model_path is the
+            # previous last; an uploaded one names itself. Resuming from either continues the same way.
+            self.last_model_path = resumed
+
+    @override
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        # Lightning computes monitor_candidates once per hook call and hands the same dict to the top-k
+        # and the last save: seeing it again tells that both saves belong to one call, so one state.
+        self._topk_candidates = monitor_candidates
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    @override
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        same_call = monitor_candidates is self._topk_candidates
+        saved_now = self._last_checkpoint_saved and self._last_global_step_saved == trainer.global_step
+        self._copy_last_from = self._last_checkpoint_saved if same_call and saved_now else None
+        self._topk_candidates = None
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self._copy_last_from = None
+
+    @override
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        source = self._copy_last_from
+        if source is None or source == filepath:
+            super()._save_checkpoint(trainer, filepath)
+            return
+        # What Lightning's _save_checkpoint does, with a server-side copy instead of a second upload.
+        if trainer.is_global_zero:
+            self._checkpoint_io(trainer).copy_checkpoint(source, filepath)
+        trainer.strategy.barrier("S3ModelCheckpoint.copy_checkpoint")
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
     @override
     def file_exists(self, filepath: PathLike, trainer: pl.Trainer) -> bool:
@@ -119,15 +182,20 @@ class S3ModelCheckpoint(ModelCheckpoint):
         )
         return set() if found is None else {found}
 
-    def _newest_last(self, listed: Iterable[ObjectInfo]) -> ListedCheckpoint | None:
+    def _is_last_name(self, url: str) -> bool:
+        """Whether ``url`` lies directly in the dirpath and has a last checkpoint's name."""
+        name = url[len(self.dir_url) + 1 :] if url.startswith(self.dir_url + "/") else ""
         pattern = _last_name_pattern(self.CHECKPOINT_NAME_LAST, self.FILE_EXTENSION)
+        return "/" not in name and pattern.match(name) is not None
+
+    def _newest_last(self, listed: Iterable[ObjectInfo]) -> ListedCheckpoint | None:
         # A committed sharded checkpoint is one candidate (its prefix); an uncommitted one is none.
         direct = [info for info in as_checkpoints(listed) if "/" not in info.url[len(self.dir_url) + 1 :]]
         unfinished = unfinished_names(info.url for info in direct)
         last = [
             info
             for info in direct
-            if pattern.match(info.url[len(self.dir_url) + 1 :])
+            if self._is_last_name(info.url)
             and info.url not in unfinished
             and not is_unfinished_marker(info.url)
         ]

@@ -24,6 +24,8 @@ MAX_PARTS = 10_000
 """The most parts one multipart upload may have."""
 MAX_SINGLE_PUT_SIZE = 5 * GiB
 """The largest object a single PutObject may store."""
+MAX_COPY_OBJECT_SIZE = 5 * GiB
+"""The largest object a single CopyObject may copy; larger ones are copied part by part (UploadPartCopy)."""
 MAX_OBJECT_SIZE = 5 * TiB
 """The largest object S3 stores."""
 

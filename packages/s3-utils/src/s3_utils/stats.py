@@ -22,7 +22,7 @@ class TransferStats:
     """What one transfer did.
 
     Attributes:
-        operation: ``"upload"`` or ``"download"``.
+        operation: ``"upload"``, ``"download"`` or ``"copy"``.
         url: the object's ``s3://`` URL.
         bytes: payload bytes moved.
         seconds: wall time from the first request to the last answer.
@@ -46,14 +46,25 @@ class TransferStats:
 TransferSubscriber = Callable[[TransferStats], None]
 """Called once with the stats of every finished transfer (successful ones only)."""
 
+ProgressCallback = Callable[[int], None]
+"""Called with the number of bytes a transfer has just moved, once per part or range that succeeded.
+
+Bytes are reported only after their request succeeded, so a retried part is counted once and the
+calls of one transfer add up to its size exactly. Calls come from the store's worker threads, one at a
+time; keep the callback quick (a progress bar's ``update``). An exception it raises is logged and
+ignored: progress never fails a transfer.
+"""
+
 
 class StatsRecorder:
     """Thread-safe counters for one transfer; :meth:`finish` freezes them into a :class:`TransferStats`."""
 
-    def __init__(self, operation: str, url: str) -> None:
+    def __init__(self, operation: str, url: str, on_progress: ProgressCallback | None = None) -> None:
         self.operation = operation
         self.url = url
+        self._on_progress = on_progress
         self._lock = threading.Lock()
+        self._progress_lock = threading.Lock()
         self._start = time.monotonic()
         self._bytes = 0
         self._requests = 0
@@ -70,9 +81,17 @@ class StatsRecorder:
             self._retries += 1
 
     def add_bytes(self, count: int) -> None:
-        """Count ``count`` payload bytes as moved."""
+        """Count ``count`` payload bytes as moved (call it once a request has succeeded), and tell the
+        transfer's :data:`ProgressCallback`, if it has one."""
         with self._lock:
             self._bytes += count
+        if self._on_progress is None:
+            return
+        with self._progress_lock:
+            try:
+                self._on_progress(count)
+            except Exception:
+                logger.exception("progress callback %r failed; ignored", self._on_progress)
 
     @property
     def retries(self) -> int:

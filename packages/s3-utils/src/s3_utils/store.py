@@ -21,12 +21,13 @@ from typing import IO, TYPE_CHECKING, Any
 from s3_dirpath_utils import build_s3_url, parse_s3_url
 from s3_utils.client import get_client, pool_size
 from s3_utils.config import S3ClientConfig, TransferConfig
+from s3_utils.copies import copy_refused, server_copy
 from s3_utils.download import file_sink, memory_sink, ranged_download
 from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError
-from s3_utils.limits import MAX_KEYS_PER_DELETE, check_object_size
+from s3_utils.limits import MAX_COPY_OBJECT_SIZE, MAX_KEYS_PER_DELETE, check_object_size
 from s3_utils.objects import ObjectInfo
 from s3_utils.retry import Requester
-from s3_utils.stats import StatsRecorder, TransferStats, TransferSubscriber
+from s3_utils.stats import ProgressCallback, StatsRecorder, TransferStats, TransferSubscriber
 from s3_utils.transport import Transport
 from s3_utils.writer import S3Writer
 
@@ -137,17 +138,30 @@ class S3Store:
 
     # -- uploads -------------------------------------------------------------------------------------
 
-    def open_writer(self, url: str | os.PathLike[str]) -> S3Writer:
+    def open_writer(
+        self, url: str | os.PathLike[str], on_progress: ProgressCallback | None = None
+    ) -> S3Writer:
         """A streaming writer for ``url``; the object appears when the writer closes successfully.
+
+        Args:
+            url: the target ``s3://bucket/key``.
+            on_progress: told the size of each part once it is stored (:data:`ProgressCallback`).
 
         Raises:
             S3ConfigError: if ``url`` is not an object URL.
         """
         bucket, key = _object_url(url)
-        return S3Writer(self._transport(), bucket, key)
+        return S3Writer(self._transport(), bucket, key, on_progress)
 
-    def upload_stream(self, stream: IO[bytes], url: str | os.PathLike[str]) -> TransferStats:
+    def upload_stream(
+        self, stream: IO[bytes], url: str | os.PathLike[str], on_progress: ProgressCallback | None = None
+    ) -> TransferStats:
         """Upload everything readable from ``stream`` (from its current position) to ``url``.
+
+        Args:
+            stream: a readable binary file object.
+            url: the target ``s3://bucket/key``.
+            on_progress: told the size of each part once it is stored (:data:`ProgressCallback`).
 
         Returns:
             The transfer's statistics.
@@ -155,15 +169,23 @@ class S3Store:
         Raises:
             S3Error: on failure; no object (or the previous one, untouched) is left at ``url``.
         """
-        with self.open_writer(url) as writer:
+        with self.open_writer(url, on_progress) as writer:
             shutil.copyfileobj(stream, writer, _COPY_BLOCK)
         assert writer.stats is not None
         return writer.stats
 
     def upload_bytes(
-        self, url: str | os.PathLike[str], data: bytes | bytearray | memoryview
+        self,
+        url: str | os.PathLike[str],
+        data: bytes | bytearray | memoryview,
+        on_progress: ProgressCallback | None = None,
     ) -> TransferStats:
         """Upload ``data`` to ``url``.
+
+        Args:
+            url: the target ``s3://bucket/key``.
+            data: the object's bytes.
+            on_progress: told the size of each part once it is stored (:data:`ProgressCallback`).
 
         Returns:
             The transfer's statistics.
@@ -171,13 +193,23 @@ class S3Store:
         Raises:
             S3Error: on failure; nothing is left at ``url``.
         """
-        with self.open_writer(url) as writer:
+        with self.open_writer(url, on_progress) as writer:
             writer.write(data)
         assert writer.stats is not None
         return writer.stats
 
-    def upload_file(self, path: str | os.PathLike[str], url: str | os.PathLike[str]) -> TransferStats:
+    def upload_file(
+        self,
+        path: str | os.PathLike[str],
+        url: str | os.PathLike[str],
+        on_progress: ProgressCallback | None = None,
+    ) -> TransferStats:
         """Upload the local file at ``path`` to ``url``.
+
+        Args:
+            path: the local file.
+            url: the target ``s3://bucket/key``.
+            on_progress: told the size of each part once it is stored (:data:`ProgressCallback`).
 
         Returns:
             The transfer's statistics.
@@ -188,7 +220,7 @@ class S3Store:
         """
         check_object_size(os.path.getsize(path), self._url_of(url))
         with open(path, "rb") as stream:
-            return self.upload_stream(stream, url)
+            return self.upload_stream(stream, url, on_progress)
 
     # -- downloads -----------------------------------------------------------------------------------
 
@@ -246,8 +278,18 @@ class S3Store:
             "name and the endpoint"
         )
 
-    def download_into(self, url: str | os.PathLike[str], buffer: bytearray | memoryview) -> int:
+    def download_into(
+        self,
+        url: str | os.PathLike[str],
+        buffer: bytearray | memoryview,
+        on_progress: ProgressCallback | None = None,
+    ) -> int:
         """Download ``url`` into the start of ``buffer`` (a writable bytes-like at least as large).
+
+        Args:
+            url: the object's ``s3://bucket/key``.
+            buffer: where the bytes go.
+            on_progress: told the size of each range once it has arrived (:data:`ProgressCallback`).
 
         Returns:
             The object's size (bytes written).
@@ -257,15 +299,23 @@ class S3Store:
             S3ObjectChangedError: if the object was overwritten meanwhile.
             S3IntegrityError: if the bytes do not match the stored checksum.
         """
-        return self.download_to(url, lambda info: buffer).size
+        return self.download_to(url, lambda info: buffer, on_progress).size
 
     def download_to(
-        self, url: str | os.PathLike[str], allocate: Callable[[ObjectInfo], WritableBuffer]
+        self,
+        url: str | os.PathLike[str],
+        allocate: Callable[[ObjectInfo], WritableBuffer],
+        on_progress: ProgressCallback | None = None,
     ) -> ObjectInfo:
         """Download ``url`` into a buffer that ``allocate`` provides once the object's size is known.
 
         One HEAD, then ``allocate(info)``, then parallel ranged GETs into the buffer it returns: the
         caller decides where the bytes live (a ``bytearray``, an ``mmap`` of an in-memory file, ...).
+
+        Args:
+            url: the object's ``s3://bucket/key``.
+            allocate: returns a writable buffer of at least ``info.size`` bytes.
+            on_progress: told the size of each range once it has arrived (:data:`ProgressCallback`).
 
         Returns:
             The object's metadata (size, ETag) as the HEAD saw it.
@@ -276,7 +326,7 @@ class S3Store:
             S3ObjectChangedError: if the object was overwritten meanwhile.
             S3IntegrityError: if the bytes do not match the stored checksum.
         """
-        stats = StatsRecorder("download", self._url_of(url))
+        stats = StatsRecorder("download", self._url_of(url), on_progress)
         info = self._head(url, stats)
         target = memoryview(allocate(info)).cast("B")
         if target.readonly or len(target) < info.size:
@@ -293,8 +343,14 @@ class S3Store:
     def _url_of(url: str | os.PathLike[str]) -> str:
         return build_s3_url(*_object_url(url))
 
-    def download_bytes(self, url: str | os.PathLike[str]) -> bytearray:
+    def download_bytes(
+        self, url: str | os.PathLike[str], on_progress: ProgressCallback | None = None
+    ) -> bytearray:
         """Download ``url`` into a new ``bytearray``.
+
+        Args:
+            url: the object's ``s3://bucket/key``.
+            on_progress: told the size of each range once it has arrived (:data:`ProgressCallback`).
 
         Raises:
             S3NotFoundError: if the bucket or object does not exist.
@@ -307,14 +363,24 @@ class S3Store:
             made.append(bytearray(info.size))
             return made[0]
 
-        self.download_to(url, allocate)
+        self.download_to(url, allocate, on_progress)
         return made[0]
 
-    def download_file(self, url: str | os.PathLike[str], path: str | os.PathLike[str]) -> TransferStats:
+    def download_file(
+        self,
+        url: str | os.PathLike[str],
+        path: str | os.PathLike[str],
+        on_progress: ProgressCallback | None = None,
+    ) -> TransferStats:
         """Download ``url`` to the local ``path``, atomically: a partial file never appears there.
 
         Ranges are written into a temporary file beside ``path``, renamed over it on success and
         deleted on failure.
+
+        Args:
+            url: the object's ``s3://bucket/key``.
+            path: the local file to create or replace.
+            on_progress: told the size of each range once it has arrived (:data:`ProgressCallback`).
 
         Returns:
             The transfer's statistics.
@@ -324,7 +390,7 @@ class S3Store:
             S3ObjectChangedError: if the object was overwritten meanwhile.
             S3IntegrityError: if the bytes do not match the stored checksum.
         """
-        stats = StatsRecorder("download", self._url_of(url))
+        stats = StatsRecorder("download", self._url_of(url), on_progress)
         info = self._head(url, stats)
         target = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(target))
@@ -344,6 +410,72 @@ class S3Store:
             os.unlink(temporary)
             raise
         return stats.finish(self._subscribers)
+
+    # -- copies --------------------------------------------------------------------------------------
+
+    def copy(
+        self,
+        src_url: str | os.PathLike[str],
+        dst_url: str | os.PathLike[str],
+        on_progress: ProgressCallback | None = None,
+        *,
+        single_request_limit: int = MAX_COPY_OBJECT_SIZE,
+    ) -> TransferStats:
+        """Copy the object at ``src_url`` to ``dst_url`` inside S3: the bytes do not pass through here.
+
+        The target appears whole or not at all (the previous object there stays until then): up to
+        ``single_request_limit`` bytes one CopyObject, above it a multipart upload of UploadPartCopy
+        parts, completed once every part is copied and aborted otherwise. Each request is pinned to the
+        source's ETag, and its CRC64NVME is carried over and checked (see :mod:`s3_utils.copies`).
+
+        A store that refuses server-side copies (501 NotImplemented, 405, 403 AccessDenied on the copy
+        request) gets the bytes moved through this client instead: parallel ranged GETs into a
+        temporary file, then an upload from it (local disk for one object, memory bounded as usual).
+
+        Args:
+            src_url: the source ``s3://bucket/key``.
+            dst_url: the target ``s3://bucket/key``.
+            on_progress: told the bytes copied (or, when moved through the client, uploaded), part by
+                part (:data:`ProgressCallback`).
+            single_request_limit: the largest object copied with a single CopyObject; S3's 5 GiB
+                (:data:`~s3_utils.limits.MAX_COPY_OBJECT_SIZE`) unless a test wants parts.
+
+        Returns:
+            The transfer's statistics; ``operation`` is ``"copy"`` for a server-side copy and
+            ``"upload"`` when the store refused it and the bytes went through the client.
+
+        Raises:
+            S3NotFoundError: if the source does not exist.
+            S3ObjectChangedError: if the source was overwritten during the copy.
+            S3Error: on any other failure; nothing new is left at ``dst_url``.
+        """
+        bucket, key = _object_url(dst_url)
+        stats = StatsRecorder("copy", build_s3_url(bucket, key), on_progress)
+        source = self._head(src_url, stats)
+        try:
+            server_copy(
+                self._transport(), source, bucket, key, stats, single_request_limit=single_request_limit
+            )
+        except S3Error as error:
+            if not copy_refused(error):
+                raise
+            logger.info(
+                "%s refused a server-side copy (%s %s); copying %s through this client",
+                self.client_config.endpoint_name,
+                error.code,
+                error.status,
+                source.url,
+            )
+            return self._copy_through_client(source, dst_url, on_progress)
+        return stats.finish(self._subscribers)
+
+    def _copy_through_client(
+        self, source: ObjectInfo, dst_url: str | os.PathLike[str], on_progress: ProgressCallback | None
+    ) -> TransferStats:
+        with tempfile.TemporaryDirectory(prefix="s3-utils-copy-") as folder:
+            path = os.path.join(folder, "object")
+            self.download_file(source.url, path)  # one version of the source, whole (ETag-pinned)
+            return self.upload_file(path, dst_url, on_progress)
 
     # -- listing -------------------------------------------------------------------------------------
 

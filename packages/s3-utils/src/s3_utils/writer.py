@@ -27,7 +27,7 @@ from s3_utils import checksums
 from s3_utils.errors import S3Error
 from s3_utils.limits import check_object_size
 from s3_utils.part_sizes import part_size
-from s3_utils.stats import StatsRecorder, TransferStats
+from s3_utils.stats import ProgressCallback, StatsRecorder, TransferStats
 from s3_utils.transport import Transport
 
 if TYPE_CHECKING:
@@ -46,12 +46,20 @@ class S3Writer:
     exception aborts it (and no object appears); if an S3 request had failed, that S3 error is raised
     instead of the exception the producer raised after it. Get one from :meth:`S3Store.open_writer`.
 
+    Args:
+        transport: the store's client, retry policy, settings and workers.
+        bucket: the target bucket.
+        key: the target key.
+        on_progress: told the size of each part once it is stored (see :data:`ProgressCallback`).
+
     Attributes:
         url: the target ``s3://`` URL.
         stats: the transfer's statistics, once :meth:`close` succeeded.
     """
 
-    def __init__(self, transport: Transport, bucket: str, key: str) -> None:
+    def __init__(
+        self, transport: Transport, bucket: str, key: str, on_progress: ProgressCallback | None = None
+    ) -> None:
         self._t = transport
         self._bucket = bucket
         self._key = key
@@ -69,7 +77,7 @@ class S3Writer:
         self._slots = threading.Semaphore(transport.transfer.max_concurrency)
         self._failure: BaseException | None = None
         self._closed = False
-        self._stats = StatsRecorder("upload", self.url)
+        self._stats = StatsRecorder("upload", self.url, on_progress)
         self.stats: TransferStats | None = None
 
     # -- file protocol -------------------------------------------------------------------------------

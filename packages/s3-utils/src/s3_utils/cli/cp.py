@@ -16,13 +16,11 @@ from s3_dirpath_utils import is_s3_url
 from s3_utils import S3Store
 from s3_utils.cli import exit_codes, sharded
 from s3_utils.cli.console import Console, UsageError
-from s3_utils.cli.file_progress import FileGrowthWatcher
 from s3_utils.cli.formatting import human_size
 from s3_utils.cli.store import open_store
 from s3_utils.cli.urls import basename, s3_url
 
 HELP = "copy a checkpoint between a local path and S3, with parallel ranged transfers"
-READ_BLOCK = 8 * 1024 * 1024
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,6 +76,8 @@ def _copy_sharded(store: S3Store, args: argparse.Namespace, console: Console) ->
 def upload(store: S3Store, src: Path, dst: str, console: Console) -> None:
     """Stream ``src`` into a multipart upload; on any failure the upload is aborted and no object appears.
 
+    The progress bar counts the bytes S3 has stored, part by part (the store's ``on_progress`` hook).
+
     Raises:
         FileNotFoundError: if ``src`` does not exist.
         UsageError: if ``src`` is a folder.
@@ -88,15 +88,16 @@ def upload(store: S3Store, src: Path, dst: str, console: Console) -> None:
         dst += src.name
     with src.open("rb") as source:
         size = os.fstat(source.fileno()).st_size
-        with console.progress_bar(src.name, size) as progress, store.open_writer(dst) as writer:
-            while block := source.read(READ_BLOCK):
-                writer.write(block)
-                progress.update(len(block))
+        with console.progress_bar(src.name, size) as progress:
+            store.upload_stream(source, dst, progress.update)
     console.print(f"uploaded {src} -> {dst} ({human_size(size)})")
 
 
 def download(store: S3Store, src: str, dst: Path, console: Console, trailing_slash: bool = False) -> None:
     """Download ``src`` to ``dst`` with parallel ranged GETs, atomically for regular files.
+
+    The store writes a temporary file beside ``dst`` and renames it into place only when complete
+    (deleting it on failure); the progress bar counts the ranges that have arrived.
 
     Raises:
         S3NotFoundError: if ``src`` does not exist.
@@ -114,12 +115,6 @@ def download(store: S3Store, src: str, dst: Path, console: Console, trailing_sla
         return
     if not dst.parent.is_dir():
         raise FileNotFoundError(2, "no such folder to download into", str(dst.parent))
-    # The store writes a temporary file beside dst and renames it into place only when complete
-    # (deleting it on failure); its growth is the download's progress.
-    with (
-        console.progress_bar(dst.name, info.size) as progress,
-        FileGrowthWatcher(dst.parent, f".{dst.name}.", progress.update),
-    ):
-        store.download_file(src, dst)
-        progress.update(max(0, info.size - progress.n))
+    with console.progress_bar(dst.name, info.size) as progress:
+        store.download_file(src, dst, progress.update)
     console.print(f"downloaded {src} -> {dst} ({human_size(info.size)})")

@@ -68,8 +68,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if parts_in(etag) is not None:  # all parts but the last have part 1's size
             part_size = int(_head(store, bucket, key, PartNumber=1)["ContentLength"])
         with console.progress_bar(key.rsplit("/", 1)[-1], size) as progress:
-            data = store.download_bytes(url)
-            progress.update(len(data))
+            data = store.download_bytes(url, progress.update)
 
     checks: list[Check] = [Check("size", len(data) == size, f"{len(data)} bytes read, {size} stored")]
     stored = check_checksum(data, stored_checksum(head), part_size)
