@@ -37,6 +37,7 @@ from s3_checkpoint_io._stats import _find_s3_checkpoint_io
 from s3_checkpoint_io.checkpoint_io import PathLike, S3CheckpointIO
 from s3_checkpoint_io.rank_zero import share_from_rank_zero
 from s3_checkpoint_io.removal import may_remove_checkpoint
+from s3_checkpoint_io.strategies import _S3ShardedCheckpoints
 from s3_dirpath_utils import normalize_s3_url, require_s3_url
 from s3_utils import ObjectInfo
 from s3_utils.checkpoint_names import (
@@ -133,7 +134,9 @@ class S3ModelCheckpoint(ModelCheckpoint):
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
         same_call = monitor_candidates is self._topk_candidates
         saved_now = self._last_checkpoint_saved and self._last_global_step_saved == trainer.global_step
-        self._copy_last_from = self._last_checkpoint_saved if same_call and saved_now else None
+        # A sharded strategy's checkpoint is a prefix of shards and a commit: no single object to copy.
+        one_object = not isinstance(trainer.strategy, _S3ShardedCheckpoints)
+        self._copy_last_from = self._last_checkpoint_saved if same_call and saved_now and one_object else None
         self._topk_candidates = None
         try:
             super()._save_last_checkpoint(trainer, monitor_candidates)
