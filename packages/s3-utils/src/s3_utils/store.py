@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 from s3_dirpath_utils import build_s3_url, parse_s3_url
 from s3_utils.client import get_client, pool_size
 from s3_utils.config import S3ClientConfig, TransferConfig
-from s3_utils.download import file_sink, memory_sink, ranged_download
+from s3_utils.download import chunk_ranges, file_sink, memory_sink, ranged_download, run_ranges
 from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError
 from s3_utils.limits import MAX_KEYS_PER_DELETE, check_object_size
 from s3_utils.objects import ObjectInfo
@@ -288,6 +288,55 @@ class S3Store:
         ranged_download(self._transport(), info, memory_sink(target), stats)
         stats.finish(self._subscribers)
         return info
+
+    def download_range(
+        self,
+        url: str | os.PathLike[str],
+        offset: int,
+        buffer: WritableBuffer,
+        *,
+        etag: str | None = None,
+    ) -> int:
+        """Download ``len(buffer)`` bytes of ``url`` starting at byte ``offset`` into ``buffer``.
+
+        No HEAD: the span is cut into chunk-sized ranged GETs (parallel when more than one), each
+        retried alone. Pass the ``etag`` of the version you expect (from :meth:`head` or a listing) to
+        pin every GET to it with ``If-Match``. S3 stores no checksum of an arbitrary span, so the bytes
+        are checked for length only; use :meth:`download_to` for a whole object checked end to end.
+
+        Args:
+            url: the object.
+            offset: the first byte to read.
+            buffer: a writable bytes-like; its length is the number of bytes read.
+            etag: the version to read (with its quotes, as S3 sends it); None reads whatever is stored.
+
+        Returns:
+            The number of bytes written (``len(buffer)``).
+
+        Raises:
+            S3ConfigError: if ``buffer`` is read-only or ``offset`` is negative.
+            S3NotFoundError: if the bucket or object does not exist.
+            S3ObjectChangedError: if ``etag`` is given and the object is no longer that version.
+            S3IntegrityError: if the span lies (partly) past the object's end (the server sends fewer
+                bytes than asked).
+        """
+        bucket, key = _object_url(url)
+        target = memoryview(buffer).cast("B")
+        if target.readonly or offset < 0:
+            raise S3ConfigError(
+                f"download_range of {self._url_of(url)}: pass a writable buffer and an offset >= 0 (got "
+                f"offset {offset}{', a read-only buffer' if target.readonly else ''})"
+            )
+        end = offset + len(target)
+        stats = StatsRecorder("download", build_s3_url(bucket, key))
+
+        def write_at(position: int, data: bytes) -> None:
+            target[position - offset : position - offset + len(data)] = data
+
+        ranges = chunk_ranges(offset, end, self.transfer_config.chunk_size)
+        run_ranges(self._transport(), stats.url, bucket, key, etag, ranges, write_at, stats)
+        stats.finish(self._subscribers)
+        return len(target)
 
     @staticmethod
     def _url_of(url: str | os.PathLike[str]) -> str:
