@@ -10,7 +10,9 @@ from support.payloads import payload
 from support.stores import CHUNK, small_store
 
 
-def test_download_range_reads_a_span_across_chunks_with_parallel_gets(bucket: str, fault_proxy: FaultProxy) -> None:
+def test_download_range_reads_a_span_across_chunks_with_parallel_gets(
+    bucket: str, fault_proxy: FaultProxy
+) -> None:
     data = payload(3 * CHUNK + 999)
     url = f"s3://{bucket}/obj"
     with small_store() as store:

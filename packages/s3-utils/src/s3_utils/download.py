@@ -14,6 +14,8 @@ import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from dataclasses import dataclass
+from typing import Any
 
 from s3_utils import checksums
 from s3_utils.errors import S3IntegrityError
@@ -51,29 +53,36 @@ def file_sink(fd: int) -> WriteAt:
     return write_at
 
 
+@dataclass(frozen=True)
+class RangeSource:
+    """The object ranged GETs read: its URL (for messages), bucket, key, and the ETag that pins it.
+
+    Attributes:
+        url: ``s3://bucket/key``.
+        bucket: the bucket.
+        key: the key.
+        etag: sent as ``If-Match`` when not None, so another version of the object fails with 412.
+    """
+
+    url: str
+    bucket: str
+    key: str
+    etag: str | None
+
+
 def chunk_ranges(start: int, end: int, chunk: int) -> list[tuple[int, int]]:
     """``[start, end)`` cut into ``(first, stop)`` ranges of at most ``chunk`` bytes, in order."""
     return [(first, min(first + chunk, end)) for first in range(start, end, chunk)]
 
 
 def get_range(
-    transport: Transport,
-    url: str,
-    bucket: str,
-    key: str,
-    etag: str | None,
-    span: tuple[int, int],
-    write_at: WriteAt,
-    stats: StatsRecorder,
+    transport: Transport, source: RangeSource, span: tuple[int, int], write_at: WriteAt, stats: StatsRecorder
 ) -> int:
     """GET bytes ``span[0]`` to ``span[1] - 1`` of one object into ``write_at`` (retried as one request).
 
     Args:
         transport: the store's client, retry policy, settings and workers.
-        url: the object's URL, for messages.
-        bucket: the object's bucket.
-        key: the object's key.
-        etag: sent as ``If-Match`` when given, so another version of the object fails with 412.
+        source: the object, and the version to pin.
         span: the byte range ``[start, end)``; ``write_at`` receives bytes at their object offsets.
         write_at: where the bytes go.
         stats: counts bytes, requests and retries.
@@ -88,10 +97,13 @@ def get_range(
     """
     start, end = span
     checksum = transport.transfer.checksum
-    pin: dict[str, str] = {"IfMatch": etag} if etag is not None else {}
+    url, bucket, key = source.url, source.bucket, source.key
+    pin: dict[str, Any] = {"IfMatch": source.etag} if source.etag is not None else {}
 
     def once() -> int:
-        response = transport.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin)
+        response = transport.client.get_object(
+            Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin
+        )
         body = response["Body"]
         if int(response.get("ContentLength", -1)) != end - start:
             body.close()
@@ -106,7 +118,9 @@ def get_range(
             while position < end:
                 piece = body.read(min(READ_BLOCK, end - position))
                 if not piece:
-                    raise TruncatedBodyError(f"{url}: range {start}-{end - 1} ended after {position - start} bytes")
+                    raise TruncatedBodyError(
+                        f"{url}: range {start}-{end - 1} ended after {position - start} bytes"
+                    )
                 write_at(position, piece)
                 if checksum:
                     crc = checksums.crc(piece, crc)
@@ -135,7 +149,8 @@ def ranged_download(transport: Transport, info: ObjectInfo, write_at: WriteAt, s
         S3Error: any other failure, after retries.
     """
     ranges = chunk_ranges(0, info.size, transport.transfer.chunk_size)
-    crcs = run_ranges(transport, info.url, info.bucket, info.key, info.etag, ranges, write_at, stats)
+    source = RangeSource(info.url, info.bucket, info.key, info.etag)
+    crcs = run_ranges(transport, source, ranges, write_at, stats)
     expected = info.full_object_checksum
     if transport.transfer.checksum and expected is not None:
         running = checksums.RunningChecksum()
@@ -150,10 +165,7 @@ def ranged_download(transport: Transport, info: ObjectInfo, write_at: WriteAt, s
 
 def run_ranges(
     transport: Transport,
-    url: str,
-    bucket: str,
-    key: str,
-    etag: str | None,
+    source: RangeSource,
     ranges: list[tuple[int, int]],
     write_at: WriteAt,
     stats: StatsRecorder,
@@ -163,8 +175,8 @@ def run_ranges(
     Returns:
         Each range's CRC64NVME, in the order of ``ranges``.
     """
-    fetches = [
-        functools.partial(get_range, transport, url, bucket, key, etag, span, write_at, stats) for span in ranges
+    fetches: list[Callable[[], int]] = [
+        functools.partial(get_range, transport, source, span, write_at, stats) for span in ranges
     ]
     if len(fetches) == 1:
         return [fetches[0]()]

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 from s3_dirpath_utils import build_s3_url, parse_s3_url
 from s3_utils.client import get_client, pool_size
 from s3_utils.config import S3ClientConfig, TransferConfig
-from s3_utils.download import chunk_ranges, file_sink, memory_sink, ranged_download, run_ranges
+from s3_utils.download import RangeSource, chunk_ranges, file_sink, memory_sink, ranged_download, run_ranges
 from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError
 from s3_utils.limits import MAX_KEYS_PER_DELETE, check_object_size
 from s3_utils.objects import ObjectInfo
@@ -334,7 +334,7 @@ class S3Store:
             target[position - offset : position - offset + len(data)] = data
 
         ranges = chunk_ranges(offset, end, self.transfer_config.chunk_size)
-        run_ranges(self._transport(), stats.url, bucket, key, etag, ranges, write_at, stats)
+        run_ranges(self._transport(), RangeSource(stats.url, bucket, key, etag), ranges, write_at, stats)
         stats.finish(self._subscribers)
         return len(target)
 
