@@ -123,3 +123,31 @@ def save_with_failing_rank(url: str, how: str, out_dir: str) -> None:
     except (Exception, CheckpointException) as exc:  # the save must fail on every surviving rank
         pathlib.Path(out_dir, f"rank{rank}.failed").write_text(type(exc).__name__)
         raise
+
+
+def async_save_in_process(url: str, out_dir: str) -> None:
+    """Every rank saves with dcp.async_save in a background process, staged by S3AsyncStager, then loads."""
+    from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
+
+    from s3_checkpoint_io.dcp import S3AsyncStager
+
+    init_process_group(timeout_s=90)
+    rank = dist.get_rank()
+    state = {f"rank{rank}.big": torch.full((BIG,), float(rank)), "step": 7}
+    stager = S3AsyncStager(share_memory=True)
+    future = dcp.async_save(
+        state,
+        storage_writer=S3StorageWriter(url, chunk_size_MB=5),
+        async_checkpointer_type=AsyncCheckpointerType.PROCESS,
+        async_stager=stager,
+    )
+    early = not future.done()
+    state[f"rank{rank}.big"].add_(1000)  # after staging: must not reach the checkpoint
+    future.result(timeout=120)
+    stager.close()
+    loaded = {f"rank{rank}.big": torch.zeros(BIG), "step": -1}
+    dcp.load(loaded, storage_reader=S3StorageReader(url))
+    ok = bool(torch.equal(loaded[f"rank{rank}.big"], torch.full((BIG,), float(rank)))) and loaded["step"] == 7
+    pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"early": early, "loaded": ok}))
+    dist.barrier()
+    dist.destroy_process_group()
