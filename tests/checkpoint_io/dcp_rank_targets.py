@@ -151,3 +151,17 @@ def async_save_in_process(url: str, out_dir: str) -> None:
     pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"early": early, "loaded": ok}))
     dist.barrier()
     dist.destroy_process_group()
+
+
+def save_and_load(url: str, endpoint_url: str, out_dir: str) -> None:
+    """Every rank saves a shard of more than one part through ``endpoint_url``, then loads it back."""
+    init_process_group(timeout_s=90)
+    rank = dist.get_rank()
+    state = {f"rank{rank}.big": torch.arange(BIG, dtype=torch.float32) + rank, "step": 3}
+    dcp.save(state, storage_writer=S3StorageWriter(url, chunk_size_MB=5, endpoint_url=endpoint_url))
+    loaded = {f"rank{rank}.big": torch.zeros(BIG), "step": -1}
+    dcp.load(loaded, storage_reader=S3StorageReader(url, chunk_size_MB=5, endpoint_url=endpoint_url))
+    ok = bool(torch.equal(loaded[f"rank{rank}.big"], state[f"rank{rank}.big"])) and loaded["step"] == 3
+    pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps(ok))
+    dist.barrier()
+    dist.destroy_process_group()

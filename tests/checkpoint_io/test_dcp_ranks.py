@@ -103,3 +103,22 @@ def test_dcp_rank_failing_mid_save_commits_nothing_and_previous_checkpoint_loads
 
     dcp.save(plain_state(2), storage_writer=S3StorageWriter(url))
     assert len([key for key in object_keys(s3_client, bucket) if key.endswith(".distcp")]) == 1
+
+
+def test_dcp_save_and_load_on_four_ranks_succeed_through_a_503_storm(
+    bucket: str, tmp_path: pathlib.Path, fault_proxy: FaultProxy
+) -> None:
+    url = f"s3://{bucket}/storm"
+    fault_proxy.add_fault(None, "slowdown", probability=0.3, times=60, seed=7)  # every kind of request
+
+    launch(
+        "checkpoint_io.dcp_rank_targets:save_and_load",
+        world_size=4,
+        args=[url, fault_proxy.url, str(tmp_path)],
+        timeout_s=150,
+    )
+
+    assert all(json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(4))
+    assert fault_proxy.injected >= 10
+    failed = {r.operation for r in fault_proxy.requests if r.fault == "slowdown"}
+    assert {"UploadPart", "GetObject"} <= failed, failed
