@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import pickle
 import time
@@ -15,6 +16,7 @@ from torch.futures import Future
 
 from s3_checkpoint_io.dcp._broadcast import current_load_group, read_once
 from s3_checkpoint_io.dcp._layout import CheckpointLayout
+from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
 from s3_checkpoint_io.dcp._records import CommitRecord
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_reader import read_items
@@ -165,7 +167,15 @@ class S3StorageReader(StorageReader):
         return plan
 
     def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
-        """Send every rank the save id the coordinator read, to check against its own."""
+        """Send every rank the save id the coordinator read, to check against its own; warn if the
+        ranks' ranged GETs can exceed S3's request rate on one prefix."""
+        prefixes = {name.rpartition("/")[0] for name in self.commit.shard_names} or {""}
+        warn_if_over_request_budget(
+            math.ceil(len(plans) / len(prefixes)),
+            self.settings.transfer_config.max_concurrency,
+            "GET",
+            "S3StorageReader(max_concurrency=...)",
+        )
         return [dataclasses.replace(plan, storage_data=self.commit.save_id) for plan in plans]
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
