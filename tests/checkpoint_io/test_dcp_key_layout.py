@@ -41,7 +41,7 @@ def test_dcp_rank_hash_layout_puts_shards_under_a_hashed_prefix_and_overwrites_c
 
 
 def test_dcp_writer_rejects_an_unknown_key_prefix_strategy() -> None:
-    with pytest.raises(ValueError, match="key_prefix_strategy='random'.*flat, rank-hash"):
+    with pytest.raises(ValueError, match=r"key_prefix_strategy='random'.*flat, rank-hash"):
         S3StorageWriter("s3://bucket/ckpt", key_prefix_strategy="random")
 
 
