@@ -7,6 +7,7 @@ everything below speaks ``(bucket, key)``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -19,10 +20,11 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from s3_dirpath_utils import build_s3_url, parse_s3_url
+from s3_utils import checksums
 from s3_utils.client import get_client, pool_size
 from s3_utils.config import S3ClientConfig, TransferConfig
 from s3_utils.download import RangeSource, chunk_ranges, file_sink, memory_sink, ranged_download, run_ranges
-from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError
+from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError, S3ObjectChangedError
 from s3_utils.limits import MAX_KEYS_PER_DELETE, check_object_size
 from s3_utils.objects import ObjectInfo
 from s3_utils.retry import Requester
@@ -189,6 +191,69 @@ class S3Store:
         check_object_size(os.path.getsize(path), self._url_of(url))
         with open(path, "rb") as stream:
             return self.upload_stream(stream, url)
+
+    def put_if_unchanged(
+        self, url: str | os.PathLike[str], data: bytes | bytearray | memoryview, *, expected_etag: str | None
+    ) -> str:
+        """Store ``data`` at ``url`` in one PutObject, only if the object there is still the version the
+        caller read: ``If-Match: expected_etag``, or ``If-None-Match: *`` (no object yet) when None.
+
+        Two writers that read the same version cannot both replace it: the second gets
+        :class:`S3ObjectChangedError`. A retried PUT whose first attempt had in fact succeeded is
+        recognised (the stored ETag is the MD5 of ``data``) and not reported as a conflict. The store
+        must support conditional writes (AWS S3, moto, ...); one that ignores the headers writes
+        unconditionally.
+
+        Args:
+            url: the object.
+            data: its new content (at most 5 GiB: one PUT).
+            expected_etag: the ETag (with its quotes) of the version to replace; None to create only.
+
+        Returns:
+            The new object's ETag.
+
+        Raises:
+            S3ObjectChangedError: another writer created or replaced the object since it was read.
+            S3Error: on any other failure, after retries.
+        """
+        bucket, key = _object_url(url)
+        body = bytes(data)
+        condition: dict[str, Any] = (
+            {"IfNoneMatch": "*"} if expected_etag is None else {"IfMatch": expected_etag}
+        )
+        extra: dict[str, Any] = {}
+        if self.transfer_config.checksum:
+            extra = {
+                "ChecksumAlgorithm": checksums.ALGORITHM,
+                "ChecksumCRC64NVME": checksums.to_base64(checksums.crc(body)),
+            }
+        try:
+            response = self._call(
+                lambda: self.client.put_object(Bucket=bucket, Key=key, Body=body, **condition, **extra),
+                "PutObject",
+                bucket,
+                key,
+            )
+        except S3Error as error:
+            if not isinstance(error, S3ObjectChangedError) and error.code != "ConditionalRequestConflict":
+                raise
+            ours = f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'
+            try:
+                if self.head(url).etag == ours:
+                    return ours  # an earlier attempt of this PUT stored it; its answer was lost
+            except S3NotFoundError:
+                pass
+            what = "exists now" if expected_etag is None else f"is no longer the version {expected_etag}"
+            raise S3ObjectChangedError(
+                f"{self._url_of(url)} {what}: another writer created or replaced it meanwhile, so this "
+                "write was refused; check that only one job writes there",
+                operation="PutObject",
+                status=412,
+                code="PreconditionFailed",
+                bucket=bucket,
+                key=key,
+            ) from error
+        return str(response["ETag"])
 
     # -- downloads -----------------------------------------------------------------------------------
 

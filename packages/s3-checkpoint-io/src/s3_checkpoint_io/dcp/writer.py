@@ -27,7 +27,7 @@ from s3_checkpoint_io.dcp._records import CommitRecord, RankTarget, ShardLocatio
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_writer import write_items
 from s3_dirpath_utils import is_s3_url
-from s3_utils import S3ClientConfig, S3Error, S3Store
+from s3_utils import S3ClientConfig, S3Error, S3NotFoundError, S3ObjectChangedError, S3Store
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class S3StorageWriter(StorageWriter):
         self._layout: CheckpointLayout | None = None
         self._is_coordinator = False
         self._save_id: str | None = None
+        self._committed_etag: str | None = None
         self.reset(checkpoint_id)
 
     def __repr__(self) -> str:
@@ -132,6 +133,7 @@ class S3StorageWriter(StorageWriter):
             f"S3StorageWriter(max_concurrency=..., key_prefix_strategy={self.key_prefix_strategy!r})",
         )
         self._save_id = new_save_id()
+        self._committed_etag = self._read_committed_etag()
         return [
             dataclasses.replace(plan, storage_data=RankTarget(self._save_id, rank))
             for rank, plan in enumerate(plans)
@@ -175,6 +177,9 @@ class S3StorageWriter(StorageWriter):
         Raises:
             ValueError: if a rank wrote under another save id (DCP's plan caching replayed an old
                 plan); nothing is committed.
+            S3ObjectChangedError: if another save committed at the prefix since this one began (the
+                metadata PUT is conditional: ``If-Match`` on the ETag read when the save was planned,
+                ``If-None-Match: *`` when nothing was committed); this save's shards are deleted.
             S3Error: if the metadata PUT fails; the previous checkpoint (if any) stays committed.
         """
         if self._save_id is None:
@@ -195,7 +200,17 @@ class S3StorageWriter(StorageWriter):
             )
         metadata.storage_data = CommitRecord(self._save_id, names, locations)  # type: ignore[arg-type]
         with self.settings.open_store() as store:
-            store.upload_bytes(self.layout.metadata_url, pickle.dumps(metadata))
+            try:
+                store.put_if_unchanged(
+                    self.layout.metadata_url, pickle.dumps(metadata), expected_etag=self._committed_etag
+                )
+            except S3ObjectChangedError as exc:
+                self._delete_shards(store, names)
+                raise S3ObjectChangedError(
+                    f"{self.layout.prefix_url}: another save committed here while this one ran, so this save "
+                    f"(save {self._save_id}) was not committed and its shards were deleted; the other "
+                    f"save's checkpoint stands. Run one save at a time per prefix. ({exc})"
+                ) from exc
             log.info(
                 "DCP checkpoint committed: %s (save %s, %d shards)",
                 self.layout.prefix_url,
@@ -203,6 +218,22 @@ class S3StorageWriter(StorageWriter):
                 len(names),
             )
             self._delete_unreferenced_shards(store, set(names))
+
+    def _read_committed_etag(self) -> str | None:
+        """The ETag of the committed metadata (None: nothing committed), for the conditional commit."""
+        with self.settings.open_store() as store:
+            try:
+                return store.head(self.layout.metadata_url).etag
+            except S3NotFoundError:
+                return None
+
+    def _delete_shards(self, store: S3Store, names: tuple[str, ...]) -> None:
+        """Best effort: delete this save's shard objects after it lost the race to commit."""
+        for name in names:
+            try:
+                store.delete(self.layout.url_of(name))
+            except S3Error as exc:
+                log.warning("could not delete the uncommitted shard %s: %s", self.layout.url_of(name), exc)
 
     def _delete_unreferenced_shards(self, store: S3Store, keep: set[str]) -> None:
         """Delete the shard objects under the prefix that the commit does not name (older saves',
