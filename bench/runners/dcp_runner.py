@@ -56,7 +56,7 @@ def _s3torch(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
 
 
 def _fsspec(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
-    from torch.distributed.checkpoint import FsspecReader, FsspecWriter
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
 
     os.environ["FSSPEC_S3_ENDPOINT_URL"] = endpoint
     return FsspecWriter(url, overwrite=True), FsspecReader(url)
@@ -220,10 +220,15 @@ class CountingProxy:
                 response = upstream_conn.getresponse()
                 data = response.read()
                 self.send_response(response.status)
+                # a HEAD's answer keeps the object's Content-Length; other answers carry the body read
+                dropped = ("transfer-encoding", "connection") + (
+                    () if self.command == "HEAD" else ("content-length",)
+                )
                 for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    if key.lower() not in dropped:
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
