@@ -7,7 +7,9 @@ import pytest
 from s3_utils import S3ObjectChangedError, S3Store
 
 
-def test_put_if_unchanged_creates_once_and_replaces_only_the_version_it_read(store: S3Store, bucket: str) -> None:
+def test_put_if_unchanged_creates_once_and_replaces_only_the_version_it_read(
+    store: S3Store, bucket: str
+) -> None:
     url = f"s3://{bucket}/commit"
     first = store.put_if_unchanged(url, b"v1", expected_etag=None)
     assert store.head(url).etag == first
