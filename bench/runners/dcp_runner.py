@@ -7,8 +7,9 @@ dist_port, tag, out (a file for the JSON). Endpoint and credentials come from th
 The runner starts ``ranks`` gloo CPU processes (this file again, in rank mode). Each rank holds its own
 tensors; a save or load is timed on rank 0 from a barrier before it to a barrier after it, so the
 time is the aggregate one. CPU seconds are summed over the ranks. Requests per save come from
-SeaweedFS's metrics; after the timed repetitions one more load goes through a small counting proxy to
-count the GETs of the metadata object.
+SeaweedFS's metrics. Every peer runs with its own defaults (threads per rank, part sizes) except ours,
+which takes chunk_size_MB and the concurrencies. After the timed repetitions one more load goes
+through a small counting proxy to count the GETs of the metadata object.
 """
 
 from __future__ import annotations
@@ -46,20 +47,27 @@ def _ours(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
 
 def _s3torch(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
     from s3torchconnector import S3ClientConfig
+    from s3torchconnector._s3client import S3Client
     from s3torchconnector.dcp import S3StorageReader, S3StorageWriter
+    from s3torchconnector.dcp.s3_file_system import S3FileSystem
 
-    region, client = os.environ["AWS_REGION"], S3ClientConfig(force_path_style=True)
-    return (
-        S3StorageWriter(region, url, s3client_config=client, endpoint=endpoint, overwrite=True),
-        S3StorageReader(region, url, s3client_config=client, endpoint=endpoint),
-    )
+    region, config = os.environ["AWS_REGION"], S3ClientConfig(force_path_style=True)
+    writer = S3StorageWriter(region, url, s3client_config=config, overwrite=True)
+    reader = S3StorageReader(region, url, s3client_config=config)
+    for side in (writer, reader):  # their constructors take no endpoint: give them a client that has one
+        client = S3Client(region, endpoint=endpoint, s3client_config=config)
+        side.fs = S3FileSystem(
+            region, s3_client=client, reader_constructor=getattr(side, "_reader_constructor", None)
+        )
+        side.path = side.fs.init_path(url)
+    return writer, reader
 
 
 def _fsspec(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
     from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
 
-    os.environ["FSSPEC_S3_ENDPOINT_URL"] = endpoint
-    return FsspecWriter(url, overwrite=True), FsspecReader(url)
+    # the endpoint as a storage option: fsspec caches file systems by their arguments
+    return FsspecWriter(url, overwrite=True, endpoint_url=endpoint), FsspecReader(url, endpoint_url=endpoint)
 
 
 def _msc(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
@@ -71,8 +79,8 @@ def _msc(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
     profile = "bench" if endpoint == os.environ["AWS_ENDPOINT_URL"] else "bench-proxy"
     path = url.replace(f"s3://{cfg['bucket']}/", f"msc://{profile}/", 1)
     return (
-        MultiStorageFileSystemWriter(path, thread_count=cfg["write_concurrency"]),
-        MultiStorageFileSystemReader(path, thread_count=cfg["read_concurrency"]),
+        MultiStorageFileSystemWriter(path),
+        MultiStorageFileSystemReader(path),
     )
 
 
