@@ -4,8 +4,9 @@ Only the bytes the plan needs are read. Each item's bytes are a span of its shar
 tensor piece: from its first to its last element). Large tensor spans whose destination is a
 contiguous CPU tensor of the same type are read straight into it; the other spans are merged, when
 they lie close together in one object, into buffered reads of at most one chunk that are copied out.
-Every read is cut into chunk-sized ranged GETs, run in offset order across all objects at once, with
-at most ``2 * max_concurrency`` reads (and so chunk buffers) outstanding.
+Every read is cut into chunk-sized ranged GETs, run in offset order within each object and
+round-robin across the objects (so all of them are read at once), with at most
+``2 * max_concurrency`` reads (and so chunk buffers) outstanding.
 
 Shard objects are never overwritten (every save writes new names), so the GETs need no ``If-Match``:
 an object deleted by a newer commit fails the load with ``S3NotFoundError``.
@@ -14,6 +15,7 @@ an object deleted by a newer commit fails the load with ``S3NotFoundError``.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -98,6 +100,7 @@ def read_items(
             reads.extend(_direct_reads(span, store.transfer_config.chunk_size))
         else:
             _add_buffered(reads, span, store.transfer_config.chunk_size)
+    reads = _interleaved(reads)
     workers = store.transfer_config.max_concurrency
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcp-read") as pool:
         pending: deque[tuple[_Read, Future[int]]] = deque()
@@ -112,6 +115,16 @@ def read_items(
             for _, future in pending:
                 future.cancel()
     return sum(read.end - read.start for read in reads)
+
+
+def _interleaved(reads: list[_Read]) -> list[_Read]:
+    """``reads`` (grouped by object, each in offset order) taken round-robin across the objects, so
+    that every object is read at once, each from its start to its end."""
+    by_object: dict[str, list[_Read]] = {}
+    for read in reads:
+        by_object.setdefault(read.name, []).append(read)
+    rows = itertools.zip_longest(*by_object.values())
+    return [read for row in rows for read in row if read is not None]
 
 
 def _span_of(item: ReadItem, location: ShardLocation) -> _Span:
