@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.planner import SavePlan
+from torch.distributed.checkpoint.planner import LoadPlan, SavePlan
 
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 from s3_utils.limits import S3RequestRateWarning
@@ -53,3 +53,12 @@ def test_dcp_coordinator_warns_when_ranks_on_one_prefix_can_exceed_s3_put_rate()
     with warnings.catch_warnings():
         warnings.simplefilter("error", S3RequestRateWarning)  # spread over 256 prefixes: within budget
         S3StorageWriter("s3://bucket/ckpt", key_prefix_strategy="rank-hash").prepare_global_plan(plans)
+
+
+def test_dcp_load_coordinator_warns_when_ranks_can_exceed_s3_get_rate(bucket: str) -> None:
+    url = f"s3://{bucket}/ckpt"
+    dcp.save({"w": torch.ones(4)}, storage_writer=S3StorageWriter(url))
+    reader = S3StorageReader(url)
+    reader.read_metadata()
+    with pytest.warns(S3RequestRateWarning, match=r"400 clients x 15 requests.*6900 GET/s.*<= 11"):
+        reader.prepare_global_plan([LoadPlan([]) for _ in range(400)])
