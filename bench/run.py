@@ -3,6 +3,7 @@
     ./bench/run                 # default: 16 MiB and 512 MiB state dicts, loopback and +30 ms per request
     ./bench/run --quick         # smoke run: 16 MiB only, one repetition
     ./bench/run --sizes 16M,512M,2G
+    ./bench/run --dcp [--quick]  # sharded (DCP) saves and loads on 1, 2, 4 ranks (bench/dcp_bench.py)
 
 It builds what it needs (one virtualenv per peer under bench/.venvs/, reused when unchanged), starts
 SeaweedFS on 127.0.0.1, runs each peer in a subprocess of its own venv, and writes
@@ -73,7 +74,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--reps", type=int, default=0, help="repetitions per size (default: 3 below 100M, 2 below 1G, else 1)"
     )
     parser.add_argument("--out", type=pathlib.Path, default=BENCH / "results")
+    parser.add_argument("--dcp", action="store_true", help="the DCP (sharded) benchmark instead")
     args = parser.parse_args(argv)
+    if args.dcp:
+        args.sizes = [parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
+        return args
     args.sizes = [parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = sorted(set(args.peers) - set(PEER_VENVS))
@@ -140,6 +145,10 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     bootstrap_tools_venv()
+    if args.dcp:
+        import dcp_bench
+
+        return dcp_bench.run(args.sizes, args.quick, args.out)
 
     import boto3
 

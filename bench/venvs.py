@@ -63,8 +63,10 @@ SPECS: dict[str, VenvSpec] = {
     ),
     "s3fs": VenvSpec("s3fs", ((TORCH,), (*CONSTRAINTS, LIGHTNING, "s3fs", "psutil"))),
     "s3torch": VenvSpec(
-        "s3torch", ((TORCH,), (*CONSTRAINTS, LIGHTNING, "s3torchconnector[lightning]==1.5.0", "psutil"))
+        "s3torch", ((TORCH,), (*CONSTRAINTS, LIGHTNING, "s3torchconnector[lightning,dcp]==1.5.0", "psutil"))
     ),
+    # NVIDIA multi-storage-client: its DCP writer/reader, peer of the DCP (sharded) benchmark
+    "msc": VenvSpec("msc", ((TORCH,), (*CONSTRAINTS, "multi-storage-client[boto3]", "numpy", "psutil"))),
     "nemo": VenvSpec(
         "nemo",
         (

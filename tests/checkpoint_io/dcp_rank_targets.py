@@ -20,7 +20,7 @@ from torch.distributed.tensor import Shard, distribute_tensor
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 from support.ranks import init_process_group
 
-ROWS, COLS = 10, 4  # 10 rows: 5+5 on two ranks, 4+4+2 on three, so a reload has to reshard
+ROWS, COLS = 10, 64 * 1024  # 10 rows of 256 KiB: 5+5 on two ranks, 4+4+2 on three: a reload reshards
 SAVED_RANKS = 2
 BIG = 6 * 1024 * 1024 // 4  # float32 elements: more than one 5 MiB part
 
@@ -68,20 +68,33 @@ def save(url: str, version: str) -> None:
     dist.destroy_process_group()
 
 
-def load(url: str, version: str, out_dir: str) -> None:
-    """Every rank loads ``version`` into a DTensor sharded over this (other) number of ranks and checks it."""
+def load(url: str, version: str, out_dir: str, endpoint_url: str) -> None:
+    """Every rank loads ``version`` into a DTensor sharded over this (other) number of ranks and checks it;
+    then ranks 1 and 2 load it again on their own subgroup (rank 0 takes no part)."""
     init_process_group(timeout_s=60)
     rank = dist.get_rank()
     state = _mesh_state(int(version), template=True)
-    dcp.load(state, storage_reader=S3StorageReader(url))
+    reader = S3StorageReader(url, endpoint_url=endpoint_url)
+    dcp.load(state, storage_reader=reader)
     expected = plain_state(int(version))
-    checks = {
+    checks: dict[str, Any] = {
         "sharded": bool(torch.equal(state["sharded"].full_tensor(), expected["sharded"])),
         "replicated": bool(torch.equal(state["replicated"], expected["replicated"])),
         "own": all(torch.equal(state[f"rank{r}.own"], expected[f"rank{r}.own"]) for r in range(SAVED_RANKS)),
         "step": state["step"] == int(version),
     }
-    pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps(checks))
+    bytes_read = reader.bytes_read
+    dist.barrier()
+    subgroup = dist.new_group([1, 2])
+    if rank in (1, 2):
+        again = {"replicated": torch.zeros(3), "step": -1}
+        dcp.load(
+            again, storage_reader=S3StorageReader(url, endpoint_url=endpoint_url), process_group=subgroup
+        )
+        checks["subgroup"] = bool(torch.equal(again["replicated"], expected["replicated"]))
+    result = {"checks": checks, "bytes_read": bytes_read}
+    pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    dist.barrier()
     dist.destroy_process_group()
 
 
@@ -110,3 +123,45 @@ def save_with_failing_rank(url: str, how: str, out_dir: str) -> None:
     except (Exception, CheckpointException) as exc:  # the save must fail on every surviving rank
         pathlib.Path(out_dir, f"rank{rank}.failed").write_text(type(exc).__name__)
         raise
+
+
+def async_save_in_process(url: str, out_dir: str) -> None:
+    """Every rank saves with dcp.async_save in a background process, staged by S3AsyncStager, then loads."""
+    from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
+
+    from s3_checkpoint_io.dcp import S3AsyncStager
+
+    init_process_group(timeout_s=90)
+    rank = dist.get_rank()
+    state = {f"rank{rank}.big": torch.full((BIG,), float(rank)), "step": 7}
+    stager = S3AsyncStager(share_memory=True)
+    future = dcp.async_save(
+        state,
+        storage_writer=S3StorageWriter(url, chunk_size_MB=5),
+        async_checkpointer_type=AsyncCheckpointerType.PROCESS,
+        async_stager=stager,
+    )
+    early = not future.done()
+    state[f"rank{rank}.big"].add_(1000)  # after staging: must not reach the checkpoint
+    future.result(timeout=120)
+    stager.close()
+    loaded = {f"rank{rank}.big": torch.zeros(BIG), "step": -1}
+    dcp.load(loaded, storage_reader=S3StorageReader(url))
+    ok = bool(torch.equal(loaded[f"rank{rank}.big"], torch.full((BIG,), float(rank)))) and loaded["step"] == 7
+    pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"early": early, "loaded": ok}))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def save_and_load(url: str, endpoint_url: str, out_dir: str) -> None:
+    """Every rank saves a shard of more than one part through ``endpoint_url``, then loads it back."""
+    init_process_group(timeout_s=90)
+    rank = dist.get_rank()
+    state = {f"rank{rank}.big": torch.arange(BIG, dtype=torch.float32) + rank, "step": 3}
+    dcp.save(state, storage_writer=S3StorageWriter(url, chunk_size_MB=5, endpoint_url=endpoint_url))
+    loaded = {f"rank{rank}.big": torch.zeros(BIG), "step": -1}
+    dcp.load(loaded, storage_reader=S3StorageReader(url, chunk_size_MB=5, endpoint_url=endpoint_url))
+    ok = bool(torch.equal(loaded[f"rank{rank}.big"], state[f"rank{rank}.big"])) and loaded["step"] == 3
+    pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps(ok))
+    dist.barrier()
+    dist.destroy_process_group()

@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from checkpoint_io.dcp_rank_targets import plain_state
+from checkpoint_io.dcp_rank_targets import COLS, plain_state
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
+from support.fault_proxy import FaultProxy
 from support.ranks import launch
 from support.s3_objects import object_keys
 
@@ -36,21 +37,38 @@ def _assert_equal(state: dict[str, Any], expected: dict[str, Any]) -> None:
         assert torch.equal(state[key], value) if isinstance(value, torch.Tensor) else state[key] == value, key
 
 
-def test_dcp_save_on_two_ranks_loads_resharded_on_three_ranks_and_on_one(
-    bucket: str, s3_client: Any, tmp_path: pathlib.Path
+def test_dcp_save_on_two_ranks_loads_resharded_on_three_with_one_metadata_get_and_only_needed_bytes(
+    bucket: str, s3_client: Any, tmp_path: pathlib.Path, fault_proxy: FaultProxy
 ) -> None:
     url = f"s3://{bucket}/run/step-1"
     launch("checkpoint_io.dcp_rank_targets:save", world_size=2, args=[url, "1"], timeout_s=120)
 
     keys = object_keys(s3_client, bucket, "run/step-1/")
-    shards = [key for key in keys if key.endswith(".distcp")]
+    shards = {
+        key: s3_client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        for key in keys
+        if ".distcp" in key
+    }
     assert len(shards) == 2
     assert "run/step-1/.metadata" in keys
 
-    launch("checkpoint_io.dcp_rank_targets:load", world_size=3, args=[url, "1", str(tmp_path)], timeout_s=120)
+    launch(
+        "checkpoint_io.dcp_rank_targets:load",
+        world_size=3,
+        args=[url, "1", str(tmp_path), fault_proxy.url],
+        timeout_s=120,
+    )
     for rank in range(3):
-        checks = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert checks == {"sharded": True, "replicated": True, "own": True, "step": True}, rank
+        checks = json.loads((tmp_path / f"rank{rank}.json").read_text())["checks"]
+        expected = {"sharded": True, "replicated": True, "own": True, "step": True}
+        assert checks == (expected if rank == 0 else {**expected, "subgroup": True}), rank
+    metadata_gets = [r for r in fault_proxy.requests if r.path.endswith("/.metadata") and r.method == "GET"]
+    assert len(metadata_gets) == 2  # one for the load on 3 ranks, one for the load on the subgroup of 2
+    read = [json.loads((tmp_path / f"rank{rank}.json").read_text())["bytes_read"] for rank in range(3)]
+    row = COLS * 4
+    # rank 2 holds rows 8-9 of the sharded tensor: it reads those 2 rows, not rows 5-9 of rank 1's shard
+    assert 2 * row <= read[2] < 3 * row, read
+    assert all(0 < count < sum(shards.values()) for count in read), (read, shards)
 
     _assert_equal(_load_plain(url, 1), plain_state(1))
 
@@ -85,3 +103,22 @@ def test_dcp_rank_failing_mid_save_commits_nothing_and_previous_checkpoint_loads
 
     dcp.save(plain_state(2), storage_writer=S3StorageWriter(url))
     assert len([key for key in object_keys(s3_client, bucket) if key.endswith(".distcp")]) == 1
+
+
+def test_dcp_save_and_load_on_four_ranks_succeed_through_a_503_storm(
+    bucket: str, tmp_path: pathlib.Path, fault_proxy: FaultProxy
+) -> None:
+    url = f"s3://{bucket}/storm"
+    fault_proxy.add_fault(None, "slowdown", probability=0.3, times=60, seed=7)  # every kind of request
+
+    launch(
+        "checkpoint_io.dcp_rank_targets:save_and_load",
+        world_size=4,
+        args=[url, fault_proxy.url, str(tmp_path)],
+        timeout_s=150,
+    )
+
+    assert all(json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(4))
+    assert fault_proxy.injected >= 10
+    failed = {r.operation for r in fault_proxy.requests if r.fault == "slowdown"}
+    assert {"UploadPart", "GetObject"} <= failed, failed

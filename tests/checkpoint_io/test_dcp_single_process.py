@@ -206,3 +206,28 @@ def test_dcp_rank_that_read_another_commit_than_the_coordinator_fails_instead_of
 
     with pytest.raises(S3ObjectChangedError, match="overwritten during the load"):
         late_rank.read_data(plan, DefaultLoadPlanner())
+
+
+def test_dcp_load_of_part_of_a_shard_reads_only_its_bytes_straight_into_the_tensor(
+    bucket: str, s3_client: Any, fault_proxy: FaultProxy
+) -> None:
+    url = f"s3://{bucket}/part"
+    elements = 3 * 1024 * 1024 // 2  # 6 MiB of float32 each: two 5 MiB ranges per tensor
+    state = {
+        "a": torch.arange(elements, dtype=torch.float32),
+        "b": -torch.arange(elements, dtype=torch.float32),
+    }
+    dcp.save(state, storage_writer=S3StorageWriter(url, chunk_size_MB=5))
+    (shard,) = _metadata(s3_client, bucket, "part/.metadata").storage_data.shard_names
+    shard_size = s3_client.head_object(Bucket=bucket, Key=f"part/{shard}")["ContentLength"]
+
+    wanted = {"b": torch.zeros(elements)}
+    address = wanted["b"].data_ptr()
+    reader = S3StorageReader(url, chunk_size_MB=5, endpoint_url=fault_proxy.url)
+    dcp.load(wanted, storage_reader=reader)
+
+    assert torch.equal(wanted["b"], state["b"])
+    assert wanted["b"].data_ptr() == address
+    assert reader.bytes_read == elements * 4 < shard_size
+    shard_gets = [r for r in fault_proxy.requests if r.path.endswith(shard)]
+    assert [r.operation for r in shard_gets] == ["GetObject", "GetObject"]  # two ranges, no HEAD

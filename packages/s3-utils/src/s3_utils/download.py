@@ -14,6 +14,8 @@ import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from dataclasses import dataclass
+from typing import Any
 
 from s3_utils import checksums
 from s3_utils.errors import S3IntegrityError
@@ -51,6 +53,87 @@ def file_sink(fd: int) -> WriteAt:
     return write_at
 
 
+@dataclass(frozen=True)
+class RangeSource:
+    """The object ranged GETs read: its URL (for messages), bucket, key, and the ETag that pins it.
+
+    Attributes:
+        url: ``s3://bucket/key``.
+        bucket: the bucket.
+        key: the key.
+        etag: sent as ``If-Match`` when not None, so another version of the object fails with 412.
+    """
+
+    url: str
+    bucket: str
+    key: str
+    etag: str | None
+
+
+def chunk_ranges(start: int, end: int, chunk: int) -> list[tuple[int, int]]:
+    """``[start, end)`` cut into ``(first, stop)`` ranges of at most ``chunk`` bytes, in order."""
+    return [(first, min(first + chunk, end)) for first in range(start, end, chunk)]
+
+
+def get_range(
+    transport: Transport, source: RangeSource, span: tuple[int, int], write_at: WriteAt, stats: StatsRecorder
+) -> int:
+    """GET bytes ``span[0]`` to ``span[1] - 1`` of one object into ``write_at`` (retried as one request).
+
+    Args:
+        transport: the store's client, retry policy, settings and workers.
+        source: the object, and the version to pin.
+        span: the byte range ``[start, end)``; ``write_at`` receives bytes at their object offsets.
+        write_at: where the bytes go.
+        stats: counts bytes, requests and retries.
+
+    Returns:
+        The CRC64NVME of the range's bytes (0 when checksums are off).
+
+    Raises:
+        S3ObjectChangedError: ``etag`` no longer names the stored object.
+        S3IntegrityError: the server answered another length than asked (it ignores ``Range``).
+        S3Error: any other failure, after retries.
+    """
+    start, end = span
+    checksum = transport.transfer.checksum
+    url, bucket, key = source.url, source.bucket, source.key
+    pin: dict[str, Any] = {"IfMatch": source.etag} if source.etag is not None else {}
+
+    def once() -> int:
+        response = transport.client.get_object(
+            Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin
+        )
+        body = response["Body"]
+        if int(response.get("ContentLength", -1)) != end - start:
+            body.close()
+            raise S3IntegrityError(
+                f"{url}: asked for bytes {start}-{end - 1} and got {response.get('ContentLength')} "
+                f"bytes ({response.get('ContentRange', 'no Content-Range')}); the server does not honour "
+                "Range requests correctly"
+            )
+        crc = 0
+        position = start
+        try:
+            while position < end:
+                piece = body.read(min(READ_BLOCK, end - position))
+                if not piece:
+                    raise TruncatedBodyError(
+                        f"{url}: range {start}-{end - 1} ended after {position - start} bytes"
+                    )
+                write_at(position, piece)
+                if checksum:
+                    crc = checksums.crc(piece, crc)
+                position += len(piece)
+        finally:
+            body.close()
+        return crc
+
+    crc = transport.requester.call(once, operation="GetObject", bucket=bucket, key=key, stats=stats)
+    stats.add_bytes(end - start)
+    return crc
+
+
 def ranged_download(transport: Transport, info: ObjectInfo, write_at: WriteAt, stats: StatsRecorder) -> None:
     """Download ``info``'s object into ``write_at`` with parallel ranged GETs.
 
@@ -65,52 +148,11 @@ def ranged_download(transport: Transport, info: ObjectInfo, write_at: WriteAt, s
         S3IntegrityError: the bytes do not match the server's full-object CRC64NVME.
         S3Error: any other failure, after retries.
     """
-    chunk = transport.transfer.chunk_size
-    ranges = [(start, min(start + chunk, info.size)) for start in range(0, info.size, chunk)]
-    checksum = transport.transfer.checksum
-
-    def fetch(start: int, end: int) -> int:
-        def once() -> int:
-            response = transport.client.get_object(
-                Bucket=info.bucket, Key=info.key, Range=f"bytes={start}-{end - 1}", IfMatch=info.etag
-            )
-            body = response["Body"]
-            if int(response.get("ContentLength", -1)) != end - start:
-                body.close()
-                raise S3IntegrityError(
-                    f"{info.url}: asked for bytes {start}-{end - 1} and got {response.get('ContentLength')} "
-                    f"bytes ({response.get('ContentRange', 'no Content-Range')}); the server does not honour "
-                    "Range requests correctly"
-                )
-            crc = 0
-            position = start
-            try:
-                while position < end:
-                    piece = body.read(min(READ_BLOCK, end - position))
-                    if not piece:
-                        raise TruncatedBodyError(
-                            f"{info.url}: range {start}-{end - 1} ended after {position - start} bytes"
-                        )
-                    write_at(position, piece)
-                    if checksum:
-                        crc = checksums.crc(piece, crc)
-                    position += len(piece)
-            finally:
-                body.close()
-            return crc
-
-        crc = transport.requester.call(
-            once, operation="GetObject", bucket=info.bucket, key=info.key, stats=stats
-        )
-        stats.add_bytes(end - start)
-        return crc
-
-    if len(ranges) == 1:
-        crcs = [fetch(*ranges[0])]
-    else:
-        crcs = _run_all(transport, [functools.partial(fetch, start, end) for start, end in ranges])
+    ranges = chunk_ranges(0, info.size, transport.transfer.chunk_size)
+    source = RangeSource(info.url, info.bucket, info.key, info.etag)
+    crcs = run_ranges(transport, source, ranges, write_at, stats)
     expected = info.full_object_checksum
-    if checksum and expected is not None:
+    if transport.transfer.checksum and expected is not None:
         running = checksums.RunningChecksum()
         for (start, end), crc in zip(ranges, crcs, strict=True):
             running.append(crc, end - start)
@@ -119,6 +161,26 @@ def ranged_download(transport: Transport, info: ObjectInfo, write_at: WriteAt, s
                 f"{info.url}: CRC64NVME of the downloaded bytes is {running.base64}, the server stored "
                 f"{expected}; the stored object is corrupt or was damaged in transit"
             )
+
+
+def run_ranges(
+    transport: Transport,
+    source: RangeSource,
+    ranges: list[tuple[int, int]],
+    write_at: WriteAt,
+    stats: StatsRecorder,
+) -> list[int]:
+    """:func:`get_range` for each of ``ranges`` (in parallel on the store's workers when more than one).
+
+    Returns:
+        Each range's CRC64NVME, in the order of ``ranges``.
+    """
+    fetches: list[Callable[[], int]] = [
+        functools.partial(get_range, transport, source, span, write_at, stats) for span in ranges
+    ]
+    if len(fetches) == 1:
+        return [fetches[0]()]
+    return _run_all(transport, fetches)
 
 
 def _run_all(transport: Transport, tasks: list[Callable[[], int]]) -> list[int]:

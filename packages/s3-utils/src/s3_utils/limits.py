@@ -6,6 +6,8 @@ Source: the Amazon S3 user guide (multipart upload limits; request-rate performa
 
 from __future__ import annotations
 
+import math
+
 from s3_utils.errors import S3ConfigError
 
 MiB = 1024 * 1024
@@ -34,6 +36,9 @@ PUT_REQUESTS_PER_PREFIX_PER_S = 3500
 GET_REQUESTS_PER_PREFIX_PER_S = 5500
 """Read requests (GET/HEAD) S3 serves per second per partitioned prefix."""
 
+REQUEST_RATE_RETRY_OVERHEAD = 1.15
+"""Allowance for retried requests on top of the planned ones, in request-rate estimates."""
+
 MAX_KEYS_PER_DELETE = 1000
 """The most keys one DeleteObjects request may name."""
 MAX_KEYS_PER_LIST = 1000
@@ -55,3 +60,38 @@ def check_object_size(size: int, url: str) -> None:
             f"{url}: an object of {size} bytes is larger than S3's limit of 5 TiB ({MAX_OBJECT_SIZE} "
             "bytes); split it into several objects"
         )
+
+
+class S3RequestRateWarning(UserWarning):
+    """Planned concurrency can exceed S3's per-prefix request rate (expect 503 SlowDown)."""
+
+
+def prefix_request_rate_excess(clients_per_prefix: int, concurrency: int, operation: str) -> str | None:
+    """Whether ``clients_per_prefix`` clients with ``concurrency`` requests in flight each can exceed
+    S3's request rate on one prefix (estimated as one request per second per slot, plus retries).
+
+    Args:
+        clients_per_prefix: processes (ranks) sending to the same partitioned prefix at once.
+        concurrency: requests each of them keeps in flight.
+        operation: ``"PUT"`` (writes: 3,500/s per prefix) or ``"GET"`` (reads: 5,500/s per prefix).
+
+    Returns:
+        None within budget; else a sentence with the estimate, the budget and the highest
+        ``concurrency`` that fits.
+
+    Raises:
+        ValueError: if ``operation`` is neither ``"PUT"`` nor ``"GET"``.
+    """
+    budgets = {"PUT": PUT_REQUESTS_PER_PREFIX_PER_S, "GET": GET_REQUESTS_PER_PREFIX_PER_S}
+    if operation not in budgets:
+        raise ValueError(f"operation={operation!r}: use 'PUT' or 'GET'")
+    budget = budgets[operation]
+    rate = clients_per_prefix * concurrency * REQUEST_RATE_RETRY_OVERHEAD
+    if rate <= budget:
+        return None
+    highest = max(math.floor(budget / (clients_per_prefix * REQUEST_RATE_RETRY_OVERHEAD)), 1)
+    return (
+        f"{clients_per_prefix} clients x {concurrency} requests in flight can reach {rate:.0f} {operation}/s "
+        f"on one prefix (x{REQUEST_RATE_RETRY_OVERHEAD} for retries), over S3's {budget} {operation}/s per "
+        f"prefix: expect 503 SlowDown; use a concurrency <= {highest} or spread the keys over more prefixes"
+    )

@@ -7,6 +7,7 @@ everything below speaks ``(bucket, key)``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -19,11 +20,12 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from s3_dirpath_utils import build_s3_url, parse_s3_url
+from s3_utils import checksums
 from s3_utils.client import get_client, pool_size
 from s3_utils.config import S3ClientConfig, TransferConfig
 from s3_utils.copies import copy_refused, server_copy
-from s3_utils.download import file_sink, memory_sink, ranged_download
-from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError
+from s3_utils.download import RangeSource, chunk_ranges, file_sink, memory_sink, ranged_download, run_ranges
+from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError, S3ObjectChangedError
 from s3_utils.limits import MAX_COPY_OBJECT_SIZE, MAX_KEYS_PER_DELETE, check_object_size
 from s3_utils.objects import ObjectInfo
 from s3_utils.retry import Requester
@@ -222,6 +224,69 @@ class S3Store:
         with open(path, "rb") as stream:
             return self.upload_stream(stream, url, on_progress)
 
+    def put_if_unchanged(
+        self, url: str | os.PathLike[str], data: bytes | bytearray | memoryview, *, expected_etag: str | None
+    ) -> str:
+        """Store ``data`` at ``url`` in one PutObject, only if the object there is still the version the
+        caller read: ``If-Match: expected_etag``, or ``If-None-Match: *`` (no object yet) when None.
+
+        Two writers that read the same version cannot both replace it: the second gets
+        :class:`S3ObjectChangedError`. A retried PUT whose first attempt had in fact succeeded is
+        recognised (the stored ETag is the MD5 of ``data``) and not reported as a conflict. The store
+        must support conditional writes (AWS S3, moto, ...); one that ignores the headers writes
+        unconditionally.
+
+        Args:
+            url: the object.
+            data: its new content (at most 5 GiB: one PUT).
+            expected_etag: the ETag (with its quotes) of the version to replace; None to create only.
+
+        Returns:
+            The new object's ETag.
+
+        Raises:
+            S3ObjectChangedError: another writer created or replaced the object since it was read.
+            S3Error: on any other failure, after retries.
+        """
+        bucket, key = _object_url(url)
+        body = bytes(data)
+        condition: dict[str, Any] = (
+            {"IfNoneMatch": "*"} if expected_etag is None else {"IfMatch": expected_etag}
+        )
+        extra: dict[str, Any] = {}
+        if self.transfer_config.checksum:
+            extra = {
+                "ChecksumAlgorithm": checksums.ALGORITHM,
+                "ChecksumCRC64NVME": checksums.to_base64(checksums.crc(body)),
+            }
+        try:
+            response = self._call(
+                lambda: self.client.put_object(Bucket=bucket, Key=key, Body=body, **condition, **extra),
+                "PutObject",
+                bucket,
+                key,
+            )
+        except S3Error as error:
+            if not isinstance(error, S3ObjectChangedError) and error.code != "ConditionalRequestConflict":
+                raise
+            ours = f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'
+            try:
+                if self.head(url).etag == ours:
+                    return ours  # an earlier attempt of this PUT stored it; its answer was lost
+            except S3NotFoundError:
+                pass
+            what = "exists now" if expected_etag is None else f"is no longer the version {expected_etag}"
+            raise S3ObjectChangedError(
+                f"{self._url_of(url)} {what}: another writer created or replaced it meanwhile, so this "
+                "write was refused; check that only one job writes there",
+                operation="PutObject",
+                status=412,
+                code="PreconditionFailed",
+                bucket=bucket,
+                key=key,
+            ) from error
+        return str(response["ETag"])
+
     # -- downloads -----------------------------------------------------------------------------------
 
     def head(self, url: str | os.PathLike[str]) -> ObjectInfo:
@@ -338,6 +403,55 @@ class S3Store:
         ranged_download(self._transport(), info, memory_sink(target), stats)
         stats.finish(self._subscribers)
         return info
+
+    def download_range(
+        self,
+        url: str | os.PathLike[str],
+        offset: int,
+        buffer: WritableBuffer,
+        *,
+        etag: str | None = None,
+    ) -> int:
+        """Download ``len(buffer)`` bytes of ``url`` starting at byte ``offset`` into ``buffer``.
+
+        No HEAD: the span is cut into chunk-sized ranged GETs (parallel when more than one), each
+        retried alone. Pass the ``etag`` of the version you expect (from :meth:`head` or a listing) to
+        pin every GET to it with ``If-Match``. S3 stores no checksum of an arbitrary span, so the bytes
+        are checked for length only; use :meth:`download_to` for a whole object checked end to end.
+
+        Args:
+            url: the object.
+            offset: the first byte to read.
+            buffer: a writable bytes-like; its length is the number of bytes read.
+            etag: the version to read (with its quotes, as S3 sends it); None reads whatever is stored.
+
+        Returns:
+            The number of bytes written (``len(buffer)``).
+
+        Raises:
+            S3ConfigError: if ``buffer`` is read-only or ``offset`` is negative.
+            S3NotFoundError: if the bucket or object does not exist.
+            S3ObjectChangedError: if ``etag`` is given and the object is no longer that version.
+            S3IntegrityError: if the span lies (partly) past the object's end (the server sends fewer
+                bytes than asked).
+        """
+        bucket, key = _object_url(url)
+        target = memoryview(buffer).cast("B")
+        if target.readonly or offset < 0:
+            raise S3ConfigError(
+                f"download_range of {self._url_of(url)}: pass a writable buffer and an offset >= 0 (got "
+                f"offset {offset}{', a read-only buffer' if target.readonly else ''})"
+            )
+        end = offset + len(target)
+        stats = StatsRecorder("download", build_s3_url(bucket, key))
+
+        def write_at(position: int, data: bytes) -> None:
+            target[position - offset : position - offset + len(data)] = data
+
+        ranges = chunk_ranges(offset, end, self.transfer_config.chunk_size)
+        run_ranges(self._transport(), RangeSource(stats.url, bucket, key, etag), ranges, write_at, stats)
+        stats.finish(self._subscribers)
+        return len(target)
 
     @staticmethod
     def _url_of(url: str | os.PathLike[str]) -> str:

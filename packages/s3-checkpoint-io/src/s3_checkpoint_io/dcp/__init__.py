@@ -8,6 +8,7 @@ its shards to S3, and one metadata PUT commits the save. Imported on its own (no
 from __future__ import annotations
 
 from s3_checkpoint_io.dcp.reader import S3StorageReader
+from s3_checkpoint_io.dcp.stager import S3AsyncStager
 from s3_checkpoint_io.dcp.writer import S3StorageWriter
 
-__all__ = ["S3StorageReader", "S3StorageWriter"]
+__all__ = ["S3AsyncStager", "S3StorageReader", "S3StorageWriter"]

@@ -1,24 +1,36 @@
 """Where a sharded checkpoint's objects live under its prefix, and how their names carry the save id.
 
     <prefix>/.metadata                    the commit: DCP's Metadata, naming the save id it belongs to
-    <prefix>/__<save_id>_<rank>_<token>.distcp    one object per rank per save
+    <prefix>/__<save_id>_<rank>_<token>.distcp        one object per rank per save ("flat"), or
+    <prefix>/<hh>/__<save_id>_<rank>_<token>.distcp   with the "rank-hash" key prefix strategy
 
 The save id and a token each rank draws make every shard name new: a save never overwrites an object
 that a committed checkpoint uses, even when a stale plan (DCP's plan caching) repeats a save id.
+
+S3 serves a bounded request rate per key prefix and splits busy prefixes into partitions by key. With
+"rank-hash", ranks write under 256 prefixes (two hex digits of a hash of the rank), so S3 can serve
+thousands of ranks from as many partitions; with "flat" (the default) every object of a checkpoint
+lies directly under its prefix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 from s3_dirpath_utils import join_s3_url, parse_s3_url, require_s3_url
 from s3_utils.sharded import COMMIT_NAME
 
 METADATA_NAME = COMMIT_NAME
-_SHARD_NAME = re.compile(r"__(?P<save_id>[0-9a-f]{32})_(?P<rank>\d+)_[0-9a-f]{8}\.distcp")
+KEY_PREFIX_STRATEGIES = ("flat", "rank-hash")
+"""Where shard objects go under the checkpoint's prefix: directly, or under a hash of the rank."""
+_SHARD_NAME = re.compile(
+    r"(?P<dir>[0-9a-f]{2}/)?__(?P<save_id>[0-9a-f]{32})_(?P<rank>\d+)_[0-9a-f]{8}\.distcp"
+)
 
 
 def new_save_id() -> str:
@@ -26,15 +38,43 @@ def new_save_id() -> str:
     return uuid.uuid4().hex
 
 
-def shard_name(save_id: str, rank: int) -> str:
+def check_key_prefix_strategy(strategy: str) -> str:
+    """``strategy`` if it is one of :data:`KEY_PREFIX_STRATEGIES`.
+
+    Raises:
+        ValueError: naming the value and the choices.
+    """
+    if strategy not in KEY_PREFIX_STRATEGIES:
+        raise ValueError(f"key_prefix_strategy={strategy!r}: use one of {', '.join(KEY_PREFIX_STRATEGIES)}")
+    return strategy
+
+
+def rank_prefix(rank: int, strategy: str) -> str:
+    """The key component ``rank``'s shard objects go under: "" for "flat", two hex digits for
+    "rank-hash" (a hash, not ``rank % 256``, so neighbouring ranks land in different partitions)."""
+    if strategy == "flat":
+        return ""
+    return hashlib.blake2s(str(rank).encode(), digest_size=1).hexdigest() + "/"
+
+
+def busiest_prefix_ranks(ranks: int, strategy: str) -> int:
+    """How many of ``ranks`` ranks write under the most crowded key prefix with ``strategy``."""
+    return max(Counter(rank_prefix(rank, strategy) for rank in range(ranks)).values(), default=0)
+
+
+def shard_name(save_id: str, rank: int, strategy: str = "flat") -> str:
     """A new name (relative to the prefix) for ``rank``'s shard object in save ``save_id``."""
-    return f"__{save_id}_{rank}_{uuid.uuid4().hex[:8]}.distcp"
+    return f"{rank_prefix(rank, strategy)}__{save_id}_{rank}_{uuid.uuid4().hex[:8]}.distcp"
 
 
 def save_id_of(name: str) -> str | None:
     """The save id in a shard object's name, or None if ``name`` is not a shard object's name."""
     match = _SHARD_NAME.fullmatch(name)
-    return match.group("save_id") if match else None
+    if match is None:
+        return None
+    if match.group("dir") and match.group("dir") != rank_prefix(int(match.group("rank")), "rank-hash"):
+        return None  # not where this writer puts that rank's shard (another checkpoint nested here?)
+    return match.group("save_id")
 
 
 @dataclass(frozen=True)
@@ -70,7 +110,7 @@ class CheckpointLayout:
         return join_s3_url(self.prefix_url, name)
 
     def name_of(self, key: str) -> str | None:
-        """``key``'s name relative to the prefix, or None if it is not directly under it."""
+        """``key``'s name relative to the prefix, or None if it is not under it."""
         base = parse_s3_url(self.prefix_url)[1] + "/"
         rest = key[len(base) :] if key.startswith(base) else None
-        return rest if rest and "/" not in rest else None
+        return rest or None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import pickle
 import time
@@ -13,7 +14,9 @@ from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
+from s3_checkpoint_io.dcp._broadcast import current_load_group, read_once
 from s3_checkpoint_io.dcp._layout import CheckpointLayout
+from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
 from s3_checkpoint_io.dcp._records import CommitRecord
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_reader import read_items
@@ -27,11 +30,13 @@ log = logging.getLogger(__name__)
 class S3StorageReader(StorageReader):
     """A DCP ``StorageReader`` for checkpoints that :class:`S3StorageWriter` committed.
 
-    Every rank reads ``<prefix>/.metadata`` (one small GET each), then downloads only the shard
-    objects that its part of the load needs and that the committed metadata names, with parallel
-    ranged GETs, and copies each item into its destination tensor. Ranks may differ in number from
-    the save (DCP reshards). The coordinator checks that all ranks read the same commit, so a load
-    racing an overwrite fails rather than mixing two saves.
+    The coordinator of the load GETs ``<prefix>/.metadata`` once and broadcasts it over the process
+    group ``dcp.load`` uses (one GET per load, not one per rank; see ``docs/sharded.md`` for when every
+    rank reads it instead). Then each rank reads only the byte ranges of the shard objects that its
+    part of the load needs, with parallel ranged GETs across objects, straight into the destination
+    tensors where it can. Ranks may differ in number from the save (DCP reshards). The coordinator
+    checks that all ranks read the same commit, so a load racing an overwrite fails rather than mixing
+    two saves.
 
     The metadata is unpickled: load only checkpoints you trust, as with ``torch.load``.
 
@@ -70,6 +75,8 @@ class S3StorageReader(StorageReader):
         )
         self._layout: CheckpointLayout | None = None
         self._commit: CommitRecord | None = None
+        self.bytes_read = 0
+        """Shard bytes this rank downloaded in its last ``read_data`` (the metadata not counted)."""
         self.reset(checkpoint_id)
 
     def __repr__(self) -> str:
@@ -103,7 +110,7 @@ class S3StorageReader(StorageReader):
         self._commit = None
 
     def read_metadata(self) -> Metadata:
-        """GET and unpickle the committed metadata.
+        """GET (on the load's coordinator, then broadcast) and unpickle the committed metadata.
 
         Returns:
             DCP's metadata of the committed save.
@@ -112,13 +119,7 @@ class S3StorageReader(StorageReader):
             S3NotFoundError: if nothing was committed at the prefix (no ``.metadata`` object).
             CorruptCheckpointError: if the object is not metadata that :class:`S3StorageWriter` wrote.
         """
-        try:
-            raw = self._download(self.layout.metadata_url)
-        except S3NotFoundError as exc:
-            raise S3NotFoundError(
-                f"no committed checkpoint at {self.layout.prefix_url}: {exc}. Check the checkpoint_id; a "
-                "save that did not finish commits nothing"
-            ) from exc
+        raw = read_once(self._download_metadata, current_load_group())
         try:
             metadata = pickle.loads(raw)
         except Exception as exc:
@@ -134,10 +135,20 @@ class S3StorageReader(StorageReader):
         self._commit = metadata.storage_data
         return metadata
 
-    def _download(self, url: str) -> bytearray:
-        """Download one small object with a store of this reader's settings."""
-        with self.settings.open_store() as store:
-            return store.download_bytes(url)
+    def _download_metadata(self) -> bytearray:
+        """GET the metadata object with a store of this reader's settings.
+
+        Raises:
+            S3NotFoundError: saying that nothing was committed at the prefix.
+        """
+        try:
+            with self.settings.open_store() as store:
+                return store.download_bytes(self.layout.metadata_url)
+        except S3NotFoundError as exc:
+            raise S3NotFoundError(
+                f"no committed checkpoint at {self.layout.prefix_url}: {exc}. Check the checkpoint_id; a "
+                "save that did not finish commits nothing"
+            ) from exc
 
     def set_up_storage_reader(
         self, metadata: Metadata, is_coordinator: bool, *args: object, **kwargs: object
@@ -156,7 +167,15 @@ class S3StorageReader(StorageReader):
         return plan
 
     def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
-        """Send every rank the save id the coordinator read, to check against its own."""
+        """Send every rank the save id the coordinator read, to check against its own; warn if the
+        ranks' ranged GETs can exceed S3's request rate on one prefix."""
+        prefixes = {name.rpartition("/")[0] for name in self.commit.shard_names} or {""}
+        warn_if_over_request_budget(
+            math.ceil(len(plans) / len(prefixes)),
+            self.settings.transfer_config.max_concurrency,
+            "GET",
+            "S3StorageReader(max_concurrency=...)",
+        )
         return [dataclasses.replace(plan, storage_data=self.commit.save_id) for plan in plans]
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
@@ -178,6 +197,7 @@ class S3StorageReader(StorageReader):
         started = time.monotonic()
         with self.settings.open_store() as store:
             size = read_items(store, self.layout, plan.items, self.commit.locations, planner)
+        self.bytes_read = size
         seconds = time.monotonic() - started
         mib = size / 2**20
         log.info(

@@ -13,12 +13,21 @@ from torch.distributed.checkpoint.planner import SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
-from s3_checkpoint_io.dcp._layout import CheckpointLayout, new_save_id, save_id_of, shard_name
+from s3_checkpoint_io.dcp._layout import (
+    METADATA_NAME,
+    CheckpointLayout,
+    busiest_prefix_ranks,
+    check_key_prefix_strategy,
+    new_save_id,
+    save_id_of,
+    shard_name,
+)
+from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
 from s3_checkpoint_io.dcp._records import CommitRecord, RankTarget, ShardLocation
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_writer import write_items
 from s3_dirpath_utils import is_s3_url
-from s3_utils import S3ClientConfig, S3Error, S3Store
+from s3_utils import S3ClientConfig, S3Error, S3NotFoundError, S3ObjectChangedError, S3Store
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +35,7 @@ log = logging.getLogger(__name__)
 class S3StorageWriter(StorageWriter):
     """A DCP ``StorageWriter`` that streams every rank's shard to S3 and commits with one metadata PUT.
 
-    Each rank streams its items into one object, ``<prefix>/__<save_id>_<rank>.distcp`` (a multipart
+    Each rank streams its items into one object, ``<prefix>/__<save_id>_<rank>_<token>.distcp`` (a multipart
     upload fed from tensor memory; a failure aborts it). Once every rank's object is complete, the
     coordinator PUTs ``<prefix>/.metadata``, which names the save id and its shard objects: that
     single PUT is the commit, so a reader sees the previous checkpoint or the new one, never a mix.
@@ -42,6 +51,11 @@ class S3StorageWriter(StorageWriter):
         region: AWS region; default from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
         profile: a named AWS profile; default from ``AWS_PROFILE``.
         client_config: a complete ``S3ClientConfig`` instead of the three settings above.
+        key_prefix_strategy: ``"flat"`` (default): shard objects directly under the prefix;
+            ``"rank-hash"``: under ``<prefix>/<hh>/``, two hex digits of a hash of the rank, so that
+            S3 can spread very many ranks over 256 partitions. The coordinator warns
+            (``S3RequestRateWarning``) when the ranks writing under one prefix times
+            ``max_concurrency`` can exceed S3's 3,500 PUT/s per prefix.
 
     Raises:
         ValueError: if ``checkpoint_id`` is not an ``s3://bucket/prefix`` URL or a setting is invalid.
@@ -57,8 +71,10 @@ class S3StorageWriter(StorageWriter):
         region: str | None = None,
         profile: str | None = None,
         client_config: S3ClientConfig | None = None,
+        key_prefix_strategy: str = "flat",
     ) -> None:
         super().__init__()
+        self.key_prefix_strategy = check_key_prefix_strategy(key_prefix_strategy)
         self.settings = StoreSettings.build(
             chunk_size_MB=chunk_size_MB,
             max_concurrency=max_concurrency,
@@ -70,6 +86,7 @@ class S3StorageWriter(StorageWriter):
         self._layout: CheckpointLayout | None = None
         self._is_coordinator = False
         self._save_id: str | None = None
+        self._committed_etag: str | None = None
         self.reset(checkpoint_id)
 
     def __repr__(self) -> str:
@@ -109,7 +126,14 @@ class S3StorageWriter(StorageWriter):
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         """Choose this save's id and tell every rank the shard object it writes."""
+        warn_if_over_request_budget(
+            busiest_prefix_ranks(len(plans), self.key_prefix_strategy),
+            self.settings.transfer_config.max_concurrency,
+            "PUT",
+            f"S3StorageWriter(max_concurrency=..., key_prefix_strategy={self.key_prefix_strategy!r})",
+        )
         self._save_id = new_save_id()
+        self._committed_etag = self._read_committed_etag()
         return [
             dataclasses.replace(plan, storage_data=RankTarget(self._save_id, rank))
             for rank, plan in enumerate(plans)
@@ -130,7 +154,7 @@ class S3StorageWriter(StorageWriter):
             raise ValueError("S3StorageWriter got a save plan it did not prepare: save through dcp.save")
         results: list[WriteResult] = []
         if plan.items:
-            name = shard_name(target.save_id, target.rank)
+            name = shard_name(target.save_id, target.rank, self.key_prefix_strategy)
             started = time.monotonic()
             with self.settings.open_store() as store, store.open_writer(self.layout.url_of(name)) as writer:
                 results = write_items(writer, name, plan.items, planner)
@@ -153,6 +177,9 @@ class S3StorageWriter(StorageWriter):
         Raises:
             ValueError: if a rank wrote under another save id (DCP's plan caching replayed an old
                 plan); nothing is committed.
+            S3ObjectChangedError: if another save committed at the prefix since this one began (the
+                metadata PUT is conditional: ``If-Match`` on the ETag read when the save was planned,
+                ``If-None-Match: *`` when nothing was committed); this save's shards are deleted.
             S3Error: if the metadata PUT fails; the previous checkpoint (if any) stays committed.
         """
         if self._save_id is None:
@@ -173,7 +200,17 @@ class S3StorageWriter(StorageWriter):
             )
         metadata.storage_data = CommitRecord(self._save_id, names, locations)  # type: ignore[arg-type]
         with self.settings.open_store() as store:
-            store.upload_bytes(self.layout.metadata_url, pickle.dumps(metadata))
+            try:
+                store.put_if_unchanged(
+                    self.layout.metadata_url, pickle.dumps(metadata), expected_etag=self._committed_etag
+                )
+            except S3ObjectChangedError as exc:
+                self._delete_shards(store, names)
+                raise S3ObjectChangedError(
+                    f"{self.layout.prefix_url}: another save committed here while this one ran, so this save "
+                    f"(save {self._save_id}) was not committed and its shards were deleted; the other "
+                    f"save's checkpoint stands. Run one save at a time per prefix. ({exc})"
+                ) from exc
             log.info(
                 "DCP checkpoint committed: %s (save %s, %d shards)",
                 self.layout.prefix_url,
@@ -182,17 +219,36 @@ class S3StorageWriter(StorageWriter):
             )
             self._delete_unreferenced_shards(store, set(names))
 
+    def _read_committed_etag(self) -> str | None:
+        """The ETag of the committed metadata (None: nothing committed), for the conditional commit."""
+        with self.settings.open_store() as store:
+            try:
+                return store.head(self.layout.metadata_url).etag
+            except S3NotFoundError:
+                return None
+
+    def _delete_shards(self, store: S3Store, names: tuple[str, ...]) -> None:
+        """Best effort: delete this save's shard objects after it lost the race to commit."""
+        for name in names:
+            try:
+                store.delete(self.layout.url_of(name))
+            except S3Error as exc:
+                log.warning("could not delete the uncommitted shard %s: %s", self.layout.url_of(name), exc)
+
     def _delete_unreferenced_shards(self, store: S3Store, keep: set[str]) -> None:
         """Delete the shard objects under the prefix that the commit does not name (older saves',
         failed saves' strays); a failure only logs: the commit stands and the next save retries."""
         try:
-            garbage = []
+            shards, nested = {}, set()
             for info in store.iter_objects(self.layout.prefix_url + "/"):
                 name = self.layout.name_of(info.key)
                 if name is not None and save_id_of(name) is not None and name not in keep:
-                    garbage.append(info.url)
-            for url in garbage:
-                store.delete(url)
+                    shards[name] = info.url
+                elif name is not None and name.endswith("/" + METADATA_NAME):
+                    nested.add(name.rsplit("/", 1)[0])  # another checkpoint below this one: not ours
+            for name, url in shards.items():
+                if name.rsplit("/", 1)[0] not in nested:
+                    store.delete(url)
         except S3Error as exc:
             log.warning(
                 "DCP checkpoint %s committed, but deleting unreferenced shards failed: %s",

@@ -1,0 +1,329 @@
+"""Measure one DCP (sharded) peer at one rank count; run by the peer's own venv python.
+
+``python dcp_runner.py '<json config>'`` with keys: peer, ranks, size_bytes (the whole state, split
+evenly over the ranks), reps, bucket, metrics_url, chunk_size_MB, write_concurrency, read_concurrency,
+dist_port, tag, out (a file for the JSON). Endpoint and credentials come from the environment.
+
+The runner starts ``ranks`` gloo CPU processes (this file again, in rank mode). Each rank holds its own
+tensors; a save or load is timed on rank 0 from a barrier before it to a barrier after it, so the
+time is the aggregate one. CPU seconds are summed over the ranks. Requests per save come from
+SeaweedFS's metrics. Every peer runs with its own defaults (threads per rank, part sizes) except ours,
+which takes chunk_size_MB and the concurrencies. After the timed repetitions one more load goes
+through a small counting proxy to count the GETs of the metadata object.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MiB = 1 << 20
+TENSOR_BYTES = 16 * MiB
+METADATA = ".metadata"
+
+
+# ---------------------------------------------------------------- the peers' writers and readers
+
+
+def _ours(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
+    from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
+
+    common = {"chunk_size_MB": cfg["chunk_size_MB"], "endpoint_url": endpoint}
+    return (
+        S3StorageWriter(url, max_concurrency=cfg["write_concurrency"], **common),
+        S3StorageReader(url, max_concurrency=cfg["read_concurrency"], **common),
+    )
+
+
+def _s3torch(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
+    from s3torchconnector import S3ClientConfig
+    from s3torchconnector._s3client import S3Client
+    from s3torchconnector.dcp import S3StorageReader, S3StorageWriter
+    from s3torchconnector.dcp.s3_file_system import S3FileSystem
+
+    region, config = os.environ["AWS_REGION"], S3ClientConfig(force_path_style=True)
+    writer = S3StorageWriter(region, url, s3client_config=config, overwrite=True)
+    reader = S3StorageReader(region, url, s3client_config=config)
+    for side in (writer, reader):  # their constructors take no endpoint: give them a client that has one
+        client = S3Client(region, endpoint=endpoint, s3client_config=config)
+        side.fs = S3FileSystem(
+            region, s3_client=client, reader_constructor=getattr(side, "_reader_constructor", None)
+        )
+        side.path = side.fs.init_path(url)
+    return writer, reader
+
+
+def _fsspec(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
+
+    # the endpoint as a storage option: fsspec caches file systems by their arguments
+    return FsspecWriter(url, overwrite=True, endpoint_url=endpoint), FsspecReader(url, endpoint_url=endpoint)
+
+
+def _msc(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
+    from multistorageclient.contrib.torch.filesystem import (
+        MultiStorageFileSystemReader,
+        MultiStorageFileSystemWriter,
+    )
+
+    profile = "bench" if endpoint == os.environ["AWS_ENDPOINT_URL"] else "bench-proxy"
+    path = url.replace(f"s3://{cfg['bucket']}/", f"msc://{profile}/", 1)
+    return (
+        MultiStorageFileSystemWriter(path),
+        MultiStorageFileSystemReader(path),
+    )
+
+
+PEERS = {"ours-dcp": _ours, "s3torch-dcp": _s3torch, "fsspec-s3fs-dcp": _fsspec, "msc-dcp": _msc}
+
+
+def msc_config(bucket: str, endpoint: str, proxy: str) -> dict[str, Any]:
+    """An MSC config of two profiles for ``bucket``: ``bench`` (``endpoint``), ``bench-proxy`` (``proxy``)."""
+    return {"profiles": {"bench": _msc_profile(bucket, endpoint), "bench-proxy": _msc_profile(bucket, proxy)}}
+
+
+def _msc_profile(bucket: str, endpoint: str) -> dict[str, Any]:
+    return {
+        "storage_provider": {
+            "type": "s3",
+            "options": {
+                "base_path": bucket,
+                "endpoint_url": endpoint,
+                "region_name": os.environ["AWS_REGION"],
+            },
+        },
+        "credentials_provider": {
+            "type": "S3Credentials",
+            "options": {
+                "access_key": os.environ["AWS_ACCESS_KEY_ID"],
+                "secret_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+            },
+        },
+    }
+
+
+# ---------------------------------------------------------------- one rank
+
+
+def rank_state(rank: int, ranks: int, size_bytes: int) -> dict[str, Any]:
+    """This rank's share of the state: ``size_bytes / ranks`` of random float32 in tensors of 16 MiB."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1000 + rank)
+    left, i, state = size_bytes // ranks, 0, {}
+    while left > 0:
+        n = min(TENSOR_BYTES, left) // 4
+        state[f"rank{rank}.layer{i}"] = torch.randn(n, generator=gen)
+        left -= n * 4
+        i += 1
+    return state
+
+
+def cpu_now() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rank_main(cfg: dict[str, Any]) -> None:
+    import torch
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    dist.init_process_group("gloo")
+    rank, ranks = dist.get_rank(), dist.get_world_size()
+    state = rank_state(rank, ranks, cfg["size_bytes"])
+    make = PEERS[cfg["peer"]]
+    reps = []
+    for rep in range(cfg["reps"] + 1):  # the first one warms up and is not kept
+        url = f"s3://{cfg['bucket']}/dcp/{cfg['tag']}-rep{rep}"
+        writer, reader = make(cfg, url, os.environ["AWS_ENDPOINT_URL"])
+        counted = _requests(cfg, rank)
+        dist.barrier()
+        cpu0, t0 = cpu_now(), time.perf_counter()
+        dcp.save(state, storage_writer=writer)
+        dist.barrier()
+        save_s, save_cpu = time.perf_counter() - t0, cpu_now() - cpu0
+        save_requests = _requests(cfg, rank) - counted
+        loaded = {key: torch.empty_like(value) for key, value in state.items()}
+        counted = _requests(cfg, rank)
+        dist.barrier()
+        cpu0, t0 = cpu_now(), time.perf_counter()
+        dcp.load(loaded, storage_reader=reader)
+        dist.barrier()
+        load_s, load_cpu = time.perf_counter() - t0, cpu_now() - cpu0
+        load_requests = _requests(cfg, rank) - counted
+        if not all(torch.equal(loaded[key], state[key]) for key in state):
+            raise RuntimeError(f"{cfg['peer']}: rank {rank} loaded other bytes than it saved")
+        cpus: list[Any] = [None] * ranks
+        dist.all_gather_object(cpus, (save_cpu, load_cpu))
+        if rep:
+            reps.append(
+                {
+                    "save_s": save_s,
+                    "load_s": load_s,
+                    "save_cpu_s": sum(c[0] for c in cpus),
+                    "load_cpu_s": sum(c[1] for c in cpus),
+                    "save_requests": save_requests,
+                    "load_requests": load_requests,
+                    "url": url,
+                }
+            )
+    # one more load, through the counting proxy, to count the metadata GETs
+    url = reps[-1]["url"] if reps else f"s3://{cfg['bucket']}/dcp/{cfg['tag']}-rep0"
+    _, reader = make(cfg, url, cfg["proxy_url"])
+    loaded = {key: torch.empty_like(value) for key, value in state.items()}
+    dist.barrier()
+    dcp.load(loaded, storage_reader=reader)
+    dist.barrier()
+    if rank == 0:
+        with open(cfg["out"] + ".rank0", "w") as out:
+            json.dump(reps, out)
+    dist.destroy_process_group()
+
+
+def _requests(cfg: dict[str, Any], rank: int) -> int:
+    """All requests the server has counted on the bucket so far (read on rank 0 only)."""
+    return sum(requests_so_far(cfg["metrics_url"], cfg["bucket"]).values()) if rank == 0 else 0
+
+
+# ---------------------------------------------------------------- the counting proxy
+
+
+class CountingProxy:
+    """A small reverse proxy on 127.0.0.1 that counts requests by method and GETs of ``.metadata``."""
+
+    def __init__(self, upstream: str) -> None:
+        target = urllib.parse.urlsplit(upstream)
+        counts: dict[str, int] = {}
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with lock:
+                    counts[self.command] = counts.get(self.command, 0) + 1
+                    if self.command == "GET" and urllib.parse.urlsplit(self.path).path.endswith(
+                        "/" + METADATA
+                    ):
+                        counts["metadata_get"] = counts.get("metadata_get", 0) + 1
+                upstream_conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                upstream_conn.request(self.command, self.path, body=body, headers=headers)
+                response = upstream_conn.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                # a HEAD's answer keeps the object's Content-Length; other answers carry the body read
+                dropped = ("transfer-encoding", "connection") + (
+                    () if self.command == "HEAD" else ("content-length",)
+                )
+                for key, value in response.getheaders():
+                    if key.lower() not in dropped:
+                        self.send_header(key, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream_conn.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+        self.counts = counts
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---------------------------------------------------------------- the parent
+
+
+def requests_so_far(metrics_url: str, bucket: str) -> dict[str, int]:
+    """SeaweedFS's request counters of ``bucket``, by type (GET, PUT, ...)."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    pattern = re.compile(
+        r'^SeaweedFS_s3_request_total\{bucket="' + re.escape(bucket) + r'",[^}]*type="([A-Z]+)"\}\s+(\S+)$',
+        re.M,
+    )
+    totals: dict[str, int] = {}
+    for kind, value in pattern.findall(text):
+        totals[kind] = totals.get(kind, 0) + int(float(value))
+    return totals
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    if cfg.get("rank_mode"):
+        rank_main(cfg)
+        return
+    result: dict[str, Any] = {"peer": cfg["peer"], "ranks": cfg["ranks"], "size_bytes": cfg["size_bytes"]}
+    proxy = CountingProxy(os.environ["AWS_ENDPOINT_URL"])
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(cfg["dist_port"]))
+    if cfg["peer"] == "msc-dcp":  # MSC reads its endpoints from a config file
+        config_path = cfg["out"] + ".msc.json"
+        with open(config_path, "w") as out:
+            json.dump(msc_config(cfg["bucket"], os.environ["AWS_ENDPOINT_URL"], proxy.url), out)
+        env["MSC_CONFIG"] = config_path
+    try:
+        children = []
+        for rank in range(cfg["ranks"]):
+            rank_cfg = {**cfg, "rank_mode": True, "proxy_url": proxy.url}
+            rank_env = dict(env, RANK=str(rank), WORLD_SIZE=str(cfg["ranks"]), LOCAL_RANK=str(rank))
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, json.dumps(rank_cfg)],
+                    env=rank_env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+        outputs = [child.communicate(timeout=1200)[0] for child in children]
+        if any(child.returncode for child in children):
+            failed = next(i for i, child in enumerate(children) if child.returncode)
+            raise RuntimeError(
+                f"rank {failed} exited {children[failed].returncode}: {outputs[failed][-3000:]}"
+            )
+        with open(cfg["out"] + ".rank0") as rank0:
+            result["reps"] = json.load(rank0)
+        result["proxy_counts"] = dict(proxy.counts)
+        result["metadata_gets_per_load"] = proxy.counts.get("metadata_get", 0)
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()
+    finally:
+        proxy.close()
+    with open(cfg["out"], "w") as out:
+        json.dump(result, out)
+
+
+if __name__ == "__main__":
+    main()
