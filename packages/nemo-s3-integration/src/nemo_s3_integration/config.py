@@ -15,25 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from s3_utils.limits import GET_REQUESTS_PER_PREFIX_PER_S as GET_BUDGET_PER_PREFIX
-from s3_utils.limits import PUT_REQUESTS_PER_PREFIX_PER_S as PUT_BUDGET_PER_PREFIX
+from s3_utils.limits import (
+    MAX_PART_SIZE_MB,
+    MIN_PART_SIZE_MB,
+    S3RequestRateWarning,
+    prefix_request_rate_excess,
+)
 
 logger = logging.getLogger(__name__)
 
-RETRY_OVERHEAD = 1.15
-"""Allowance for retried requests on top of the planned ones."""
-MIN_CHUNK_SIZE_MB = 5
-"""S3's smallest multipart part (except the last)."""
-MAX_CHUNK_SIZE_MB = 5 * 1024
-"""S3's largest multipart part."""
 MAX_CONCURRENCY = 1024
 """Far above anything useful; a larger value is a typo."""
 
 SECTION = "s3_checkpointing"
-
-
-class S3RequestRateWarning(UserWarning):
-    """The configured concurrency can exceed S3's per-prefix request rate."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +49,7 @@ class S3CheckpointingConfig:
     def __post_init__(self) -> None:
         for name in ("max_write_concurrency", "max_read_concurrency"):
             _check_int(f"{SECTION}.{name}", getattr(self, name), 1, MAX_CONCURRENCY)
-        _check_int(f"{SECTION}.chunk_size_MB", self.chunk_size_MB, MIN_CHUNK_SIZE_MB, MAX_CHUNK_SIZE_MB)
+        _check_int(f"{SECTION}.chunk_size_MB", self.chunk_size_MB, MIN_PART_SIZE_MB, MAX_PART_SIZE_MB)
         if not isinstance(self.enable_async_checkpointing, bool):
             raise ValueError(
                 f"{SECTION}.enable_async_checkpointing must be True or False, "
@@ -116,19 +110,12 @@ class S3CheckpointingConfig:
         _check_int("tensor_model_parallel_size", tensor_parallel, 1, None)
         _check_int("pipeline_model_parallel_size", pipeline_parallel, 1, None)
         messages = []
-        for key, budget, verb in (
-            ("max_write_concurrency", PUT_BUDGET_PER_PREFIX, "PUT"),
-            ("max_read_concurrency", GET_BUDGET_PER_PREFIX, "GET"),
-        ):
+        for key, operation in (("max_write_concurrency", "PUT"), ("max_read_concurrency", "GET")):
             concurrency = getattr(self, key)
-            rate = concurrency * tensor_parallel * pipeline_parallel * RETRY_OVERHEAD
-            if rate > budget:
-                highest = int(budget / (tensor_parallel * pipeline_parallel * RETRY_OVERHEAD))
-                messages.append(
-                    f"{SECTION}.{key}={concurrency} with tp={tensor_parallel} x pp={pipeline_parallel} "
-                    f"can reach {rate:.0f} {verb}/s on one prefix (x{RETRY_OVERHEAD} for retries), over "
-                    f"S3's {budget} {verb}/s per prefix: expect 503 SlowDown; use {key} <= {max(highest, 1)}"
-                )
+            excess = prefix_request_rate_excess(tensor_parallel * pipeline_parallel, concurrency, operation)
+            if excess is not None:
+                parallel = f"tp={tensor_parallel} x pp={pipeline_parallel}"
+                messages.append(f"{SECTION}.{key}={concurrency} with {parallel}: {excess}")
         for message in messages:
             logger.warning(message)
             warnings.warn(message, S3RequestRateWarning, stacklevel=2)
