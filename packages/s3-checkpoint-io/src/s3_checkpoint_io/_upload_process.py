@@ -269,17 +269,22 @@ class _SnapshotPickler(pickle.Pickler):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._pool = pool
         self.slab_ids: set[int] = set()
+        self._empty: dict[int, int] = {}
 
     def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, torch.storage.TypedStorage):
-            region = self._pool.region_of(obj._untyped_storage)
-            dtype: torch.dtype | None = obj.dtype
+            untyped, dtype = obj._untyped_storage, obj.dtype
         elif isinstance(obj, torch.UntypedStorage):
-            region, dtype = self._pool.region_of(obj), None
+            untyped, dtype = obj, None
         else:
             if isinstance(obj, type | types.FunctionType) and obj.__module__ == "__main__":
                 raise _NeedsThisInterpreter(f"{obj.__qualname__!r}")
             return None
+        if untyped.nbytes() == 0 and untyped.device.type == "cpu":
+            # Empty storages have no buffer; each is still its own storage (slab id -1, -2, ...).
+            number = self._empty.setdefault(untyped._cdata, len(self._empty) + 1)
+            return (-number, 0, 0, dtype)
+        region = self._pool.region_of(untyped)
         if region is None:
             return None  # not a snapshot buffer (a tensor rebuilt through torch.save): pickled whole
         self.slab_ids.add(region.slab_id)

@@ -12,6 +12,7 @@ This module imports only the standard library, torch and s3_utils: the helper lo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import mmap
@@ -24,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, Any, cast
 
 import torch
@@ -54,10 +55,50 @@ def write_checkpoint(store: S3Store, checkpoint: Any, url: str) -> TransferStats
         Exception: whatever ``torch.save`` or the upload raised; the upload is aborted then and no
             object appears at ``url``.
     """
-    with store.open_writer(url) as writer:
+    with without_zip_crc32(), store.open_writer(url) as writer:
         torch.save(checkpoint, cast(IO[bytes], writer))
     assert writer.stats is not None  # set when the writer closed without an error
     return writer.stats
+
+
+_crc32_lock = threading.Lock()
+_crc32_users = 0
+_crc32_before = True
+
+
+@contextlib.contextmanager
+def without_zip_crc32() -> Iterator[None]:
+    """Let ``torch.save`` skip the zip CRC32 of every record while our saves run (where torch can).
+
+    The upload carries a CRC64NVME of the whole object that S3 checks, and downloads check it again,
+    so the zip's own checksum is redundant work (about a seventh of a save's CPU). torch's setting is
+    process-wide: it is switched off while at least one of our saves runs and restored after the last.
+    """
+    global _crc32_users, _crc32_before
+    config = _torch_save_config()
+    if config is None:
+        yield
+        return
+    with _crc32_lock:
+        if _crc32_users == 0:
+            _crc32_before = config.compute_crc32
+            config.compute_crc32 = False
+        _crc32_users += 1
+    try:
+        yield
+    finally:
+        with _crc32_lock:
+            _crc32_users -= 1
+            if _crc32_users == 0:
+                config.compute_crc32 = _crc32_before
+
+
+def _torch_save_config() -> Any:
+    try:
+        from torch.utils.serialization import config
+    except ImportError:  # torch older than 2.6
+        return None
+    return config.save if hasattr(config.save, "compute_crc32") else None
 
 
 # -- the wire: what the trainer and the upload process send each other --------------------------------
@@ -144,8 +185,11 @@ class _Slabs:
                 key = (slab_id, offset, nbytes)
                 storage = storages.get(key)
                 if storage is None:
-                    tensor = torch.frombuffer(maps[slab_id], dtype=torch.uint8, count=nbytes, offset=offset)
-                    storage = storages[key] = tensor.untyped_storage()
+                    if slab_id < 0:  # an empty storage
+                        storage = storages[key] = torch.UntypedStorage(0)  # type: ignore[no-untyped-call]
+                    else:
+                        view = torch.frombuffer(maps[slab_id], dtype=torch.uint8, count=nbytes, offset=offset)
+                        storage = storages[key] = view.untyped_storage()
                 if dtype is None:
                     return storage
                 return torch.storage.TypedStorage(  # type: ignore[no-untyped-call]
@@ -170,10 +214,6 @@ def serve(fd: int) -> None:
         level=log_level,
         format="%(asctime)s %(levelname)s s3-checkpoint-io upload process %(name)s: %(message)s",
     )
-    # torch's zip CRC32 of every record: redundant, the upload carries a CRC64NVME checked end to end.
-    save_config = getattr(getattr(torch.serialization, "config", None), "save", None)
-    if save_config is not None and hasattr(save_config, "compute_crc32"):
-        save_config.compute_crc32 = False
     slabs = _Slabs()
     with S3Store(client_config, transfer_config) as store:
         while True:
