@@ -213,3 +213,29 @@ def test_an_unknown_uploader_is_refused_naming_the_choices(bucket: str) -> None:
         ValueError, match=r"async_uploader='fork' is invalid: use one of \('process', 'thread'\)"
     ):
         S3CheckpointIO(f"s3://{bucket}/run", async_uploader="fork")
+
+
+@pytest.mark.parametrize("mode", ["sync", "process", "thread"])
+def test_save_stats_carry_the_writers_own_request_and_retry_counts(
+    s3_server: Any, bucket: str, s3_client: Any, mode: str
+) -> None:
+    url = f"s3://{bucket}/run/a.ckpt"
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        proxy.add_fault("PutObject", "slowdown", times=2)
+        io = S3CheckpointIO(
+            f"s3://{bucket}/run",
+            chunk_size_MB=5,
+            async_checkpointing=mode != "sync",
+            async_uploader="thread" if mode == "thread" else "process",
+            endpoint_url=proxy.url,
+        )
+        try:
+            io.save_checkpoint(state(1), url)
+            io.wait_for_saves(timeout=60)
+        finally:
+            io.teardown()
+    stats = io.last_save_stats
+    assert stats is not None
+    assert (stats.requests, stats.retries) == (3, 2)  # one PutObject answered SlowDown twice, then stored
+    assert stats.bytes == s3_client.head_object(Bucket=bucket, Key="run/a.ckpt")["ContentLength"]
+    assert stats.as_metrics()["checkpoint/save_retries"] == 2.0
