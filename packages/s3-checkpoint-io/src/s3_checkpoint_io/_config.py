@@ -9,6 +9,8 @@ MIN_CHUNK_SIZE_MB = 5
 """S3's smallest multipart part, in MiB."""
 MAX_CHUNK_SIZE_MB = 5 * 1024
 """S3's largest part, in MiB."""
+ASYNC_UPLOADERS = ("process", "thread")
+"""Where asynchronous saves may run: a helper process, or a thread of the trainer's process."""
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -26,6 +28,9 @@ class CheckpointIOSettings:
         max_write_concurrency: part uploads in flight while saving (>= 1).
         async_checkpointing: return from ``save_checkpoint`` once a snapshot exists and upload it in
             the background.
+        async_uploader: where asynchronous saves are serialized and uploaded: ``"process"`` (a helper
+            process, so the trainer's interpreter is never held up by them) or ``"thread"`` (a thread
+            of the trainer's process).
         max_pending_saves: asynchronous saves that may be queued or uploading at once (>= 1); a
             further save waits for the oldest (backpressure). Each holds one snapshot of the state.
         clean_same_step_last: after saving ``...step=<n>-...last.ckpt``, delete older ``-last``
@@ -40,6 +45,7 @@ class CheckpointIOSettings:
     max_read_concurrency: int = 15
     max_write_concurrency: int = 10
     async_checkpointing: bool = False
+    async_uploader: str = "process"
     max_pending_saves: int = 1
     clean_same_step_last: bool = False
     history_size: int = 1000
@@ -57,6 +63,10 @@ class CheckpointIOSettings:
         _check_int("max_write_concurrency", self.max_write_concurrency, 1)
         _check_int("max_pending_saves", self.max_pending_saves, 1)
         _check_int("history_size", self.history_size, 1)
+        if self.async_uploader not in ASYNC_UPLOADERS:
+            raise ValueError(
+                f"async_uploader={self.async_uploader!r} is invalid: use one of {ASYNC_UPLOADERS}"
+            )
         for name in ("async_checkpointing", "clean_same_step_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid: it must be True or False")

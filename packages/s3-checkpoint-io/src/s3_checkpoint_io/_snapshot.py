@@ -2,10 +2,10 @@
 
 Tensors are copied storage by storage, so views that share memory (tied weights, slices) still share
 it in the copy, exactly as ``torch.save`` would have written the original. Every storage is copied into
-a host buffer taken from a :class:`HostBufferPool` (page-locked for CUDA storages), which keeps the
-buffers between saves: after the first save a snapshot is a plain memory copy into pages that are
-already mapped, with no allocation and no page faults, which is why it is cheaper than a bare
-``clone()`` of the same tensors.
+a host buffer taken from a :class:`HostBufferPool` (shared memory another process can map,
+page-locked for CUDA storages), which keeps the buffers between saves: after the first save a
+snapshot is a plain memory copy into pages that are already mapped, with no allocation and no page
+faults, which is why it is cheaper than a bare ``clone()`` of the same tensors.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from __future__ import annotations
 import copy
 import enum
 import io
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from s3_checkpoint_io._shared_buffers import HostBufferPool
+
+__all__ = ["HostBufferPool", "Snapshot", "take_snapshot", "wait_for_device_copies"]
 
 _ATOMIC = (
     type(None),
@@ -33,39 +36,6 @@ _ATOMIC = (
     torch.Size,
     enum.Enum,
 )
-
-
-class HostBufferPool:
-    """Host buffers reused between saves, page-locked ones for CUDA storages; thread-safe.
-
-    Buffers are ``uint8`` tensors kept by (size, pinned). A snapshot takes what it needs with
-    :meth:`take`, the background save gives them back with :meth:`give_back` once the bytes are in S3,
-    and :meth:`trim` drops free buffers the latest snapshot did not need (the model's tensors changed),
-    so the pool holds at most what the snapshots in flight use.
-    """
-
-    def __init__(self) -> None:
-        self._free: dict[tuple[int, bool], list[torch.Tensor]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, nbytes: int, pinned: bool) -> torch.Tensor:
-        """A ``uint8`` buffer of exactly ``nbytes`` bytes (page-locked if ``pinned``), reused if free."""
-        with self._lock:
-            free = self._free.get((nbytes, pinned))
-            if free:
-                return free.pop()
-        return torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
-
-    def give_back(self, buffers: list[torch.Tensor]) -> None:
-        """Return buffers taken with :meth:`take` for later saves."""
-        with self._lock:
-            for buffer in buffers:
-                self._free.setdefault((buffer.numel(), buffer.is_pinned()), []).append(buffer)
-
-    def trim(self) -> None:
-        """Drop every free buffer (memory is released when garbage-collected); taken ones are kept."""
-        with self._lock:
-            self._free.clear()
 
 
 @dataclass

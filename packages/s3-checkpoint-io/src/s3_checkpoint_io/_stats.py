@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from s3_checkpoint_io._compat import override
+from s3_utils import TransferStats
 
 if TYPE_CHECKING:
     from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
@@ -26,8 +27,11 @@ class SaveStats:
         bytes: bytes written to S3.
         stall_s: seconds ``save_checkpoint`` blocked its caller (the whole save when synchronous;
             waiting for a free slot plus taking the snapshot when asynchronous).
-        upload_s: seconds spent serializing and uploading (in the background when asynchronous).
+        upload_s: seconds from opening the upload to completing it, serialization included (in the
+            background when asynchronous), as the upload's writer counted them.
         asynchronous: whether the upload ran in the background.
+        requests: HTTP requests the upload sent, retries included.
+        retries: requests sent again after a transient failure.
     """
 
     sequence: int
@@ -36,6 +40,24 @@ class SaveStats:
     stall_s: float
     upload_s: float
     asynchronous: bool
+    requests: int = 0
+    retries: int = 0
+
+    @classmethod
+    def of_upload(
+        cls, sequence: int, path: str, upload: TransferStats, stall_s: float, asynchronous: bool
+    ) -> SaveStats:
+        """The stats of the save of ``path``, whose upload the writer counted in ``upload``."""
+        return cls(
+            sequence,
+            path,
+            upload.bytes,
+            stall_s,
+            upload.seconds,
+            asynchronous,
+            upload.requests,
+            upload.retries,
+        )
 
     @property
     def mib_per_s(self) -> float:
@@ -49,6 +71,8 @@ class SaveStats:
             f"{prefix}save_stall_s": self.stall_s,
             f"{prefix}save_upload_s": self.upload_s,
             f"{prefix}save_MiB_per_s": self.mib_per_s,
+            f"{prefix}save_requests": float(self.requests),
+            f"{prefix}save_retries": float(self.retries),
         }
 
 

@@ -9,9 +9,8 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import IO, Any, cast
+from typing import Any
 
-import torch
 from lightning.fabric.plugins import CheckpointIO
 
 from s3_checkpoint_io._async_saver import AsyncSaver
@@ -22,8 +21,10 @@ from s3_checkpoint_io._loading import load_from_buffer
 from s3_checkpoint_io._memory_file import MemoryFile, memory_files_supported
 from s3_checkpoint_io._snapshot import HostBufferPool, Snapshot, take_snapshot
 from s3_checkpoint_io._stats import MiB, SaveStats
+from s3_checkpoint_io._upload_process import UploadProcess, upload_process_supported
+from s3_checkpoint_io._upload_worker import write_checkpoint
 from s3_dirpath_utils import normalize_s3_url, require_s3_url
-from s3_utils import ObjectInfo, S3ClientConfig, S3Store, TransferConfig
+from s3_utils import ObjectInfo, S3ClientConfig, S3Store, TransferConfig, TransferStats
 from s3_utils.checkpoint_names import parse_prefix_with_step
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ class S3CheckpointIO(CheckpointIO):
     the previous object there untouched.
 
     With ``async_checkpointing=True``, ``save_checkpoint`` returns once a snapshot of the state exists
-    (tensors copied into host buffers reused between saves, page-locked ones for CUDA tensors) and one
-    background worker serializes and uploads it. At most ``max_pending_saves`` saves are outstanding;
+    (tensors copied into shared-memory host buffers reused between saves, page-locked ones for CUDA
+    tensors) and a helper process, started once, serializes and uploads it (``async_uploader="thread"``:
+    a thread of this process does). At most ``max_pending_saves`` saves are outstanding;
     another waits for the oldest. ``remove_checkpoint`` is queued behind every earlier save, so the
     previous best is never deleted before the new one is in S3, and it is skipped if such a save fails.
     A background failure is logged at once and raised at the next ``save_checkpoint``,
@@ -64,6 +66,9 @@ class S3CheckpointIO(CheckpointIO):
         region: AWS region; default from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
         profile: a named AWS profile; default from ``AWS_PROFILE``.
         client_config: a complete ``S3ClientConfig`` instead of the three settings above.
+        async_uploader: ``"process"`` (default): asynchronous saves are serialized and uploaded by a
+            helper process, off this interpreter's GIL; ``"thread"``: by a thread of this process.
+            Where shared memory is not available (not Linux), ``"process"`` runs as ``"thread"``.
         max_pending_saves: asynchronous saves outstanding at once (each holds one snapshot).
         clean_same_step_last: after saving ``...step=<n>-...last.ckpt``, delete the other ``-last``
             checkpoints of the same step (NeMo's behaviour; off by default).
@@ -86,6 +91,7 @@ class S3CheckpointIO(CheckpointIO):
         region: str | None = None,
         profile: str | None = None,
         client_config: S3ClientConfig | None = None,
+        async_uploader: str = "process",
         max_pending_saves: int = 1,
         clean_same_step_last: bool = False,
         history_size: int = 1000,
@@ -97,6 +103,7 @@ class S3CheckpointIO(CheckpointIO):
             max_read_concurrency=max_read_concurrency,
             max_write_concurrency=max_write_concurrency,
             async_checkpointing=async_checkpointing,
+            async_uploader=async_uploader,
             max_pending_saves=max_pending_saves,
             clean_same_step_last=clean_same_step_last,
             history_size=history_size,
@@ -124,6 +131,7 @@ class S3CheckpointIO(CheckpointIO):
         self._read_store: S3Store | None = None
         self._buffers = HostBufferPool()
         self._history_lock = threading.Lock()
+        self._upload_process: UploadProcess | None = None  # the parent's helper is the parent's
 
     def __repr__(self) -> str:
         return (
@@ -205,10 +213,9 @@ class S3CheckpointIO(CheckpointIO):
         self._saves_started += 1
         sequence = self._saves_started
         if not self.settings.async_checkpointing:
-            nbytes, upload_s = self._write(checkpoint, url)
-            self._finish_save(
-                SaveStats(sequence, url, nbytes, time.perf_counter() - started, upload_s, False)
-            )
+            upload = self._write(checkpoint, url)
+            stall_s = time.perf_counter() - started
+            self._finish_save(SaveStats.of_upload(sequence, url, upload, stall_s, False))
             return
 
         with self._saver.reserve_slot() as slot:  # backpressure: max_pending_saves
@@ -219,12 +226,26 @@ class S3CheckpointIO(CheckpointIO):
     def _upload_snapshot(self, snapshot: Snapshot, url: str, sequence: int, stall_s: float) -> None:
         # Runs on the background worker; the snapshot's buffers go back to the pool whatever happens.
         try:
-            nbytes, upload_s = self._write(snapshot.state, url)
+            if self.settings.async_uploader == "process" and upload_process_supported():
+                upload = self._uploader().upload(snapshot.state, url, self._buffers)
+            else:
+                upload = self._write(snapshot.state, url)
         finally:
             snapshot.state = None
             self._buffers.give_back(snapshot.borrowed)
             snapshot.borrowed = []
-        self._finish_save(SaveStats(sequence, url, nbytes, stall_s, upload_s, True))
+        self._finish_save(SaveStats.of_upload(sequence, url, upload, stall_s, True))
+
+    def _uploader(self) -> UploadProcess:
+        # Only the saver's single worker thread gets here.
+        if self._upload_process is None:
+            self._upload_process = UploadProcess(self.client_config, self._write_transfer, self._write)
+        return self._upload_process
+
+    @property
+    def upload_process_pid(self) -> int | None:
+        """The process id of the helper uploading asynchronous saves, while it runs (for pinning it)."""
+        return self._upload_process.pid if self._upload_process is not None else None
 
     @override
     def load_checkpoint(
@@ -375,6 +396,8 @@ class S3CheckpointIO(CheckpointIO):
         try:
             self._saver.close()
         finally:
+            if self._upload_process is not None:
+                self._upload_process.close()
             self._buffers.trim()
             self._close_stores()
         self._saver.raise_failures()
@@ -415,12 +438,8 @@ class S3CheckpointIO(CheckpointIO):
         for store in stores:
             store.close()
 
-    def _write(self, checkpoint: Any, url: str) -> tuple[int, float]:
-        started = time.perf_counter()
-        with self._store(write=True).open_writer(url) as writer:
-            torch.save(checkpoint, cast(IO[bytes], writer))
-            nbytes = writer.tell()
-        return nbytes, time.perf_counter() - started
+    def _write(self, checkpoint: Any, url: str) -> TransferStats:
+        return write_checkpoint(self._store(write=True), checkpoint, url)
 
     def _finish_save(self, stats: SaveStats) -> None:
         with self._history_lock:

@@ -24,6 +24,11 @@ class BackgroundSaveError(CheckpointIOError, RuntimeError):
         self.path = path
 
 
+class UploadProcessError(CheckpointIOError, RuntimeError):
+    """The upload process of an asynchronous save died (say, OOM-killed), or raised an exception that
+    could not be sent back as itself. Nothing was published at the checkpoint's path."""
+
+
 class CorruptCheckpointError(CheckpointIOError, ValueError):
     """The object is not a readable ``torch.save`` checkpoint (truncated, corrupt, or another format)."""
 
