@@ -161,6 +161,26 @@ def test_an_async_copy_is_skipped_when_its_source_save_failed(
     assert "run/last.ckpt" not in keys(s3_client, bucket)
 
 
+def test_a_removal_queued_after_a_failed_async_copy_is_skipped_and_a_pending_copy_counts_as_a_save(
+    s3_server: Any, bucket: str, s3_client: Any
+) -> None:
+    dst = f"s3://{bucket}/run/last.ckpt"
+    s3_client.put_object(Bucket=bucket, Key="run/step=2.ckpt", Body=b"the previous best")
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        proxy.add_fault("PutObject", "delay", times=1, delay_s=1.0)
+        io = S3CheckpointIO(f"s3://{bucket}/run", async_checkpointing=True, endpoint_url=proxy.url)
+        try:
+            io.save_checkpoint(state(4), f"s3://{bucket}/run/step=4.ckpt")  # slow: the copy waits
+            io.copy_checkpoint(f"s3://{bucket}/run/never-saved.ckpt", dst)  # will fail: no source
+            assert dst in io.pending_saves  # so exists() and load_checkpoint() wait for it
+            io.remove_checkpoint(f"s3://{bucket}/run/step=2.ckpt")
+            with pytest.raises(BackgroundSaveError, match=f"copy of {dst}"):
+                io.wait_for_saves(timeout=60)
+        finally:
+            io.teardown()
+    assert keys(s3_client, bucket) == {"run/step=2.ckpt", "run/step=4.ckpt"}
+
+
 def test_save_last_link_is_refused_with_what_to_use_instead(bucket: str) -> None:
     with pytest.raises(ValueError, match="save_last=True"):
         S3ModelCheckpoint(dirpath=f"s3://{bucket}/run", save_last="link")

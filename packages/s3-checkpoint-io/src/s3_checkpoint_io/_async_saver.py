@@ -33,10 +33,15 @@ from s3_checkpoint_io.errors import BackgroundSaveError
 log = logging.getLogger(__name__)
 
 
+_WRITES = frozenset({"save", "copy"})
+"""Jobs that write a checkpoint: what removals and copies wait for, and what ``pending_saves`` lists."""
+_AFTER_SAVES = frozenset({"removal", "copy"})
+
+
 @dataclass(frozen=True)
 class _Job:
     path: str
-    what: str  # "save" or "removal"
+    what: str  # "save", "removal" or "copy"
     future: Future[None]
 
 
@@ -79,25 +84,29 @@ class AsyncSaver:
         self._slots.acquire()
         return SaveSlot(self)
 
-    def submit_removal(self, path: str, remove: Callable[[], None]) -> Future[None]:
-        """Queue ``remove`` (the removal of ``path``) behind every save queued so far.
+    def submit_after_saves(self, path: str, what: str, work: Callable[[], None]) -> Future[None]:
+        """Queue ``work`` (a ``"removal"`` of ``path``, or a ``"copy"`` that writes ``path``) behind every
+        save queued so far.
 
-        The removal holds the saves it must not outrun: those still pending, and those that failed
-        without the caller having been told yet. It runs only if all of them succeeded; the checkpoint
-        it would delete may otherwise be the only good one.
+        It holds the jobs it must not outrun: saves and copies still pending, and those that failed
+        without the caller having been told yet. It runs only if all of them succeeded: a removal may
+        otherwise delete the only good checkpoint, a copy may read a source that never became durable.
+        A pending copy counts as a pending save of ``path`` (:meth:`pending_saves`).
         """
+        if what not in _AFTER_SAVES:
+            raise ValueError(f"what={what!r}: use one of {sorted(_AFTER_SAVES)}")
         with self._lock:
-            after = [job.future for job in self._pending.values() if job.what == "save"]
-            after += [failure.job.future for failure in self._failures if failure.job.what == "save"]
-            work = functools.partial(self._remove_after, path, remove, after)
-            return self._queue(path, "removal", work, holds_slot=False)
+            after = [job.future for job in self._pending.values() if job.what in _WRITES]
+            after += [failure.job.future for failure in self._failures if failure.job.what in _WRITES]
+            guarded = functools.partial(self._run_after, path, what, work, after)
+            return self._queue(path, what, guarded, holds_slot=False)
 
-    def _remove_after(self, path: str, remove: Callable[[], None], after: list[Future[None]]) -> None:
+    def _run_after(self, path: str, what: str, work: Callable[[], None], after: list[Future[None]]) -> None:
         # The worker runs jobs in order, so every future in ``after`` is done by now.
         if any(future.exception() is not None for future in after):
-            log.warning("not removing %s: a checkpoint save queued before the removal failed", path)
+            log.warning("skipping the %s of %s: a checkpoint save queued before it failed", what, path)
             return
-        remove()
+        work()
 
     def _queue(self, path: str, what: str, work: Callable[[], None], holds_slot: bool) -> Future[None]:
         # Called with self._lock held: _run pops the job under the same lock, so never before it is in.
@@ -127,9 +136,9 @@ class AsyncSaver:
                 self._slots.release()
 
     def pending_saves(self) -> list[str]:
-        """URLs whose save is still queued or running, oldest first."""
+        """URLs whose save (or server-side copy) is still queued or running, oldest first."""
         with self._lock:
-            return [job.path for job in self._pending.values() if job.what == "save"]
+            return [job.path for job in self._pending.values() if job.what in _WRITES]
 
     def busy(self) -> bool:
         """Whether any save or removal is still queued or running."""

@@ -339,7 +339,7 @@ class S3CheckpointIO(CheckpointIO):
         url = _as_url(path)
         self._saver.raise_failures()
         if self.settings.async_checkpointing:
-            self._saver.submit_removal(url, lambda: self._delete(url))
+            self._saver.submit_after_saves(url, "removal", functools.partial(self._delete, url))
         else:
             self._delete(url)
 
@@ -364,9 +364,7 @@ class S3CheckpointIO(CheckpointIO):
         source, target = _as_url(src), _as_url(dst)
         self._saver.raise_failures()
         if self.settings.async_checkpointing:
-            # the saver's removal queue has the ordering a copy needs: after every earlier save,
-            # skipped if one of them failed
-            self._saver.submit_removal(target, functools.partial(self._copy, source, target))
+            self._saver.submit_after_saves(target, "copy", functools.partial(self._copy, source, target))
         else:
             self._copy(source, target)
 
