@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-MIN_CHUNK_SIZE_MB = 5
-"""S3's smallest multipart part, in MiB."""
-MAX_CHUNK_SIZE_MB = 5 * 1024
-"""S3's largest part, in MiB."""
+from s3_utils.limits import MAX_PART_SIZE_MB, MIN_PART_SIZE_MB
+
 ASYNC_UPLOADERS = ("process", "thread")
 """Where asynchronous saves may run: a helper process, or a thread of the trainer's process."""
 
@@ -54,10 +52,10 @@ class CheckpointIOSettings:
         size = self.chunk_size_MB
         if isinstance(size, bool) or not isinstance(size, int | float) or math.isnan(size):
             raise ValueError(f"chunk_size_MB={size!r} is invalid: it must be a number of MiB")
-        if not MIN_CHUNK_SIZE_MB <= size <= MAX_CHUNK_SIZE_MB:
+        if not MIN_PART_SIZE_MB <= size <= MAX_PART_SIZE_MB:
             raise ValueError(
-                f"chunk_size_MB={size!r} is out of range: S3 parts must be {MIN_CHUNK_SIZE_MB} to "
-                f"{MAX_CHUNK_SIZE_MB} MiB"
+                f"chunk_size_MB={size!r} is out of range: S3 parts must be {MIN_PART_SIZE_MB} to "
+                f"{MAX_PART_SIZE_MB} MiB"
             )
         _check_int("max_read_concurrency", self.max_read_concurrency, 1)
         _check_int("max_write_concurrency", self.max_write_concurrency, 1)
