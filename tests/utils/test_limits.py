@@ -10,6 +10,9 @@ from s3_utils import limits
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 S3_UTILS = ROOT / "packages" / "s3-utils" / "src" / "s3_utils"
 PART_LIMITS = re.compile(r"\b10_?000\b|\b5 \* (1024|MiB|GiB|TiB)\b|\b1000\b")
+PART_SIZES = re.compile(
+    r"\b10_?000\b|\b5 \* (1024|MiB|GiB|TiB)\b"
+)  # outside s3-utils 1000 means other things
 REQUEST_RATES = re.compile(r"\b(3_?500|5_?500)\b")
 
 
@@ -28,6 +31,17 @@ def test_s3_utils_states_part_object_and_batch_limits_only_in_the_limits_module(
         if path.name != "limits.py"
         for number, line in code_lines(path)
         if PART_LIMITS.search(line)
+    ]
+    assert restated == []
+
+
+def test_no_package_restates_s3s_part_sizes_or_part_count() -> None:
+    restated = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in (ROOT / "packages").glob("*/src/**/*.py")
+        if path != S3_UTILS / "limits.py"
+        for number, line in code_lines(path)
+        if PART_SIZES.search(line)
     ]
     assert restated == []
 
