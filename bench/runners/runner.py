@@ -359,6 +359,97 @@ class NemoS3Utils(BytesTransfer):
         return int(stream.getbuffer().nbytes)
 
 
+def _crt_result(request: Any) -> None:
+    """Wait for an awscrt S3 request; raise its HTTP status and body, which awscrt's message omits."""
+    try:
+        request.finished_future.result()
+    except Exception as exc:
+        status, body = getattr(exc, "status_code", None), getattr(exc, "body", None) or b""
+        raise RuntimeError(f"{exc} (HTTP {status}: {bytes(body)[:300]!r})") from exc
+
+
+class CrtTransfer(BytesTransfer):
+    """awscrt's native S3 client (the engine under boto3[crt] and s3torchconnector's C/Rust stack)
+    moving the same pre-serialized bytes: C threads, C checksums, part scheduling and retries its own.
+    Uploads send a CRC64NVME trailer; downloads HEAD first, then write each body piece at its offset."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        import urllib.parse
+
+        from awscrt.auth import AwsCredentialsProvider
+        from awscrt.io import ClientBootstrap, DefaultHostResolver, EventLoopGroup
+        from awscrt.s3 import S3Client, S3RequestTlsMode, create_default_s3_signing_config
+
+        super().__init__()
+        endpoint = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"])
+        self.host = endpoint.netloc
+        loops = EventLoopGroup()
+        bootstrap = ClientBootstrap(loops, DefaultHostResolver(loops))
+        credentials = AwsCredentialsProvider.new_static(
+            os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+        )
+        self.client = S3Client(
+            bootstrap=bootstrap,
+            region=os.environ["AWS_REGION"],
+            signing_config=create_default_s3_signing_config(
+                region=os.environ["AWS_REGION"], credential_provider=credentials
+            ),
+            tls_mode=S3RequestTlsMode.DISABLED if endpoint.scheme == "http" else S3RequestTlsMode.ENABLED,
+            part_size=cfg["chunk_size_MB"] * MiB,
+            throughput_target_gbps=10.0,
+        )
+
+    def _request(self, method: str, url: str, body: Any = None, length: int | None = None) -> Any:
+        from awscrt.http import HttpHeaders, HttpRequest
+
+        bucket, key = url[5:].split("/", 1)
+        headers = HttpHeaders([("Host", self.host)])
+        if length is not None:
+            headers.add("Content-Length", str(length))
+            headers.add("Content-Type", "application/octet-stream")
+        return HttpRequest(method, f"/{bucket}/{key}", headers, body)
+
+    def put(self, url: str) -> None:
+        from awscrt.s3 import S3ChecksumAlgorithm, S3ChecksumConfig, S3ChecksumLocation, S3RequestType
+
+        request = self._request("PUT", url, io.BytesIO(self.payload), len(self.payload))
+        checksum = S3ChecksumConfig(
+            algorithm=S3ChecksumAlgorithm.CRC64NVME, location=S3ChecksumLocation.TRAILER
+        )
+        _crt_result(
+            self.client.make_request(type=S3RequestType.PUT_OBJECT, request=request, checksum_config=checksum)
+        )
+
+    def get(self, url: str) -> int:
+        from awscrt.s3 import S3RequestType
+
+        sizes: list[int] = []
+
+        def on_headers(status_code: int, headers: list[tuple[str, str]], **kwargs: Any) -> None:
+            for name, value in headers:
+                if name.lower() == "content-length" and not sizes:
+                    sizes.append(int(value))
+
+        _crt_result(
+            self.client.make_request(
+                type=S3RequestType.DEFAULT,
+                operation_name="HeadObject",
+                request=self._request("HEAD", url),
+                on_headers=on_headers,
+            )
+        )
+        target = bytearray(sizes[0])
+        view = memoryview(target)
+
+        def on_body(chunk: Any, offset: int, **kwargs: Any) -> None:
+            view[offset : offset + len(chunk)] = chunk
+
+        _crt_result(
+            self.client.make_request(type=S3RequestType.GET_OBJECT, request=self._request("GET", url), on_body=on_body)
+        )
+        return len(target)
+
+
 PEERS: dict[str, Peer] = {
     "ours-sync": Peer(lambda c: _ours(c, False)),
     "ours-async": Peer(lambda c: _ours(c, True), is_async=True),
@@ -368,6 +459,8 @@ PEERS: dict[str, Peer] = {
     "lightning-s3fs": Peer(lambda c: _lightning_s3fs(c, False)),
     "lightning-s3fs-async": Peer(lambda c: _lightning_s3fs(c, True), is_async=True),
     "raw-boto3": Peer(lambda c: RawBoto3(c, crt=False)),
+    "raw-boto3-crt": Peer(lambda c: RawBoto3(c, crt=True)),
+    "crt-transfer": Peer(CrtTransfer),
     "ours-transfer": Peer(OursTransfer),
     "nemo-s3utils": Peer(NemoS3Utils),
 }
