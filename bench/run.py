@@ -231,6 +231,7 @@ def main(argv: list[str]) -> int:
                         "read_concurrency": conc or 15,
                         "tag": tag,
                         "dist_port": dist_port,
+                        "server_pid": server.process.pid,  # pinned to CPU 1 for the pinned training pass
                     }
                     log.info(
                         "%s: %s at %s%s",

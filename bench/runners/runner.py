@@ -1,7 +1,8 @@
 """Measure one peer at one state-dict size; run by the peer's own venv python, prints one JSON object.
 
 ``python runner.py '<json config>'`` with keys: peer, endpoint, bucket, size_bytes, reps, metrics_url,
-train (measure steps/s during an async save), chunk_size_MB, concurrency, out (a file for the JSON).
+train (measure steps/s during an async save, unpinned and pinned), server_pid (the S3 server, pinned
+to CPU 1 with every helper in the pinned pass), chunk_size_MB, concurrency, out (a file for the JSON).
 Credentials and endpoint come from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), set by
 the orchestrator. Only the imports of the chosen peer are loaded.
 """
@@ -530,6 +531,16 @@ def measure_transfers(
     return reps
 
 
+def requests_per_step(saver: Any, cfg: dict[str, Any], ckpt: dict[str, Any]) -> int:
+    """Requests for one training step that saves both a top-k and the last checkpoint (Lightning's
+    ``save_top_k`` with ``save_last``: the same state to two names), until both are durable."""
+    before = requests_so_far(cfg["metrics_url"], cfg["bucket"])
+    saver.save(ckpt, f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-step=1.ckpt")
+    saver.save(ckpt, f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-last.ckpt")
+    saver.finish()
+    return requests_so_far(cfg["metrics_url"], cfg["bucket"]) - before
+
+
 def bare_clone_seconds(ckpt: dict[str, Any]) -> float:
     """The least a safe async save must block for: copying every tensor once."""
     best = float("inf")
@@ -541,8 +552,80 @@ def bare_clone_seconds(ckpt: dict[str, Any]) -> float:
     return best
 
 
-def measure_training(saver: Any, cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Steps/s of a small CPU training loop with no save in flight, then while an async save runs."""
+def _tasks(pid: int) -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def _pin(pid: int, cpus: set[int], skip: int | None = None) -> None:
+    """Set the CPU affinity of every thread of ``pid`` (Linux affinity is per thread)."""
+    for tid in _tasks(pid):
+        if tid != skip:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass  # the thread ended meanwhile
+
+
+class Pinned:
+    """The training loop (the calling thread) on CPU 0; every other thread of this process, every child
+    process (a helper uploader) and the S3 server on CPU 1, re-applied every 10 ms so that threads and
+    processes started during the save follow. Restores every affinity on exit."""
+
+    TRAIN_CPU, OTHER_CPU = 0, 1
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.everything = os.sched_getaffinity(0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep_pinned, name="pinner", daemon=True)
+        self._train_tid = threading.get_native_id()
+
+    @staticmethod
+    def possible() -> bool:
+        return {Pinned.TRAIN_CPU, Pinned.OTHER_CPU} <= os.sched_getaffinity(0)
+
+    def _others(self) -> list[int]:
+        pids = [c.pid for c in psutil.Process().children(recursive=True)]
+        return pids + ([self.server_pid] if self.server_pid else [])
+
+    def _keep_pinned(self) -> None:
+        os.sched_setaffinity(0, {self.OTHER_CPU})
+        while True:
+            _pin(os.getpid(), {self.OTHER_CPU}, skip=self._train_tid)
+            for pid in self._others():
+                _pin(pid, {self.OTHER_CPU})
+            if self._stop.wait(0.01):
+                return
+
+    def __enter__(self) -> Pinned:
+        os.sched_setaffinity(0, {self.TRAIN_CPU})
+        self._thread.start()
+        time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        _pin(os.getpid(), self.everything)
+        for pid in self._others():
+            _pin(pid, self.everything)
+
+
+def measure_training(
+    saver: Any, cfg: dict[str, Any], ckpt: dict[str, Any], pinned: bool = False
+) -> dict[str, Any]:
+    """Steps/s of a small CPU training loop with no save in flight, then while an async save runs.
+
+    With ``pinned``, the loop runs alone on CPU 0 and everything else (upload threads, helper
+    processes, the S3 server) on CPU 1: what is left of the loop's speed is what the save costs the
+    trainer's interpreter (the GIL), not competition for cores.
+    """
+    if pinned:
+        with Pinned(cfg.get("server_pid")):
+            return measure_training(saver, cfg, ckpt, pinned=False)
     torch.manual_seed(0)
     model = torch.nn.Sequential(*(torch.nn.Linear(512, 512) for _ in range(4)))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -594,10 +677,14 @@ def main() -> None:
         saver = peer.make(cfg)
         try:
             result["reps"] = measure_transfers(saver, cfg, ckpt, result)
+            if not isinstance(saver, BytesTransfer):
+                result["requests_per_step"] = requests_per_step(saver, cfg, ckpt)
             if peer.is_async:
                 result["bare_clone_s"] = bare_clone_seconds(ckpt)
                 if cfg.get("train"):
                     result["training"] = measure_training(saver, cfg, ckpt)
+                    if Pinned.possible():
+                        result["training_pinned"] = measure_training(saver, cfg, ckpt, pinned=True)
         finally:
             saver.close()
     except Exception as exc:
