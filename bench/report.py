@@ -149,7 +149,8 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                     f"| {peer} | {fig['save_MiBps']:.0f} | {fig['load_MiBps']:.0f} "
                     f"| {fig['save_cpu_s_per_GiB']:.2f} | {fig['load_cpu_s_per_GiB']:.2f} "
                     f"| {fig['save_rss_extra_MiB']:.0f} | {fig['load_rss_extra_MiB']:.0f} "
-                    f"| {fig['requests_per_save']:.0f} | {per_step} | {stall} | {vs_clone} | {steps} | {pinned} "
+                    f"| {fig['requests_per_save']:.0f} | {per_step} | {stall} | {vs_clone} | {steps} "
+                    f"| {pinned} "
                     f"| {fig['held_MiB']:.0f} |"
                 )
 
@@ -185,13 +186,15 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += [
         "",
         "Columns: MiB/s are state-dict bytes over wall time (save: until durable; load: until the dict is "
-        "back in memory). CPU is user+system of the client process and every child process (live or exited). Peak +RSS is the "
-        "peak over the RSS just before the call. Requests are counted by the server. Stall is how long "
+        "back in memory). CPU is user+system of the client process and every child process (live or "
+        "exited). Peak +RSS is the peak over the RSS just before the call. Requests are counted by the "
+        "server. Stall is how long "
         "save_checkpoint blocked the training loop; bare clone is one `tensor.clone()` of every tensor. "
         "Steps/s during save is the training rate while the async save is in flight, as a % of the rate "
         "with none; pinned: the same with the training loop alone on CPU 0 and every other thread, helper "
         "process and the S3 server on CPU 1 (what the save costs the trainer's interpreter, not its cores). "
-        "Requests/step: one step that saves the same state as top-k and as last, until both are durable. Held is the memory the checkpoint IO still holds after one warm-up save and load "
+        "Requests/step: one step that saves the same state as top-k and as last, until both are durable. "
+        "Held is the memory the checkpoint IO still holds after one warm-up save and load "
         "(buffers, pools, child processes), over the level before it was created; peak +RSS is measured "
         "on top of that, as in a training run where the IO lives across saves.",
         "",

@@ -83,7 +83,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=pathlib.Path, default=BENCH / "results")
     args = parser.parse_args(argv)
     args.sizes = [parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
-    args.peers = list(ENGINE_PEERS) if args.engines else [p.strip() for p in args.peers.split(",") if p.strip()]
+    args.peers = (
+        list(ENGINE_PEERS) if args.engines else [p.strip() for p in args.peers.split(",") if p.strip()]
+    )
     unknown = sorted(set(args.peers) - set(PEER_VENVS))
     if unknown:
         parser.error(f"unknown peers {unknown}; choose from {sorted(PEER_VENVS)}")

@@ -9,6 +9,7 @@ the orchestrator. Only the imports of the chosen peer are loaded.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -446,7 +447,9 @@ class CrtTransfer(BytesTransfer):
             view[offset : offset + len(chunk)] = chunk
 
         _crt_result(
-            self.client.make_request(type=S3RequestType.GET_OBJECT, request=self._request("GET", url), on_body=on_body)
+            self.client.make_request(
+                type=S3RequestType.GET_OBJECT, request=self._request("GET", url), on_body=on_body
+            )
         )
         return len(target)
 
@@ -563,10 +566,8 @@ def _pin(pid: int, cpus: set[int], skip: int | None = None) -> None:
     """Set the CPU affinity of every thread of ``pid`` (Linux affinity is per thread)."""
     for tid in _tasks(pid):
         if tid != skip:
-            try:
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
                 os.sched_setaffinity(tid, cpus)
-            except OSError:
-                pass  # the thread ended meanwhile
 
 
 class Pinned:

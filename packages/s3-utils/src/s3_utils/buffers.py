@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+from typing import IO, cast
 
 
 class BufferBody(io.RawIOBase):
@@ -47,7 +48,7 @@ class BufferBody(io.RawIOBase):
         self._position = min(max(0, base + offset), len(self._view))
         return self._position
 
-    def read(self, size: int | None = -1) -> memoryview:  # type: ignore[override]
+    def read(self, size: int | None = -1) -> memoryview:
         end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
         piece = self._view[self._position : end]
         self._position = end
@@ -57,6 +58,11 @@ class BufferBody(io.RawIOBase):
         piece = self.read(len(target))
         memoryview(target)[: len(piece)] = piece
         return len(piece)
+
+
+def request_body(view: memoryview) -> IO[bytes]:
+    """A :class:`BufferBody` over ``view``, typed as the file botocore's stubs expect for a ``Body``."""
+    return cast(IO[bytes], BufferBody(view))
 
 
 class BufferPool:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from s3_dirpath_utils import build_s3_url
 from s3_utils import checksums
-from s3_utils.buffers import BufferBody, BufferPool
+from s3_utils.buffers import BufferPool, request_body
 from s3_utils.errors import S3Error
 from s3_utils.limits import check_object_size
 from s3_utils.part_sizes import part_size
@@ -321,7 +321,7 @@ class S3Writer:
                 Key=self._key,
                 UploadId=upload_id,
                 PartNumber=part_number,
-                Body=BufferBody(body),
+                Body=request_body(body),
                 **extra,
             ),
             operation="UploadPart",
@@ -391,7 +391,7 @@ class S3Writer:
             }
         self._t.requester.call(
             lambda: self._t.client.put_object(
-                Bucket=self._bucket, Key=self._key, Body=BufferBody(body), **extra
+                Bucket=self._bucket, Key=self._key, Body=request_body(body), **extra
             ),
             operation="PutObject",
             bucket=self._bucket,
