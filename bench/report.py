@@ -9,7 +9,8 @@ MiB = 1 << 20
 GiB = 1 << 30
 OURS = ("ours-sync", "ours-async", "ours-transfer")
 ASYNC = {"ours-async", "nemo-async", "lightning-s3fs-async"}
-TRANSFER = {"nemo-s3utils"}  # compared with ours-transfer (bytes already serialized)
+# compared with ours-transfer (bytes already serialized): NeMo's transfer layer and the engines
+TRANSFER = {"nemo-s3utils", "raw-boto3-crt", "crt-transfer"}
 
 
 def _label(n: int) -> str:

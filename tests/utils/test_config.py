@@ -74,6 +74,7 @@ def test_from_env_reads_endpoint_region_and_profile() -> None:
 
 
 def test_resolve_takes_a_whole_config_or_fields_never_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)  # the session's s3_server fixture sets it
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     whole = S3ClientConfig(endpoint_url="http://127.0.0.1:2")
     assert S3ClientConfig.resolve(whole) is whole
