@@ -35,3 +35,19 @@ def test_parts_are_sent_from_at_most_concurrency_plus_one_reused_buffers(
     assert len(sent_from) == 9
     assert all(isinstance(source, bytearray) for source in sent_from), "parts were copied before sending"
     assert len({id(source) for source in sent_from}) <= 3, "a fresh buffer per part instead of reuse"
+
+
+def test_a_closed_writer_kept_for_its_stats_holds_no_part_buffers(s3_server: MotoServer, bucket: str) -> None:
+    import tracemalloc
+
+    with small_store(max_concurrency=2) as store:
+        store.upload_bytes(f"s3://{bucket}/warm-up", b"x")  # loads botocore's service models first
+        tracemalloc.start()
+        try:
+            with store.open_writer(f"s3://{bucket}/kept.ckpt") as writer:
+                writer.write(payload(4 * CHUNK))
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert writer.stats is not None and writer.stats.bytes == 4 * CHUNK
+    assert held < CHUNK, f"{held / CHUNK:.1f} chunks still held after close()"

@@ -172,6 +172,7 @@ class S3Writer:
             self.abort()
             raise
         self._closed = True
+        self._pool.clear()  # a writer kept for its stats holds no part buffers
         self.stats = self._stats.finish(self._t.subscribers)
 
     def abort(self) -> None:
