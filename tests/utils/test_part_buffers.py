@@ -49,5 +49,6 @@ def test_a_closed_writer_kept_for_its_stats_holds_no_part_buffers(s3_server: Mot
             held, _ = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert writer.stats is not None and writer.stats.bytes == 4 * CHUNK
+        assert writer.stats is not None
+        assert writer.stats.bytes == 4 * CHUNK
     assert held < CHUNK, f"{held / CHUNK:.1f} chunks still held after close()"
