@@ -4,9 +4,10 @@ The producer (e.g. ``torch.save``) fills a part-sized buffer; a full buffer beco
 by the store's workers while the producer fills the next one. Buffers are sent in place (no copy) and
 reused by later parts once sent (:mod:`s3_utils.buffers`). At most ``max_concurrency`` parts are in
 flight, so memory stays near ``(max_concurrency + 1) * part size`` and :meth:`S3Writer.write` blocks
-when the uploads fall behind. Parts start at the chunk size and grow as the upload goes
+when the uploads fall behind. Parts start at 5 MiB, so a small object's first part leaves while it is
+still being written, ramp up to the chunk size and grow again much later
 (:func:`~s3_utils.part_sizes.part_size`), so any object up to S3's 5 TiB fits in its 10,000 parts. An
-object that fits in one chunk is a single PUT. Nothing is visible under the key until
+object of at most one 5 MiB part is a single PUT. Nothing is visible under the key until
 :meth:`S3Writer.close` completes the upload; any failure aborts it.
 
 The first S3 failure is recorded and is what the caller sees, wherever it happened: a producer such as
