@@ -9,7 +9,8 @@ MiB = 1 << 20
 GiB = 1 << 30
 OURS = ("ours-sync", "ours-async", "ours-transfer")
 ASYNC = {"ours-async", "nemo-async", "lightning-s3fs-async"}
-TRANSFER = {"nemo-s3utils"}  # compared with ours-transfer (bytes already serialized)
+# compared with ours-transfer (bytes already serialized): NeMo's transfer layer and the engines
+TRANSFER = {"nemo-s3utils", "raw-boto3-crt", "crt-transfer"}
 
 
 def _label(n: int) -> str:
@@ -49,6 +50,11 @@ def figures(result: dict[str, Any]) -> dict[str, Any] | None:
     if training and training.get("busy_steps_per_s"):
         out["train_stall_ms"] = training["train_stall_s"] * 1000
         out["steps_ratio"] = training["busy_steps_per_s"] / training["idle_steps_per_s"]
+    pinned = result.get("training_pinned")
+    if pinned and pinned.get("busy_steps_per_s"):
+        out["pinned_steps_ratio"] = pinned["busy_steps_per_s"] / pinned["idle_steps_per_s"]
+    if "requests_per_step" in result:
+        out["requests_per_step"] = result["requests_per_step"]
     return out
 
 
@@ -111,9 +117,9 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"## {network}, {_label(size)} state dict",
                 "",
                 "| peer | save MiB/s | load MiB/s | save CPU s/GiB | load CPU s/GiB | save peak +RSS MiB "
-                "| load peak +RSS MiB | requests/save | stall ms | stall / bare clone "
-                "| steps/s during save | held MiB |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "| load peak +RSS MiB | requests/save | requests/step (top-k + last) | stall ms "
+                "| stall / bare clone | steps/s during save | pinned steps/s during save | held MiB |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             loads = [
                 r[k]
@@ -132,17 +138,20 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 fig = figures(result) if result else None
                 if fig is None:
                     why = (result or {}).get("error", "not run").splitlines()[0][:120].replace("|", "/")
-                    lines.append(f"| {peer} | failed: {why} |" + " |" * 10)
+                    lines.append(f"| {peer} | failed: {why} |" + " |" * 12)
                     continue
                 is_async = peer in ASYNC
                 stall = _fmt(fig["stall_ms"]) if is_async else "(sync)"
                 vs_clone = _fmt(fig.get("stall_vs_clone"), ".1f") + "x" if is_async else ""
                 steps = _fmt(100 * fig["steps_ratio"]) + "%" if "steps_ratio" in fig else ""
+                pinned = _fmt(100 * fig["pinned_steps_ratio"]) + "%" if "pinned_steps_ratio" in fig else ""
+                per_step = _fmt(fig.get("requests_per_step")) if "requests_per_step" in fig else ""
                 lines.append(
                     f"| {peer} | {fig['save_MiBps']:.0f} | {fig['load_MiBps']:.0f} "
                     f"| {fig['save_cpu_s_per_GiB']:.2f} | {fig['load_cpu_s_per_GiB']:.2f} "
                     f"| {fig['save_rss_extra_MiB']:.0f} | {fig['load_rss_extra_MiB']:.0f} "
-                    f"| {fig['requests_per_save']:.0f} | {stall} | {vs_clone} | {steps} "
+                    f"| {fig['requests_per_save']:.0f} | {per_step} | {stall} | {vs_clone} | {steps} "
+                    f"| {pinned} "
                     f"| {fig['held_MiB']:.0f} |"
                 )
 
@@ -178,11 +187,15 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += [
         "",
         "Columns: MiB/s are state-dict bytes over wall time (save: until durable; load: until the dict is "
-        "back in memory). CPU is user+system of the client process and its children. Peak +RSS is the "
-        "peak over the RSS just before the call. Requests are counted by the server. Stall is how long "
+        "back in memory). CPU is user+system of the client process and every child process (live or "
+        "exited). Peak +RSS is the peak over the RSS just before the call. Requests are counted by the "
+        "server. Stall is how long "
         "save_checkpoint blocked the training loop; bare clone is one `tensor.clone()` of every tensor. "
         "Steps/s during save is the training rate while the async save is in flight, as a % of the rate "
-        "with none. Held is the memory the checkpoint IO still holds after one warm-up save and load "
+        "with none; pinned: the same with the training loop alone on CPU 0 and every other thread, helper "
+        "process and the S3 server on CPU 1 (what the save costs the trainer's interpreter, not its cores). "
+        "Requests/step: one step that saves the same state as top-k and as last, until both are durable. "
+        "Held is the memory the checkpoint IO still holds after one warm-up save and load "
         "(buffers, pools, child processes), over the level before it was created; peak +RSS is measured "
         "on top of that, as in a training run where the IO lives across saves.",
         "",

@@ -46,7 +46,12 @@ PEER_VENVS = {
     "raw-boto3": "raw",
     "ours-transfer": "ours",  # transfer layer only: s3_utils.S3Store on pre-serialized bytes
     "nemo-s3utils": "nemo",  # transfer layer only: NeMo's S3Utils on the same bytes
+    # transfer engines on the same pre-serialized bytes (--engines)
+    "raw-boto3-crt": "raw",  # boto3's transfer manager with preferred_transfer_client="crt"
+    "crt-transfer": "ours",  # awscrt.s3.S3Client used directly (C threads, C checksums)
 }
+# the engine comparison: which transfer engine moves a checkpoint's bytes fastest and cheapest
+ENGINE_PEERS = ("ours-transfer", "raw-boto3", "raw-boto3-crt", "crt-transfer")
 SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 RUNNER_TIMEOUT_S = 900
 
@@ -68,6 +73,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sizes", default="16M,512M", help="state-dict sizes (default 16M,512M; add 2G)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 16M only, 1 repetition, short sweep")
     parser.add_argument("--peers", default=",".join(PEER_VENVS), help="comma-separated subset of peers")
+    parser.add_argument(
+        "--engines", action="store_true", help=f"engine comparison only: peers {','.join(ENGINE_PEERS)}"
+    )
     parser.add_argument("--latency-ms", type=float, default=30.0, help="added per request in the 2nd pass")
     parser.add_argument("--no-latency", action="store_true", help="skip the added-latency pass")
     parser.add_argument(
@@ -80,7 +88,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.sizes = [parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
         return args
     args.sizes = [parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
-    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    args.peers = (
+        list(ENGINE_PEERS) if args.engines else [p.strip() for p in args.peers.split(",") if p.strip()]
+    )
     unknown = sorted(set(args.peers) - set(PEER_VENVS))
     if unknown:
         parser.error(f"unknown peers {unknown}; choose from {sorted(PEER_VENVS)}")
@@ -232,6 +242,7 @@ def main(argv: list[str]) -> int:
                         "read_concurrency": conc or 15,
                         "tag": tag,
                         "dist_port": dist_port,
+                        "server_pid": server.process.pid,  # pinned to CPU 1 for the pinned training pass
                     }
                     log.info(
                         "%s: %s at %s%s",

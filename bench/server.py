@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pathlib
 import re
 import signal
@@ -132,8 +133,12 @@ def seaweedfs(weed: pathlib.Path, data_dir: pathlib.Path, timeout_s: float = 60.
         # store each uploaded part as one chunk, not split into 4 MiB pieces
         "-filer.maxMB=64",
     ]
+    # With these two variables weed makes them its one admin identity and checks every request's
+    # signature, as S3 does; without any identity it skips auth for most requests but refuses
+    # awscrt's aws-chunked uploads (InvalidAccessKeyId), so the native-engine peers could not run.
+    environment = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     with log_path.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=out, start_new_session=True)
+        process = subprocess.Popen(command, stdout=out, stderr=out, start_new_session=True, env=environment)
     server = SeaweedServer(process, ports["s3"], ports["metrics"], log_path)
     try:
         _wait_until_serving(server, timeout_s)

@@ -1,13 +1,15 @@
 """Measure one peer at one state-dict size; run by the peer's own venv python, prints one JSON object.
 
 ``python runner.py '<json config>'`` with keys: peer, endpoint, bucket, size_bytes, reps, metrics_url,
-train (measure steps/s during an async save), chunk_size_MB, concurrency, out (a file for the JSON).
+train (measure steps/s during an async save, unpinned and pinned), server_pid (the S3 server, pinned
+to CPU 1 with every helper in the pinned pass), chunk_size_MB, concurrency, out (a file for the JSON).
 Credentials and endpoint come from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), set by
 the orchestrator. Only the imports of the chosen peer are loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -359,6 +361,99 @@ class NemoS3Utils(BytesTransfer):
         return int(stream.getbuffer().nbytes)
 
 
+def _crt_result(request: Any) -> None:
+    """Wait for an awscrt S3 request; raise its HTTP status and body, which awscrt's message omits."""
+    try:
+        request.finished_future.result()
+    except Exception as exc:
+        status, body = getattr(exc, "status_code", None), getattr(exc, "body", None) or b""
+        raise RuntimeError(f"{exc} (HTTP {status}: {bytes(body)[:300]!r})") from exc
+
+
+class CrtTransfer(BytesTransfer):
+    """awscrt's native S3 client (the engine under boto3[crt] and s3torchconnector's C/Rust stack)
+    moving the same pre-serialized bytes: C threads, C checksums, part scheduling and retries its own.
+    Uploads send a CRC64NVME trailer; downloads HEAD first, then write each body piece at its offset."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        import urllib.parse
+
+        from awscrt.auth import AwsCredentialsProvider
+        from awscrt.io import ClientBootstrap, DefaultHostResolver, EventLoopGroup
+        from awscrt.s3 import S3Client, S3RequestTlsMode, create_default_s3_signing_config
+
+        super().__init__()
+        endpoint = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"])
+        self.host = endpoint.netloc
+        loops = EventLoopGroup()
+        bootstrap = ClientBootstrap(loops, DefaultHostResolver(loops))
+        credentials = AwsCredentialsProvider.new_static(
+            os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+        )
+        self.client = S3Client(
+            bootstrap=bootstrap,
+            region=os.environ["AWS_REGION"],
+            signing_config=create_default_s3_signing_config(
+                region=os.environ["AWS_REGION"], credential_provider=credentials
+            ),
+            tls_mode=S3RequestTlsMode.DISABLED if endpoint.scheme == "http" else S3RequestTlsMode.ENABLED,
+            part_size=cfg["chunk_size_MB"] * MiB,
+            throughput_target_gbps=10.0,
+        )
+
+    def _request(self, method: str, url: str, body: Any = None, length: int | None = None) -> Any:
+        from awscrt.http import HttpHeaders, HttpRequest
+
+        bucket, key = url[5:].split("/", 1)
+        headers = HttpHeaders([("Host", self.host)])
+        if length is not None:
+            headers.add("Content-Length", str(length))
+            headers.add("Content-Type", "application/octet-stream")
+        return HttpRequest(method, f"/{bucket}/{key}", headers, body)
+
+    def put(self, url: str) -> None:
+        from awscrt.s3 import S3ChecksumAlgorithm, S3ChecksumConfig, S3ChecksumLocation, S3RequestType
+
+        request = self._request("PUT", url, io.BytesIO(self.payload), len(self.payload))
+        checksum = S3ChecksumConfig(
+            algorithm=S3ChecksumAlgorithm.CRC64NVME, location=S3ChecksumLocation.TRAILER
+        )
+        _crt_result(
+            self.client.make_request(type=S3RequestType.PUT_OBJECT, request=request, checksum_config=checksum)
+        )
+
+    def get(self, url: str) -> int:
+        from awscrt.s3 import S3RequestType
+
+        sizes: list[int] = []
+
+        def on_headers(status_code: int, headers: list[tuple[str, str]], **kwargs: Any) -> None:
+            for name, value in headers:
+                if name.lower() == "content-length" and not sizes:
+                    sizes.append(int(value))
+
+        _crt_result(
+            self.client.make_request(
+                type=S3RequestType.DEFAULT,
+                operation_name="HeadObject",
+                request=self._request("HEAD", url),
+                on_headers=on_headers,
+            )
+        )
+        target = bytearray(sizes[0])
+        view = memoryview(target)
+
+        def on_body(chunk: Any, offset: int, **kwargs: Any) -> None:
+            view[offset : offset + len(chunk)] = chunk
+
+        _crt_result(
+            self.client.make_request(
+                type=S3RequestType.GET_OBJECT, request=self._request("GET", url), on_body=on_body
+            )
+        )
+        return len(target)
+
+
 PEERS: dict[str, Peer] = {
     "ours-sync": Peer(lambda c: _ours(c, False)),
     "ours-async": Peer(lambda c: _ours(c, True), is_async=True),
@@ -368,6 +463,8 @@ PEERS: dict[str, Peer] = {
     "lightning-s3fs": Peer(lambda c: _lightning_s3fs(c, False)),
     "lightning-s3fs-async": Peer(lambda c: _lightning_s3fs(c, True), is_async=True),
     "raw-boto3": Peer(lambda c: RawBoto3(c, crt=False)),
+    "raw-boto3-crt": Peer(lambda c: RawBoto3(c, crt=True)),
+    "crt-transfer": Peer(CrtTransfer),
     "ours-transfer": Peer(OursTransfer),
     "nemo-s3utils": Peer(NemoS3Utils),
 }
@@ -437,6 +534,16 @@ def measure_transfers(
     return reps
 
 
+def requests_per_step(saver: Any, cfg: dict[str, Any], ckpt: dict[str, Any]) -> int:
+    """Requests for one training step that saves both a top-k and the last checkpoint (Lightning's
+    ``save_top_k`` with ``save_last``: the same state to two names), until both are durable."""
+    before = requests_so_far(cfg["metrics_url"], cfg["bucket"])
+    saver.save(ckpt, f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-step=1.ckpt")
+    saver.save(ckpt, f"s3://{cfg['bucket']}/ckpt/{cfg['tag']}-last.ckpt")
+    saver.finish()
+    return requests_so_far(cfg["metrics_url"], cfg["bucket"]) - before
+
+
 def bare_clone_seconds(ckpt: dict[str, Any]) -> float:
     """The least a safe async save must block for: copying every tensor once."""
     best = float("inf")
@@ -448,8 +555,78 @@ def bare_clone_seconds(ckpt: dict[str, Any]) -> float:
     return best
 
 
-def measure_training(saver: Any, cfg: dict[str, Any], ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Steps/s of a small CPU training loop with no save in flight, then while an async save runs."""
+def _tasks(pid: int) -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def _pin(pid: int, cpus: set[int], skip: int | None = None) -> None:
+    """Set the CPU affinity of every thread of ``pid`` (Linux affinity is per thread)."""
+    for tid in _tasks(pid):
+        if tid != skip:
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
+                os.sched_setaffinity(tid, cpus)
+
+
+class Pinned:
+    """The training loop (the calling thread) on CPU 0; every other thread of this process, every child
+    process (a helper uploader) and the S3 server on CPU 1, re-applied every 10 ms so that threads and
+    processes started during the save follow. Restores every affinity on exit."""
+
+    TRAIN_CPU, OTHER_CPU = 0, 1
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.everything = os.sched_getaffinity(0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep_pinned, name="pinner", daemon=True)
+        self._train_tid = threading.get_native_id()
+
+    @staticmethod
+    def possible() -> bool:
+        return {Pinned.TRAIN_CPU, Pinned.OTHER_CPU} <= os.sched_getaffinity(0)
+
+    def _others(self) -> list[int]:
+        pids = [c.pid for c in psutil.Process().children(recursive=True)]
+        return pids + ([self.server_pid] if self.server_pid else [])
+
+    def _keep_pinned(self) -> None:
+        os.sched_setaffinity(0, {self.OTHER_CPU})
+        while True:
+            _pin(os.getpid(), {self.OTHER_CPU}, skip=self._train_tid)
+            for pid in self._others():
+                _pin(pid, {self.OTHER_CPU})
+            if self._stop.wait(0.01):
+                return
+
+    def __enter__(self) -> Pinned:
+        os.sched_setaffinity(0, {self.TRAIN_CPU})
+        self._thread.start()
+        time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        _pin(os.getpid(), self.everything)
+        for pid in self._others():
+            _pin(pid, self.everything)
+
+
+def measure_training(
+    saver: Any, cfg: dict[str, Any], ckpt: dict[str, Any], pinned: bool = False
+) -> dict[str, Any]:
+    """Steps/s of a small CPU training loop with no save in flight, then while an async save runs.
+
+    With ``pinned``, the loop runs alone on CPU 0 and everything else (upload threads, helper
+    processes, the S3 server) on CPU 1: what is left of the loop's speed is what the save costs the
+    trainer's interpreter (the GIL), not competition for cores.
+    """
+    if pinned:
+        with Pinned(cfg.get("server_pid")):
+            return measure_training(saver, cfg, ckpt, pinned=False)
     torch.manual_seed(0)
     model = torch.nn.Sequential(*(torch.nn.Linear(512, 512) for _ in range(4)))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -501,10 +678,14 @@ def main() -> None:
         saver = peer.make(cfg)
         try:
             result["reps"] = measure_transfers(saver, cfg, ckpt, result)
+            if not isinstance(saver, BytesTransfer):
+                result["requests_per_step"] = requests_per_step(saver, cfg, ckpt)
             if peer.is_async:
                 result["bare_clone_s"] = bare_clone_seconds(ckpt)
                 if cfg.get("train"):
                     result["training"] = measure_training(saver, cfg, ckpt)
+                    if Pinned.possible():
+                        result["training_pinned"] = measure_training(saver, cfg, ckpt, pinned=True)
         finally:
             saver.close()
     except Exception as exc:

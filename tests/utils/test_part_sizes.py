@@ -31,7 +31,8 @@ def test_ten_thousand_parts_hold_five_tib_for_every_allowed_chunk_size(chunk: in
     assert sum(sizes) >= MAX_OBJECT_SIZE
     assert all(MIN_PART_SIZE <= size <= MAX_PART_SIZE for size in sizes)
     assert sizes == sorted(sizes)  # parts only grow
-    assert sizes[0] == chunk  # small objects keep the configured part size
+    assert sizes[0] == MIN_PART_SIZE  # a small object starts uploading after its first 5 MiB
+    assert sizes[11] == chunk  # ... and the parts reach the configured size within a dozen
 
 
 @given(chunk=chunk_sizes, part=st.sampled_from([0, -1, MAX_PARTS + 1]))

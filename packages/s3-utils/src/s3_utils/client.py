@@ -4,6 +4,7 @@ boto3 clients are thread-safe; creating one is slow (it loads service models) an
 connection pool, so we cache them. A forked child must never reuse its parent's pooled sockets (two
 processes reading one TCP stream corrupts both), so the cache is emptied in the child after a fork.
 
+Upload bodies are sent as ``UNSIGNED-PAYLOAD``: the CRC64NVME each upload carries covers the bytes.
 Botocore's own retries are turned off: :mod:`s3_utils.retry` owns the retry policy, per request.
 Each request's read timeout is sized to the bytes it moves (:meth:`S3ClientConfig.read_timeout_for`),
 so a silent server is noticed in seconds on a small request without cutting off a large one.
@@ -154,7 +155,10 @@ def _new_client(config: S3ClientConfig, max_pool_connections: int) -> S3Client:
         read_timeout=config.read_timeout,
         max_pool_connections=max_pool_connections,
         retries={"total_max_attempts": 1, "mode": "standard"},
-        s3={"addressing_style": config.addressing_style},
+        # Bodies are not SHA-256-signed: every upload carries its CRC64NVME, which S3 checks, so the
+        # hash would be a second pass over every byte (botocore signs bodies on any http:// endpoint
+        # unless told not to, and awscrt's signer holds the GIL for a whole part while it hashes).
+        s3={"addressing_style": config.addressing_style, "payload_signing_enabled": False},
         tcp_keepalive=True,
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",

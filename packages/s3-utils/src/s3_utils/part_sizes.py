@@ -1,18 +1,25 @@
-"""How large each part of a streaming upload is: the chunk size, doubled every few hundred parts.
+"""How large each part of a streaming upload is: small first parts, then the chunk size, doubled every
+few hundred parts.
 
-A streaming writer does not know the object's size in advance, and S3 allows at most
-:data:`~s3_utils.limits.MAX_PARTS` parts. Parts therefore grow as the upload goes: parts 1 to
-:data:`PARTS_PER_DOUBLING` have the configured chunk size, the next :data:`PARTS_PER_DOUBLING` twice that,
-and so on, never above S3's largest part. Objects below ``PARTS_PER_DOUBLING * chunk_size`` (56 GiB at
-the default 64 MiB) are not affected at all; and for every allowed chunk size, even S3's smallest part,
-10,000 parts hold at least S3's largest object (5 TiB), so no checkpoint ever runs out of parts.
+A streaming writer does not know the object's size in advance. Two rules follow:
+
+- **Start small, so a small object uploads while it is still being written.** Part 1 is S3's smallest
+  part (5 MiB) and each next part doubles until the chunk size (5, 10, 20, 40, then 64 MiB at the
+  default chunk), so a 16 MiB checkpoint is three parts, the first of them sent while ``torch.save``
+  is still writing the rest, instead of one PUT that waits for the last byte. An object smaller than
+  one 5 MiB part is still a single PUT.
+- **Grow late, so no object runs out of parts.** S3 allows at most :data:`~s3_utils.limits.MAX_PARTS`
+  parts: parts 1 to :data:`PARTS_PER_DOUBLING` are at most the configured chunk size, the next
+  :data:`PARTS_PER_DOUBLING` twice that, and so on, never above S3's largest part. Objects below
+  ``PARTS_PER_DOUBLING * chunk_size`` (56 GiB at the default 64 MiB) are not affected; and for every
+  allowed chunk size, even S3's smallest part, 10,000 parts hold at least S3's largest object (5 TiB).
 
 Why 900 and not 1,000: doubling every 1,000 parts from 5 MiB reaches only 4.88 TiB by part 10,000.
 """
 
 from __future__ import annotations
 
-from s3_utils.limits import MAX_PART_SIZE, MAX_PARTS
+from s3_utils.limits import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
 
 PARTS_PER_DOUBLING = 900
 """How many parts keep one size before the size doubles."""
@@ -22,18 +29,20 @@ def part_size(chunk_size: int, part_number: int) -> int:
     """The size in bytes of part ``part_number`` (1-based) of a streaming upload.
 
     Args:
-        chunk_size: the configured size of the first parts, in bytes (5 MiB to 5 GiB).
+        chunk_size: the configured part size, in bytes (5 MiB to 5 GiB).
         part_number: which part, from 1 to :data:`~s3_utils.limits.MAX_PARTS`.
 
     Returns:
-        ``chunk_size * 2 ** ((part_number - 1) // PARTS_PER_DOUBLING)``, at most S3's largest part.
+        ``min(chunk_size, 5 MiB * 2 ** (part_number - 1))`` (the ramp), times
+        ``2 ** ((part_number - 1) // PARTS_PER_DOUBLING)``, at most S3's largest part.
 
     Raises:
         ValueError: if ``part_number`` is outside 1 to 10,000.
     """
     if not 1 <= part_number <= MAX_PARTS:
         raise ValueError(f"part_number={part_number} is outside S3's 1 to {MAX_PARTS}")
+    ramp = chunk_size if part_number > 32 else min(chunk_size, MIN_PART_SIZE << (part_number - 1))
     doublings = (part_number - 1) // PARTS_PER_DOUBLING
-    if chunk_size << doublings >= MAX_PART_SIZE:
+    if ramp << doublings >= MAX_PART_SIZE:
         return MAX_PART_SIZE
-    return chunk_size << doublings
+    return ramp << doublings

@@ -1,11 +1,13 @@
 """A streaming multipart writer: a write-only file whose bytes upload in parts while it is written.
 
 The producer (e.g. ``torch.save``) fills a part-sized buffer; a full buffer becomes a part uploaded
-by the store's workers while the producer fills the next one. At most ``max_concurrency`` parts are in
+by the store's workers while the producer fills the next one. Buffers are sent in place (no copy) and
+reused by later parts once sent (:mod:`s3_utils.buffers`). At most ``max_concurrency`` parts are in
 flight, so memory stays near ``(max_concurrency + 1) * part size`` and :meth:`S3Writer.write` blocks
-when the uploads fall behind. Parts start at the chunk size and grow as the upload goes
+when the uploads fall behind. Parts start at 5 MiB, so a small object's first part leaves while it is
+still being written, ramp up to the chunk size and grow again much later
 (:func:`~s3_utils.part_sizes.part_size`), so any object up to S3's 5 TiB fits in its 10,000 parts. An
-object that fits in one chunk is a single PUT. Nothing is visible under the key until
+object of at most one 5 MiB part is a single PUT. Nothing is visible under the key until
 :meth:`S3Writer.close` completes the upload; any failure aborts it.
 
 The first S3 failure is recorded and is what the caller sees, wherever it happened: a producer such as
@@ -17,13 +19,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, wait
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from s3_dirpath_utils import build_s3_url
 from s3_utils import checksums
+from s3_utils.buffers import BufferPool, request_body
 from s3_utils.errors import S3Error
 from s3_utils.limits import check_object_size
 from s3_utils.part_sizes import part_size
@@ -66,7 +68,8 @@ class S3Writer:
         self.url = build_s3_url(bucket, key)
         self._chunk = transport.transfer.chunk_size
         self._checksum = transport.transfer.checksum
-        self._buffer = bytearray()
+        self._pool = BufferPool()
+        self._buffer: bytearray | None = None
         self._filled = 0
         self._written = 0
         self._upload_id: str | None = None
@@ -110,7 +113,8 @@ class S3Writer:
         """Append ``data``; blocks while ``max_concurrency`` parts are already uploading.
 
         Args:
-            data: any bytes-like object; it is copied, so the caller may reuse it at once.
+            data: any bytes-like object; it is copied into a part buffer, so the caller may reuse it at
+                once.
 
         Returns:
             The number of bytes written (all of them).
@@ -141,18 +145,13 @@ class S3Writer:
         while offset < total:
             capacity = part_size(self._chunk, self._next_part)
             if self._filled == capacity:
-                self._send(self._take_buffer)
+                self._send()  # a full part, and more bytes follow: it is not the last part
                 continue
-            if self._filled == 0 and total - offset > capacity:
-                # A whole part straight from the caller's bytes (one copy instead of two); more data
-                # follows in this very call, so this is not the last part.
-                piece = view[offset : offset + capacity]
-                self._send(piece.tobytes)
-                offset += capacity
-                continue
+            if self._buffer is None:
+                # The first part grows as bytes come (a small object never takes a whole chunk);
+                # later ones are multipart for sure: a whole part, reused from a sent one if any.
+                self._buffer = bytearray() if self._next_part == 1 else self._pool.take(capacity)
             take = min(capacity - self._filled, total - offset)
-            if not self._buffer and self._next_part > 1:
-                self._buffer = bytearray(capacity)  # multipart for sure: fill in place, no regrowth
             self._buffer[self._filled : self._filled + take] = view[offset : offset + take]
             self._filled += take
             offset += take
@@ -172,7 +171,7 @@ class S3Writer:
             if self._upload_id is None:
                 self._put_single()
             else:
-                self._send(self._take_buffer)
+                self._send()
                 self._wait_for_parts()
                 self._raise_if_failed()
                 self._complete()
@@ -182,6 +181,7 @@ class S3Writer:
             self.abort()
             raise
         self._closed = True
+        self._pool.clear()  # a writer kept for its stats holds no part buffers
         self.stats = self._stats.finish(self._t.subscribers)
 
     def abort(self) -> None:
@@ -193,7 +193,8 @@ class S3Writer:
         if self._closed:
             return
         self._closed = True
-        self._buffer = bytearray()
+        self._buffer = None
+        self._pool.clear()
         for future in self._futures:
             future.cancel()
         # wait() never counts a cancelled future whose executor has shut down as done: skip those
@@ -254,9 +255,9 @@ class S3Writer:
             self.abort()
             raise failure
 
-    def _send(self, make_body: Callable[[], bytes]) -> None:
-        """Send the next part, made by ``make_body`` once a slot is free (so at most
-        ``max_concurrency`` part copies exist at a time)."""
+    def _send(self) -> None:
+        """Send the filled buffer as the next part once a slot is free, so at most
+        ``max_concurrency`` parts are in flight and ``max_concurrency + 1`` buffers exist."""
         part_number = self._next_part
         while not self._slots.acquire(timeout=_SLOT_POLL_S):
             self._raise_if_failed()
@@ -264,12 +265,11 @@ class S3Writer:
             self._raise_if_failed()
             if self._upload_id is None:
                 self._create_upload()
-            body = make_body()
+            buffer, length = self._take_buffer()
             try:
-                future = self._t.executor.submit(self._upload_part, part_number, [body])
+                future = self._t.executor.submit(self._upload_part, part_number, buffer, length)
             except RuntimeError:  # the executor was shut down
                 raise S3Error(f"{self.url}: the S3Store was closed while this writer was open") from None
-            del body
         except BaseException:
             self._slots.release()
             raise
@@ -277,13 +277,11 @@ class S3Writer:
         self._futures.append(future)
         self._next_part += 1
 
-    def _take_buffer(self) -> bytes:
-        # botocore's signer copies a bytearray body for every attempt, but not bytes: one copy here
-        # keeps a part in flight at one chunk of memory.
-        body = bytes(memoryview(self._buffer)[: self._filled])
-        self._buffer = bytearray()
+    def _take_buffer(self) -> tuple[bytearray, int]:
+        buffer, length = self._buffer if self._buffer is not None else bytearray(), self._filled
+        self._buffer = None
         self._filled = 0
-        return body
+        return buffer, length
 
     def _part_done(self, future: Future[None]) -> None:
         if future.cancelled():
@@ -306,15 +304,16 @@ class S3Writer:
         )
         self._upload_id = response["UploadId"]
 
-    def _upload_part(self, part_number: int, holder: list[bytes]) -> None:
-        # The body comes in a list we empty, so that once _send_part returns nothing (not even the
-        # executor's work item) keeps it alive: the slot is freed only when the memory really is.
+    def _upload_part(self, part_number: int, buffer: bytearray, length: int) -> None:
+        # The buffer goes back to the pool before the slot is freed: buffers never outnumber slots + 1.
         try:
-            self._send_part(part_number, holder.pop())
+            self._send_part(part_number, memoryview(buffer)[:length])
         finally:
+            if not self._closed:
+                self._pool.give_back(buffer)
             self._slots.release()
 
-    def _send_part(self, part_number: int, body: bytes) -> None:
+    def _send_part(self, part_number: int, body: memoryview) -> None:
         if self._closed or self._failure is not None:
             return  # the upload is being aborted; do not send more
         upload_id = self._upload_id
@@ -332,7 +331,7 @@ class S3Writer:
                 Key=self._key,
                 UploadId=upload_id,
                 PartNumber=part_number,
-                Body=body,
+                Body=request_body(body),
                 **extra,
             ),
             operation="UploadPart",
@@ -392,7 +391,8 @@ class S3Writer:
         logger.debug("completed %s in %d parts", self.url, len(parts))
 
     def _put_single(self) -> None:
-        body = self._take_buffer()
+        buffer, length = self._take_buffer()
+        body = memoryview(buffer)[:length]
         extra: dict[str, Any] = {}
         if self._checksum:
             extra = {
@@ -400,7 +400,9 @@ class S3Writer:
                 "ChecksumCRC64NVME": checksums.to_base64(checksums.crc(body)),
             }
         self._t.requester.call(
-            lambda: self._t.client.put_object(Bucket=self._bucket, Key=self._key, Body=body, **extra),
+            lambda: self._t.client.put_object(
+                Bucket=self._bucket, Key=self._key, Body=request_body(body), **extra
+            ),
             operation="PutObject",
             bucket=self._bucket,
             key=self._key,

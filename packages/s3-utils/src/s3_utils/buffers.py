@@ -1,0 +1,97 @@
+"""Part buffers for streaming uploads: reused from part to part, and sent without a copy.
+
+A streaming upload fills a part buffer, hands it to a worker to send, and fills the next. Allocating
+a fresh buffer per part costs a page fault and a zeroed page for every 4 KiB of it, and turning it
+into ``bytes`` for botocore costs a full copy, both holding the GIL: together the largest share of a
+save's CPU. :class:`BufferPool` gives a sent buffer back to the next part instead, and
+:class:`BufferBody` lets botocore read a buffer in place.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from typing import IO, cast
+
+
+class BufferBody(io.RawIOBase):
+    """A read-only, seekable file over a memoryview, for a request body: reads return slices, not copies.
+
+    botocore accepts any object with ``read`` as a ``Body``; http.client and urllib3 send whatever
+    ``read`` returns with ``sendall``, which takes a memoryview. Make a new one per attempt (a retry
+    starts from the beginning).
+
+    Args:
+        view: the bytes to send; they must not change until the request is over.
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._position = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: len(self._view)}[whence]
+        self._position = min(max(0, base + offset), len(self._view))
+        return self._position
+
+    def read(self, size: int | None = -1) -> memoryview:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
+        piece = self._view[self._position : end]
+        self._position = end
+        return piece
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        piece = self.read(len(target))
+        memoryview(target)[: len(piece)] = piece
+        return len(piece)
+
+
+def request_body(view: memoryview) -> IO[bytes]:
+    """A :class:`BufferBody` over ``view``, typed as the file botocore's stubs expect for a ``Body``."""
+    return cast(IO[bytes], BufferBody(view))
+
+
+class BufferPool:
+    """Buffers given back after a part is sent, handed out again for the next part.
+
+    The pool never creates more buffers than its callers ask for at once; the writer bounds that by
+    its in-flight slots, so memory stays ``(max_concurrency + 1)`` parts. A buffer smaller than the
+    size asked for (parts grow) is dropped, not reused.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bytearray:
+        """A buffer of at least ``size`` bytes: a given-back one, or a new one."""
+        with self._lock:
+            while self._free:
+                buffer = self._free.pop()
+                if len(buffer) >= size:
+                    return buffer
+        return bytearray(size)
+
+    def give_back(self, buffer: bytearray) -> None:
+        """Make ``buffer`` available to the next :meth:`take`; nothing may still be reading it."""
+        with self._lock:
+            self._free.append(buffer)
+
+    def clear(self) -> None:
+        """Drop every buffer held."""
+        with self._lock:
+            self._free.clear()
