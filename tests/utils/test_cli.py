@@ -13,6 +13,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from s3_utils import S3ClientConfig, S3Store, TransferConfig
 from s3_utils.cli import exit_codes
 from support import payloads
 from support.cli import s3ckpt
@@ -329,6 +330,19 @@ def test_verify_checks_the_md5_etag_when_no_other_checksum_is_stored(s3_server: 
     assert result.code == exit_codes.OK, result
     assert "checksum  skipped" in result.out
     assert any(line.startswith("etag") and " ok " in line for line in result.out.splitlines())
+
+
+def test_verify_checks_the_md5_etag_of_an_upload_whose_parts_grew(s3_server: Any, bucket: str) -> None:
+    # parts start at 5 MiB and grow towards the chunk size, so they are not all the first part's size
+    transfer = TransferConfig(chunk_size_MB=16, max_concurrency=2, checksum=False)
+    url = f"s3://{bucket}/grown.ckpt"
+    with S3Store(S3ClientConfig.from_env(), transfer) as plain, plain.open_writer(url) as writer:
+        writer.write(payloads.payload(33 * MiB))
+    result = s3ckpt("verify", "--no-load", url)
+    assert result.code == exit_codes.OK, result
+    assert any(
+        line.startswith("etag") and " ok " in line and "-4" in line for line in result.out.splitlines()
+    )
 
 
 def test_verify_of_a_missing_object_is_not_found(bucket: str) -> None:

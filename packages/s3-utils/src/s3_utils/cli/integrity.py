@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,22 +84,28 @@ def parts_in(value: str | None) -> int | None:
     return int(tail) if dash and head and tail.isdigit() else None
 
 
-def _pieces(data: Buffer, part_size: int) -> list[memoryview]:
+def _pieces(data: Buffer, part_sizes: Sequence[int]) -> list[memoryview]:
     view = memoryview(data)
-    return [view[start : start + part_size] for start in range(0, len(view), part_size)] or [view]
+    pieces, start = [], 0
+    for size in part_sizes:
+        pieces.append(view[start : start + size])
+        start += size
+    if start != len(view):  # the parts do not add up to these bytes: compare against what they say
+        pieces.append(view[start:])
+    return pieces or [view]
 
 
-def check_checksum(data: Buffer, stored: StoredChecksum | None, part_size: int | None) -> Check:
+def check_checksum(data: Buffer, stored: StoredChecksum | None, part_sizes: Sequence[int] | None) -> Check:
     """Compare a stored additional checksum (full-object or composite) with the one of ``data``.
 
     Some S3-compatible servers report a multipart object's composite checksum without its ``-<parts>``
     suffix or ``ChecksumType``; so when the type is not stated, a value that does not match as a
-    full-object checksum is also tried as a composite one (when ``part_size`` is known).
+    full-object checksum is also tried as a composite one (when ``part_sizes`` are known).
 
     Args:
         data: the object's bytes.
         stored: from :func:`stored_checksum`, or None if the object has none.
-        part_size: the size of every part but the last, for a multipart object; None for a single part.
+        part_sizes: each part's length, for a multipart object; None for a single part.
     """
     if stored is None:
         return Check("checksum", None, "no additional checksum stored with the object")
@@ -109,11 +115,11 @@ def check_checksum(data: Buffer, stored: StoredChecksum | None, part_size: int |
         actual = base64.b64encode(digest(data)).decode("ascii")
         if actual == stored.value:
             return Check(name, True, f"full object: {actual}")
-        if part_size is None:
+        if part_sizes is None:
             return Check(name, False, f"full object: stored {stored.value}, read {actual}")
-    elif part_size is None:
-        return Check(name, None, "composite of parts, but the part size is unknown")
-    pieces = _pieces(data, part_size)
+    elif part_sizes is None:
+        return Check(name, None, "composite of parts, but the part sizes are unknown")
+    pieces = _pieces(data, part_sizes)
     combined = base64.b64encode(digest(b"".join(digest(p) for p in pieces))).decode("ascii")
     actual = f"{combined}-{len(pieces)}" if parts_in(stored.value) is not None else combined
     ok = actual == stored.value
@@ -124,7 +130,7 @@ def check_checksum(data: Buffer, stored: StoredChecksum | None, part_size: int |
     )
 
 
-def check_etag(data: Buffer, etag: str, part_size: int | None) -> Check:
+def check_etag(data: Buffer, etag: str, part_sizes: Sequence[int] | None) -> Check:
     """Compare an MD5-style ETag with the MD5 (or MD5 of part MD5s) of ``data``.
 
     An ETag that is not MD5-shaped (SSE-KMS, SSE-C, some S3-compatible stores) cannot be checked.
@@ -137,9 +143,9 @@ def check_etag(data: Buffer, etag: str, part_size: int | None) -> Check:
         actual = hashlib.md5(data, usedforsecurity=False).hexdigest()
         ok = actual == stored
         return Check("etag", ok, f"MD5: stored {stored}, read {actual}")
-    if part_size is None:
-        return Check("etag", None, f"multipart ETag of {parts} parts, but the part size is unknown")
-    pieces = _pieces(data, part_size)
+    if part_sizes is None:
+        return Check("etag", None, f"multipart ETag of {parts} parts, but the part sizes are unknown")
+    pieces = _pieces(data, part_sizes)
     joined = b"".join(hashlib.md5(p, usedforsecurity=False).digest() for p in pieces)
     actual = f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(pieces)}"
     ok = actual == f"{stored}-{parts}"

@@ -14,17 +14,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from s3_dirpath_utils import parse_s3_url
 from s3_utils import ObjectInfo, S3Store
 from s3_utils.cli.console import Console
 from s3_utils.cli.formatting import human_size
-from s3_utils.cli.integrity import Check, check_checksum, check_etag, parts_in, stored_checksum
+from s3_utils.cli.integrity import Check
 from s3_utils.cli.plugins import ShardedCheckpointPlugin, load_plugins, sharded_plugin
+from s3_utils.cli.stored_object import read_stored_object, stored_checks
 from s3_utils.cli.urls import basename
 from s3_utils.errors import S3NotFoundError
-from s3_utils.retry import Requester
 from s3_utils.sharded import COMMIT_NAME, SHARD_SUFFIX, commit_url
 
 log = logging.getLogger(__name__)
@@ -115,31 +113,16 @@ def _reference_check(extents: dict[str, int], listed: dict[str, ObjectInfo]) -> 
     return Check("references", True, f"all {len(extents)} shards the commit references exist, full length")
 
 
-def _head(store: S3Store, url: str, **extra: Any) -> dict[str, Any]:
-    bucket, key = parse_s3_url(url)
-    requester = Requester(store.transfer_config, store.client_config.endpoint_name)
-    answer = requester.call(
-        lambda: store.client.head_object(Bucket=bucket, Key=key, **extra),
-        operation="HeadObject",
-        bucket=bucket,
-        key=key,
-    )
-    return dict(answer)
-
-
 def _object_checks(store: S3Store, url: str, console: Console) -> list[Check]:
     """One object's size and stored checksum (or ETag when no checksum is stored), named by its name."""
     name = basename(url)
-    head = _head(store, url, ChecksumMode="ENABLED")
-    etag, size = str(head["ETag"]), int(head["ContentLength"])
-    part_size = int(_head(store, url, PartNumber=1)["ContentLength"]) if parts_in(etag) is not None else None
+    stored_object = read_stored_object(store, url)
+    size = stored_object.size
     with console.progress_bar(name, size) as progress:
         data = store.download_bytes(url)
         progress.update(len(data))
     checks = [Check("size", len(data) == size, f"{name}: {len(data)} bytes read, {size} stored")]
-    stored = check_checksum(data, stored_checksum(head), part_size)
-    if stored.ok is None:
-        stored = check_etag(data, etag, part_size)
+    stored = stored_checks(data, stored_object)[-1]
     checks.append(Check(stored.name, stored.ok, f"{name}: {stored.detail}"))
     return checks
 

@@ -13,12 +13,11 @@ def client_config(args: argparse.Namespace) -> S3ClientConfig:
     Raises:
         S3ConfigError: if a value is invalid (e.g. an endpoint without ``http://``).
     """
-    overrides: dict[str, object] = {}
-    for option in ("endpoint_url", "region", "profile"):
-        value = getattr(args, option, None)
-        if value is not None:
-            overrides[option] = value
-    return S3ClientConfig.from_env(None, **overrides)
+    return S3ClientConfig.resolve(
+        endpoint_url=getattr(args, "endpoint_url", None),
+        region=getattr(args, "region", None),
+        profile=getattr(args, "profile", None),
+    )
 
 
 def open_store(

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from s3_dirpath_utils import parse_s3_url
-from s3_utils import S3Store
 from s3_utils.cli import exit_codes, sharded
 from s3_utils.cli.console import Console, UsageError
 from s3_utils.cli.formatting import human_size
-from s3_utils.cli.integrity import Check, check_checksum, check_etag, parts_in, stored_checksum
+from s3_utils.cli.integrity import Check
 from s3_utils.cli.plugins import load_plugins
 from s3_utils.cli.store import open_store
+from s3_utils.cli.stored_object import read_stored_object, stored_checks
 from s3_utils.cli.urls import s3_url
-from s3_utils.retry import Requester
 
 HELP = "check a checkpoint's bytes against its stored checksum, and that it loads"
 INSTALL_HINT = "pip install s3-checkpoint-io"
@@ -40,21 +38,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(run=run)
 
 
-def _head(store: S3Store, bucket: str, key: str, **extra: Any) -> dict[str, Any]:
-    requester = Requester(store.transfer_config, store.client_config.endpoint_name)
-    answer = requester.call(
-        lambda: store.client.head_object(Bucket=bucket, Key=key, **extra),
-        operation="HeadObject",
-        bucket=bucket,
-        key=key,
-    )
-    return dict(answer)
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
     """Download, recompute the checksums, try to load; exit code 4 if anything does not match."""
     url = s3_url(args.url)
-    bucket, key = parse_s3_url(url)
+    _, key = parse_s3_url(url)
     if not key:
         raise UsageError(f"{url} names a bucket; verify checks one checkpoint (s3://bucket/key)")
     if _is_sharded_checkpoint(args, url):
@@ -62,19 +49,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if key.endswith("/"):
         raise UsageError(f"{url} names a prefix; verify checks one object (s3://bucket/key)")
     with open_store(args) as store:
-        head = _head(store, bucket, key, ChecksumMode="ENABLED")
-        etag, size = str(head["ETag"]), int(head["ContentLength"])
-        part_size = None
-        if parts_in(etag) is not None:  # all parts but the last have part 1's size
-            part_size = int(_head(store, bucket, key, PartNumber=1)["ContentLength"])
-        with console.progress_bar(key.rsplit("/", 1)[-1], size) as progress:
+        stored = read_stored_object(store, url)
+        with console.progress_bar(key.rsplit("/", 1)[-1], stored.size) as progress:
             data = store.download_bytes(url, progress.update)
 
-    checks: list[Check] = [Check("size", len(data) == size, f"{len(data)} bytes read, {size} stored")]
-    stored = check_checksum(data, stored_checksum(head), part_size)
-    checks.append(stored)
-    if stored.ok is None:  # the ETag is only a fallback: it is not an MD5 for KMS-encrypted objects
-        checks.append(check_etag(data, etag, part_size))
+    checks = [Check("size", len(data) == stored.size, f"{len(data)} bytes read, {stored.size} stored")]
+    checks.extend(stored_checks(data, stored))
     checks.extend(_load_checks(args, data, url))
 
     for check in checks:
@@ -85,7 +65,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return exit_codes.CHECK_FAILED
     if not any(c.ok for c in checks[1:3]):
         console.note(f"warning: no stored checksum of {url} could be compared")
-    console.print(f"verified {url} ({human_size(size)})")
+    console.print(f"verified {url} ({human_size(stored.size)})")
     return exit_codes.OK
 
 
