@@ -1,4 +1,4 @@
-"""Rank bodies for tests/checkpoint_io/test_fabric_sharded.py: a Fabric loop with FSDP2 on 2 gloo CPU ranks."""
+"""Rank bodies for tests/checkpoint_io/test_fabric_sharded.py: a Fabric loop, FSDP2 on 2 gloo CPU ranks."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def _shard(model: torch.nn.Module, mesh: Any) -> torch.nn.Module:
 
 
 def _sharded_fabric(dirpath: str) -> Fabric:
-    strategy = S3FabricModelParallelStrategy(parallelize_fn=_shard, data_parallel_size=2, tensor_parallel_size=1)
+    strategy = S3FabricModelParallelStrategy(
+        parallelize_fn=_shard, data_parallel_size=2, tensor_parallel_size=1
+    )
     fabric = Fabric(accelerator="cpu", devices=2, strategy=strategy, plugins=[S3CheckpointIO(dirpath)])
     fabric.launch()
     return fabric

@@ -38,7 +38,8 @@ def test_a_sharded_fabric_loop_resumes_from_s3_and_a_refused_save_keeps_the_prev
     dirpath = f"s3://{bucket}/fabric"
     launch(f"{TARGETS}:first_run", world_size=2, args=[dirpath, str(tmp_path)], timeout_s=90)
     names = {key.rpartition("/")[2] for key in object_keys(s3_client, bucket, "fabric/latest.ckpt/")}
-    assert COMMIT_NAME in names and "meta.pt" not in names, names
+    assert COMMIT_NAME in names, names
+    assert "meta.pt" not in names, names
     assert len([name for name in names if name.endswith(".distcp")]) == 2, names
     committed = s3_client.head_object(Bucket=bucket, Key=f"fabric/latest.ckpt/{COMMIT_NAME}")["ETag"]
 
@@ -50,7 +51,8 @@ def test_a_sharded_fabric_loop_resumes_from_s3_and_a_refused_save_keeps_the_prev
     assert s3_client.head_object(Bucket=bucket, Key=f"fabric/latest.ckpt/{COMMIT_NAME}")["ETag"] == committed
     for rank in (0, 1):
         report = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert report["remainder"] == {} and report["step"] == 3 and report["step_again"] == 3, report
+        assert report["remainder"] == {}, report
+        assert report["step"] == report["step_again"] == 3, report
         assert "S3AccessDeniedError" in report["error"], report  # raised on every rank, naming S3's refusal
         _same(tmp_path, "saved", "loaded", rank)  # resume: identical weights and optimizer state
         _same(tmp_path, "uninterrupted", "resumed", rank)  # and training continues exactly

@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins import CheckpointIO
-from lightning.fabric.strategies import ModelParallelStrategy
-from lightning.fabric.strategies.model_parallel import _has_dtensor_modules
+from lightning.fabric.strategies.model_parallel import ModelParallelStrategy, _has_dtensor_modules
 from lightning.fabric.strategies.strategy import _validate_keys_for_strict_loading
 from lightning.fabric.utilities.types import _PATH, _Stateful
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
