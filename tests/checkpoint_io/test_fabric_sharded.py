@@ -57,3 +57,24 @@ def test_a_sharded_fabric_loop_resumes_from_s3_and_a_refused_save_keeps_the_prev
         _same(tmp_path, "saved", "loaded", rank)  # resume: identical weights and optimizer state
         _same(tmp_path, "uninterrupted", "resumed", rank)  # and training continues exactly
         _same(tmp_path, "saved", "reloaded", rank)  # the refused save left the previous checkpoint
+
+
+def test_the_fsdp1_fabric_strategy_refuses_a_full_state_dict_on_s3_and_a_non_s3_plugin(
+    s3_client: Any, bucket: str
+) -> None:
+    """FSDP1 needs CUDA, so only its checks run here; its save and load share the FSDP2 class's parts."""
+    from lightning.fabric.plugins import TorchCheckpointIO
+
+    from s3_checkpoint_io import S3CheckpointIO
+    from s3_checkpoint_io.fabric_strategies import S3FabricFSDPStrategy
+
+    strategy = S3FabricFSDPStrategy(state_dict_type="full")
+    with pytest.raises(ValueError, match="state_dict_type='sharded'"):
+        strategy.save_checkpoint(f"s3://{bucket}/fabric/x.ckpt", {"step": 1})
+    assert object_keys(s3_client, bucket, "fabric/") == []
+    with pytest.raises(TypeError, match="only an S3CheckpointIO"):
+        strategy.checkpoint_io = TorchCheckpointIO()
+    io = S3CheckpointIO(f"s3://{bucket}/fabric")
+    strategy.checkpoint_io = io
+    assert strategy.checkpoint_io is io
+    io.teardown()
