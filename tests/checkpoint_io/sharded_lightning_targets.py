@@ -120,18 +120,34 @@ class RecordFinal(Callback):
         torch.save(_local_state(trainer, pl_module), pathlib.Path(self.out_dir, f"final-rank{rank}.pt"))
 
 
-def fit_async(dirpath: str, out_dir: str, endpoint: str, max_steps: str, every_n: str) -> None:
+class LoadNewestAtEnd(Callback):
+    """At the end of training, loads the newest checkpoint (maybe still uploading) back in place."""
+
+    def __init__(self, checkpoint: S3ModelCheckpoint) -> None:
+        self.checkpoint = checkpoint
+        self.loaded_step: int | None = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loaded = trainer.strategy.load_checkpoint(self.checkpoint.best_model_path)
+        self.loaded_step = loaded["global_step"]
+
+
+def fit_async(
+    dirpath: str, out_dir: str, endpoint: str, max_steps: str, every_n: str, load_at_end: str
+) -> None:
     """Fit on 2 CPU ranks with asynchronous sharded saves (top-1, every ``every_n`` steps) through
-    ``endpoint``; writes ``outcome-rank<r>.json``: the error fit raised (if any) and, on rank 0,
+    ``endpoint``; ``load_at_end="1"`` loads the newest checkpoint when training ends. Writes
+    ``outcome-rank<r>.json``: the error fit raised (if any), the step loaded at the end and, on rank 0,
     whether each commit existed when its save returned."""
     callback = S3ModelCheckpoint(dirpath, save_top_k=1, every_n_train_steps=int(every_n))
+    load = LoadNewestAtEnd(callback)
     fit_ = trainer(
         strategy=RecordingStrategy(
             data_parallel_size=2, tensor_parallel_size=1, process_group_backend="gloo"
         ),
         plugins=[S3CheckpointIO(dirpath, async_checkpointing=True, chunk_size_MB=5, endpoint_url=endpoint)],
         devices=2,
-        callbacks=[callback, RecordFinal(out_dir)],
+        callbacks=[callback, RecordFinal(out_dir)] + ([load] if load_at_end == "1" else []),
         max_steps=int(max_steps),
         root=out_dir,
     )
@@ -140,5 +156,9 @@ def fit_async(dirpath: str, out_dir: str, endpoint: str, max_steps: str, every_n
         fit_.fit(ShardedTinyModel(), data(batches=16))
     except Exception as caught:  # recorded for the test to assert on
         error = f"{type(caught).__name__}: {caught}"
-    outcome = {"error": error, "committed_on_return": RecordingStrategy.committed_on_return}
+    outcome = {
+        "error": error,
+        "committed_on_return": RecordingStrategy.committed_on_return,
+        "loaded_step": load.loaded_step,
+    }
     pathlib.Path(out_dir, f"outcome-rank{fit_.global_rank}.json").write_text(json.dumps(outcome))

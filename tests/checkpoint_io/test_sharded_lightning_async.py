@@ -50,10 +50,11 @@ def test_async_sharded_fit_returns_before_commits_removes_after_them_and_the_las
     bucket: str, s3_client: Any, fault_proxy: FaultProxy, tmp_path: pathlib.Path
 ) -> None:
     fault_proxy.add_fault("PutObject", "delay", delay_s=0.5, path_contains="/.metadata")
-    launch(TARGET, world_size=2, args=[f"s3://{bucket}/run", str(tmp_path), fault_proxy.url, "6", "2"])
+    launch(TARGET, world_size=2, args=[f"s3://{bucket}/run", str(tmp_path), fault_proxy.url, "6", "2", "1"])
 
     outcomes = _outcomes(tmp_path)
     assert [o["error"] for o in outcomes] == [None, None]
+    assert [o["loaded_step"] for o in outcomes] == [6, 6]  # loading a save in flight waited for it
     assert outcomes[0]["committed_on_return"] == [False, False, False]  # each save returned first
     assert set(_prefixes(s3_client, bucket)) == {"epoch=0-step=6.ckpt"}  # top-1: older ones removed
     for older, newer in ((2, 4), (4, 6)):  # the older checkpoint's deletion starts after the newer commit
@@ -69,17 +70,31 @@ def test_async_sharded_fit_returns_before_commits_removes_after_them_and_the_las
         assert torch.equal(state["state_dict"][name], torch.cat([f[name] for f in finals])), name
 
 
-def test_async_sharded_save_failure_is_raised_at_the_next_save_and_keeps_the_previous_checkpoint(
-    bucket: str, s3_client: Any, fault_proxy: FaultProxy, tmp_path: pathlib.Path
+@pytest.mark.parametrize(
+    ("max_steps", "load_at_end", "raised_at"),
+    [("8", "0", "the next save"), ("4", "1", "the load"), ("4", "0", "teardown")],
+)
+def test_async_sharded_save_failure_is_raised_later_on_every_rank_and_keeps_the_previous_checkpoint(
+    bucket: str,
+    s3_client: Any,
+    fault_proxy: FaultProxy,
+    tmp_path: pathlib.Path,
+    max_steps: str,
+    load_at_end: str,
+    raised_at: str,
 ) -> None:
     fault_proxy.add_fault("PutObject", "access_denied", path_contains=f"step=4.ckpt/{COMMIT_NAME}")
-    launch(TARGET, world_size=2, args=[f"s3://{bucket}/run", str(tmp_path), fault_proxy.url, "8", "2"])
+    launch(
+        TARGET,
+        world_size=2,
+        args=[f"s3://{bucket}/run", str(tmp_path), fault_proxy.url, max_steps, "2", load_at_end],
+    )
 
     for outcome in _outcomes(tmp_path):  # every rank raises at the same call, none hangs
-        assert outcome["error"] is not None
+        assert outcome["error"] is not None, raised_at
         assert outcome["error"].startswith("BackgroundSaveError"), outcome["error"]
         assert "step=4.ckpt" in outcome["error"]
     saved = _prefixes(s3_client, bucket)
     assert COMMIT_NAME in saved["epoch=0-step=2.ckpt"]  # its removal was skipped
     assert COMMIT_NAME not in saved.get("epoch=0-step=4.ckpt", set())
-    assert "epoch=0-step=6.ckpt" not in saved  # the save after the failure was not started
+    assert "epoch=0-step=6.ckpt" not in saved  # no save was started after the failure
