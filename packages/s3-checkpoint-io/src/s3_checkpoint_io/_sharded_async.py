@@ -30,15 +30,11 @@ class ShardedAsyncSaves:
     """The sharded saves of one strategy that run in the background, and the removals behind them.
 
     Args:
-        max_pending: saves in flight at once; one more waits for the oldest (backpressure).
-
-    Raises:
-        ValueError: if ``max_pending`` is less than 1.
+        max_pending: saves in flight at once (``S3CheckpointIO``'s validated ``max_pending_saves``);
+            one more waits for the oldest (backpressure).
     """
 
     def __init__(self, max_pending: int) -> None:
-        if max_pending < 1:
-            raise ValueError(f"max_pending={max_pending} must be at least 1")
         self.max_pending = max_pending
         self._pending: collections.deque[tuple[str, Future[Any], int]] = collections.deque()
         self._removals: collections.deque[tuple[str, Callable[[], None], int]] = collections.deque()
@@ -65,10 +61,6 @@ class ShardedAsyncSaves:
         """Run ``remove`` once every save submitted so far has committed (now, if none is pending)."""
         self._removals.append((url, remove, self._submitted))
         self._run_due_removals(completed=self._completed())
-
-    def is_pending(self) -> bool:
-        """Whether a save or a removal is still outstanding."""
-        return bool(self._pending or self._removals)
 
     def wait(self, keep: int = 0) -> None:
         """Wait until at most ``keep`` saves are in flight, running the removals that became due.
