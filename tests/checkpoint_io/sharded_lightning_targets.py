@@ -6,7 +6,7 @@ import json
 import os
 import pathlib
 import signal
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from checkpoint_io.lit_helpers import TinyModel, data, trainer
 from s3_checkpoint_io import S3CheckpointIO, S3ModelCheckpoint
 from s3_checkpoint_io.strategies import S3ModelParallelStrategy
+from s3_utils.sharded import commit_url
 
 LAST_NAME = "{epoch}-{step}-last"
 """One last checkpoint per step, so replacing the previous last is a removal (of a whole prefix)."""
@@ -93,3 +94,71 @@ def fit(dirpath: str, out_dir: str, max_steps: str, kill_at_step: str) -> None:
         root=out_dir,
     )
     fit_.fit(ShardedTinyModel(), data(batches=16), ckpt_path="last")
+
+
+class RecordingStrategy(S3ModelParallelStrategy):
+    """Records, on rank 0, whether each save's commit already existed when ``save_checkpoint`` returned."""
+
+    committed_on_return: ClassVar[list[bool]] = []
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        super().save_checkpoint(checkpoint, filepath, storage_options)
+        if self.is_global_zero:
+            io = self.checkpoint_io
+            assert isinstance(io, S3CheckpointIO)
+            self.committed_on_return.append(io.exists(commit_url(str(filepath))))
+
+
+class RecordFinal(Callback):
+    """Writes this rank's final shards (and, on rank 0, what the strategy recorded)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        rank = trainer.global_rank
+        torch.save(_local_state(trainer, pl_module), pathlib.Path(self.out_dir, f"final-rank{rank}.pt"))
+
+
+class LoadNewestAtEnd(Callback):
+    """At the end of training, loads the newest checkpoint (maybe still uploading) back in place."""
+
+    def __init__(self, checkpoint: S3ModelCheckpoint) -> None:
+        self.checkpoint = checkpoint
+        self.loaded_step: int | None = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loaded = trainer.strategy.load_checkpoint(self.checkpoint.best_model_path)
+        self.loaded_step = loaded["global_step"]
+
+
+def fit_async(
+    dirpath: str, out_dir: str, endpoint: str, max_steps: str, every_n: str, load_at_end: str
+) -> None:
+    """Fit on 2 CPU ranks with asynchronous sharded saves (top-1, every ``every_n`` steps) through
+    ``endpoint``; ``load_at_end="1"`` loads the newest checkpoint when training ends. Writes
+    ``outcome-rank<r>.json``: the error fit raised (if any), the step loaded at the end and, on rank 0,
+    whether each commit existed when its save returned."""
+    callback = S3ModelCheckpoint(dirpath, save_top_k=1, every_n_train_steps=int(every_n))
+    load = LoadNewestAtEnd(callback)
+    fit_ = trainer(
+        strategy=RecordingStrategy(
+            data_parallel_size=2, tensor_parallel_size=1, process_group_backend="gloo"
+        ),
+        plugins=[S3CheckpointIO(dirpath, async_checkpointing=True, chunk_size_MB=5, endpoint_url=endpoint)],
+        devices=2,
+        callbacks=[callback, RecordFinal(out_dir)] + ([load] if load_at_end == "1" else []),
+        max_steps=int(max_steps),
+        root=out_dir,
+    )
+    error = None
+    try:
+        fit_.fit(ShardedTinyModel(), data(batches=16))
+    except Exception as caught:  # recorded for the test to assert on
+        error = f"{type(caught).__name__}: {caught}"
+    outcome = {
+        "error": error,
+        "committed_on_return": RecordingStrategy.committed_on_return,
+        "loaded_step": load.loaded_step,
+    }
+    pathlib.Path(out_dir, f"outcome-rank{fit_.global_rank}.json").write_text(json.dumps(outcome))

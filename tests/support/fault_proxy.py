@@ -151,10 +151,13 @@ class _Fault:
     times: int | None
     delay_s: float
     rng: random.Random
+    path_contains: str | None = None
     injected: int = 0
 
-    def fires(self, operation: str) -> bool:
+    def fires(self, operation: str, path: str) -> bool:
         if self.operation is not None and self.operation != operation:
+            return False
+        if self.path_contains is not None and self.path_contains not in path:
             return False
         if self.times is not None and self.injected >= self.times:
             return False
@@ -227,7 +230,9 @@ class _Handler(BaseHTTPRequestHandler):
         operation = classify(self.command, parsed.path, query, "x-amz-copy-source" in self.headers)
         state = self.server.state
         with state.lock:
-            fault = next((f for f in state.faults if f.fires(operation)), None)
+            fault = next(
+                (f for f in state.faults if f.fires(operation, urllib.parse.unquote(parsed.path))), None
+            )
             if fault is not None:
                 fault.injected += 1
                 state.injected += 1
@@ -433,6 +438,7 @@ class FaultProxy:
         times: int | None = None,
         delay_s: float = 0.0,
         seed: int = 0,
+        path_contains: str | None = None,
     ) -> None:
         """Inject ``action`` into requests of ``operation`` (None: every request).
 
@@ -444,6 +450,7 @@ class FaultProxy:
             delay_s: for ``delay``, how long to wait before forwarding; for ``stall``, how long to hold
                 the connection silent at most (0: until the client or the proxy closes it, up to an hour).
             seed: seeds this fault's random choices.
+            path_contains: only requests whose decoded path (``/bucket/key``) contains this text.
         """
         if action not in ACTIONS:
             raise ValueError(f"action={action!r}: use one of {ACTIONS}")
@@ -453,7 +460,7 @@ class FaultProxy:
             raise ValueError(f"probability={probability!r} must be within [0, 1]")
         if action == "stall" and delay_s <= 0:
             delay_s = 3600.0
-        fault = _Fault(operation, action, probability, times, delay_s, random.Random(seed))
+        fault = _Fault(operation, action, probability, times, delay_s, random.Random(seed), path_contains)
         with self._state.lock:
             self._state.faults.append(fault)
 

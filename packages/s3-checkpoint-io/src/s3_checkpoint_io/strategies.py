@@ -8,6 +8,11 @@ methods for ``s3://`` paths: every rank streams its shards through
 :class:`~s3_checkpoint_io.dcp.S3StorageWriter`, and the rest of Lightning's checkpoint (loops, callbacks,
 hyper-parameters) is one more item of the same save, so the single commit PUT publishes all of it at
 once; no ``meta.pt``, nothing visible before the commit. Local paths go to Lightning unchanged.
+
+With the trainer's ``S3CheckpointIO(async_checkpointing=True)`` the ``s3://`` saves run through
+``dcp.async_save`` (:mod:`s3_checkpoint_io._sharded_async`): ``save_checkpoint`` returns once the
+shards are staged in host memory, at most ``max_pending_saves`` saves are in flight, removals wait
+for the newer commit, and a background failure is raised at the next save, load or teardown.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from s3_checkpoint_io._compat import override
+from s3_checkpoint_io._sharded_async import ShardedAsyncSaves
 from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 from s3_dirpath_utils import is_s3_url, normalize_s3_url
@@ -50,6 +56,8 @@ class _S3ShardedCheckpoints:
     checkpoint_io: Any
     broadcast: Callable[..., Any]
 
+    _s3_async: ShardedAsyncSaves | None = None  # created at the first asynchronous save
+
     def _save_sharded_to_s3(self, checkpoint: dict[str, Any], url: str) -> None:
         """Every rank saves its shards; rank 0 adds the rest of the checkpoint; one commit publishes it."""
         state: dict[str, Any] = {self._s3_model_key: checkpoint.pop("state_dict")}
@@ -59,7 +67,42 @@ class _S3ShardedCheckpoints:
             buffer = io.BytesIO()
             torch.save(checkpoint, buffer)
             state[LIGHTNING_STATE_KEY] = buffer.getvalue()
-        dcp_save(state, storage_writer=self._s3_writer(url))
+        saves = self._s3_async_saves()
+        if saves is None:
+            dcp_save(state, storage_writer=self._s3_writer(url))
+        else:
+            saves.save(state, url, self._s3_writer(url))
+
+    def _s3_async_saves(self) -> ShardedAsyncSaves | None:
+        """The background saves, when the trainer's ``S3CheckpointIO`` saves asynchronously."""
+        io_ = self._s3_checkpoint_io()
+        if io_ is None or not io_.async_checkpointing:
+            return None
+        if self._s3_async is None:
+            self._s3_async = ShardedAsyncSaves(io_.settings.max_pending_saves)
+        return self._s3_async
+
+    def _wait_for_s3_saves(self) -> None:
+        """Wait for every background save and the removals behind it (all ranks).
+
+        Raises:
+            BackgroundSaveError: if one of them failed.
+        """
+        if self._s3_async is not None:
+            self._s3_async.wait()
+
+    def teardown(self) -> None:
+        """Wait for the background sharded saves, then tear down as Lightning does.
+
+        Raises:
+            BackgroundSaveError: if a background save failed.
+        """
+        try:
+            if self._s3_async is not None:
+                saves, self._s3_async = self._s3_async, None
+                saves.close()
+        finally:
+            cast(Any, super()).teardown()
 
     def _load_lightning_state(self, raw: bytes, url: str, weights_only: bool | None) -> dict[str, Any]:
         if not raw:
@@ -76,6 +119,12 @@ class _S3ShardedCheckpoints:
         """On global rank 0: delete a sharded checkpoint (commit first), else defer to the CheckpointIO."""
         if not self.is_global_zero:
             return
+        if self._s3_async is not None:  # after the newer commits, skipped if one of them fails
+            self._s3_async.remove_after_pending(url, lambda: self._remove_now(url))
+            return
+        self._remove_now(url)
+
+    def _remove_now(self, url: str) -> None:
         with self._s3_store() as store:
             prefix = normalize_s3_url(url).rstrip("/")
             if next(iter(store.iter_objects(prefix + "/")), None) is not None:
@@ -85,6 +134,7 @@ class _S3ShardedCheckpoints:
         self.checkpoint_io.remove_checkpoint(url)
 
     def _require_committed(self, url: str) -> None:
+        self._wait_for_s3_saves()  # the path may be one still being saved
         with self._s3_store() as store:
             if not is_committed(store, url):
                 raise S3NotFoundError(
