@@ -8,7 +8,6 @@ gives them a tiny ``model`` and ``datamodule``, and caps Lightning's Trainer thr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from support.doc_examples import Block, runnable
-from support.s3_objects import remove_bucket
 
 BLOCKS = runnable("checkpoint_io")
 TRAINER_DEFAULTS = {
@@ -59,20 +57,6 @@ class DocModel(pl.LightningModule):
 class DocData(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader[Any]:
         return _loader()
-
-
-@pytest.fixture
-def buckets_for(s3_server: Any, s3_client: Any) -> Iterator[Any]:
-    made: list[str] = []
-
-    def create(block: Block) -> None:
-        for name in sorted(block.buckets):
-            s3_client.create_bucket(Bucket=name)
-            made.append(name)
-
-    yield create
-    for name in made:
-        remove_bucket(s3_client, name)
 
 
 def test_the_lightning_and_fabric_examples_are_found() -> None:

@@ -7,7 +7,6 @@ and ``model`` is a tiny regression model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from nemo_app import TinyRegression
 from omegaconf import OmegaConf
 
 from support.doc_examples import Block, runnable
-from support.s3_objects import remove_bucket
 
 BLOCKS = runnable("nemo")
 SMALL_TRAINER = {
@@ -27,20 +25,6 @@ SMALL_TRAINER = {
     "enable_progress_bar": False,
     "enable_model_summary": False,
 }
-
-
-@pytest.fixture
-def buckets_for(s3_server: Any, s3_client: Any) -> Iterator[Any]:
-    made: list[str] = []
-
-    def create(block: Block) -> None:
-        for name in sorted(block.buckets):
-            s3_client.create_bucket(Bucket=name)
-            made.append(name)
-
-    yield create
-    for name in made:
-        remove_bucket(s3_client, name)
 
 
 def test_the_nemo_quick_start_is_found() -> None:

@@ -7,17 +7,18 @@ session (the dirpath one has no boto3, moto or s3_utils); a fixture imports what
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from support.fault_proxy import FaultProxy
-from support.s3_objects import created_bucket
+from support.s3_objects import created_bucket, remove_bucket
 from support.s3_server import MotoServer, new_bucket_name, s3_environment
 
 if TYPE_CHECKING:
     from s3_utils import S3Store
+    from support.doc_examples import Block
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +66,18 @@ def fault_proxy(s3_server: MotoServer) -> Iterator[FaultProxy]:
     """A fault-injecting proxy in front of the test server; point a client's endpoint at ``.url``."""
     with FaultProxy(s3_server.endpoint_url) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def buckets_for(s3_server: MotoServer, s3_client: Any) -> Iterator[Callable[[Block], None]]:
+    """Creates the buckets a documentation example names (``block.buckets``); removes them afterwards."""
+    made: list[str] = []
+
+    def create(block: Block) -> None:
+        for name in sorted(block.buckets):
+            s3_client.create_bucket(Bucket=name)
+            made.append(name)
+
+    yield create
+    for name in made:
+        remove_bucket(s3_client, name)
