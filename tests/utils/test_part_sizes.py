@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from s3_utils import S3AccessDeniedError, S3ClientConfig, S3ConfigError, S3Store, TransferConfig, part_sizes
 from s3_utils.limits import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, GiB, MiB
-from s3_utils.part_sizes import part_size
+from s3_utils.part_sizes import part_size, planned_part_size
 from support.fault_proxy import FaultProxy
 
 chunk_sizes = st.one_of(
@@ -39,6 +39,22 @@ def test_ten_thousand_parts_hold_five_tib_for_every_allowed_chunk_size(chunk: in
 def test_part_numbers_outside_s3s_range_are_refused(chunk: int, part: int) -> None:
     with pytest.raises(ValueError, match="part_number"):
         part_size(chunk, part)
+
+
+@settings(max_examples=60, deadline=None)
+@given(chunk=chunk_sizes, expected=st.integers(0, MAX_OBJECT_SIZE), concurrency=st.integers(1, 64))
+def test_planned_parts_hold_five_tib_and_split_the_expected_size_over_the_parallel_uploads(
+    chunk: int, expected: int, concurrency: int
+) -> None:
+    planned = planned_part_size(chunk, expected, concurrency)
+    sizes = [part_size(chunk, n, planned) for n in range(1, MAX_PARTS + 1)]
+    assert sum(sizes) >= MAX_OBJECT_SIZE  # however wrong the estimate, any object still fits
+    assert all(MIN_PART_SIZE <= size <= MAX_PART_SIZE for size in sizes)
+    parts_needed = next(n for n in range(1, MAX_PARTS + 1) if sum(sizes[:n]) >= max(expected, 1))
+    parallel = max(1, min(concurrency, expected // MIN_PART_SIZE))
+    assert parts_needed <= max(parallel, -(-expected // chunk))  # no part more than the plan needs
+    if planned < chunk:  # not capped by the chunk size: every part uploads at once
+        assert parts_needed <= parallel
 
 
 @pytest.fixture
@@ -87,3 +103,19 @@ def test_an_object_over_five_tib_is_refused_naming_the_limit(
         proxied_store.upload_file(path, f"s3://{bucket}/huge.ckpt")
     assert fault_proxy.requests == []  # refused before any request
     os.remove(path)
+
+
+def test_an_upload_of_known_size_is_split_into_equal_parts_sent_at_once(
+    fault_proxy: FaultProxy, bucket: str
+) -> None:
+    data = random.Random(16).randbytes(16 * MiB)
+    url = f"s3://{bucket}/known-size.ckpt"
+    stored: list[int] = []
+    config = S3ClientConfig.from_env(endpoint_url=fault_proxy.url)
+    with S3Store(config, TransferConfig(chunk_size_MB=64, max_concurrency=10)) as store:
+        store.upload_bytes(url, data, on_progress=stored.append)
+        assert store.download_bytes(url) == data
+    # 3 parts of ~5.7 MiB, not the ramp's 5 + 10 + 1 MiB, whose 10 MiB part finishes last
+    assert fault_proxy.count("UploadPart") == 3
+    tail, *full = sorted(stored)  # in the order they were stored
+    assert full[0] == full[1] > tail and sum(stored) == len(data)

@@ -55,10 +55,32 @@ def write_checkpoint(store: S3Store, checkpoint: Any, url: str) -> TransferStats
         Exception: whatever ``torch.save`` or the upload raised; the upload is aborted then and no
             object appears at ``url``.
     """
-    with without_zip_crc32(), store.open_writer(url) as writer:
+    expected = tensor_bytes(checkpoint)
+    with without_zip_crc32(), store.open_writer(url, expected_size=expected) as writer:
         torch.save(checkpoint, cast(IO[bytes], writer))
     assert writer.stats is not None  # set when the writer closed without an error
     return writer.stats
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of the distinct tensor storages in ``obj`` (through dicts, lists and tuples): about
+    what ``torch.save`` will write, which lets the upload split it into equal parallel parts."""
+    seen: set[int] = set()
+    total = 0
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            if item.layout is torch.strided and not item.is_meta:
+                storage = item.untyped_storage()
+                if storage.data_ptr() not in seen:
+                    seen.add(storage.data_ptr())
+                    total += storage.nbytes()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
 
 
 _crc32_lock = threading.Lock()

@@ -141,19 +141,25 @@ class S3Store:
     # -- uploads -------------------------------------------------------------------------------------
 
     def open_writer(
-        self, url: str | os.PathLike[str], on_progress: ProgressCallback | None = None
+        self,
+        url: str | os.PathLike[str],
+        on_progress: ProgressCallback | None = None,
+        *,
+        expected_size: int | None = None,
     ) -> S3Writer:
         """A streaming writer for ``url``; the object appears when the writer closes successfully.
 
         Args:
             url: the target ``s3://bucket/key``.
             on_progress: told the size of each part once it is stored (:data:`ProgressCallback`).
+            expected_size: about how many bytes will be written, if known: the parts are then equal
+                and upload at once (:func:`~s3_utils.part_sizes.planned_part_size`).
 
         Raises:
             S3ConfigError: if ``url`` is not an object URL.
         """
         bucket, key = _object_url(url)
-        return S3Writer(self._transport(), bucket, key, on_progress)
+        return S3Writer(self._transport(), bucket, key, on_progress, expected_size)
 
     def upload_stream(
         self, stream: IO[bytes], url: str | os.PathLike[str], on_progress: ProgressCallback | None = None
@@ -195,7 +201,7 @@ class S3Store:
         Raises:
             S3Error: on failure; nothing is left at ``url``.
         """
-        with self.open_writer(url, on_progress) as writer:
+        with self.open_writer(url, on_progress, expected_size=memoryview(data).nbytes) as writer:
             writer.write(data)
         assert writer.stats is not None
         return writer.stats
@@ -220,9 +226,12 @@ class S3Store:
             FileNotFoundError: if ``path`` does not exist.
             S3Error: on failure; nothing is left at ``url``.
         """
-        check_object_size(os.path.getsize(path), self._url_of(url))
-        with open(path, "rb") as stream:
-            return self.upload_stream(stream, url, on_progress)
+        size = os.path.getsize(path)
+        check_object_size(size, self._url_of(url))
+        with open(path, "rb") as stream, self.open_writer(url, on_progress, expected_size=size) as writer:
+            shutil.copyfileobj(stream, writer, _COPY_BLOCK)
+        assert writer.stats is not None
+        return writer.stats
 
     def put_if_unchanged(
         self, url: str | os.PathLike[str], data: bytes | bytearray | memoryview, *, expected_etag: str | None

@@ -6,9 +6,11 @@ reused by later parts once sent (:mod:`s3_utils.buffers`). At most ``max_concurr
 flight, so memory stays near ``(max_concurrency + 1) * part size`` and :meth:`S3Writer.write` blocks
 when the uploads fall behind. Parts start at 5 MiB, so a small object's first part leaves while it is
 still being written, ramp up to the chunk size and grow again much later
-(:func:`~s3_utils.part_sizes.part_size`), so any object up to S3's 5 TiB fits in its 10,000 parts. An
-object of at most one 5 MiB part is a single PUT. Nothing is visible under the key until
-:meth:`S3Writer.close` completes the upload; any failure aborts it.
+(:func:`~s3_utils.part_sizes.part_size`), so any object up to S3's 5 TiB fits in its 10,000 parts. A
+writer told the object's expected size splits it into equal parts that upload at once instead
+(:func:`~s3_utils.part_sizes.planned_part_size`). An object of at most one first part is a single
+PUT. Nothing is visible under the key until :meth:`S3Writer.close` completes the upload; any failure
+aborts it.
 
 The first S3 failure is recorded and is what the caller sees, wherever it happened: a producer such as
 ``torch.save`` that catches the error raised from :meth:`S3Writer.write` and raises its own (torch's
@@ -28,7 +30,7 @@ from s3_utils import checksums
 from s3_utils.buffers import BufferPool, request_body
 from s3_utils.errors import S3Error
 from s3_utils.limits import check_object_size
-from s3_utils.part_sizes import part_size
+from s3_utils.part_sizes import part_size, planned_part_size
 from s3_utils.stats import ProgressCallback, StatsRecorder, TransferStats
 from s3_utils.transport import Transport
 
@@ -53,6 +55,8 @@ class S3Writer:
         bucket: the target bucket.
         key: the target key.
         on_progress: told the size of each part once it is stored (see :data:`ProgressCallback`).
+        expected_size: about how many bytes will be written, when the producer knows (an estimate is
+            fine: a wrong one costs speed, never correctness); None to ramp the parts up.
 
     Attributes:
         url: the target ``s3://`` URL.
@@ -60,13 +64,23 @@ class S3Writer:
     """
 
     def __init__(
-        self, transport: Transport, bucket: str, key: str, on_progress: ProgressCallback | None = None
+        self,
+        transport: Transport,
+        bucket: str,
+        key: str,
+        on_progress: ProgressCallback | None = None,
+        expected_size: int | None = None,
     ) -> None:
         self._t = transport
         self._bucket = bucket
         self._key = key
         self.url = build_s3_url(bucket, key)
         self._chunk = transport.transfer.chunk_size
+        self._planned = (
+            None
+            if expected_size is None
+            else planned_part_size(self._chunk, expected_size, transport.transfer.max_concurrency)
+        )
         self._checksum = transport.transfer.checksum
         self._pool = BufferPool()
         self._buffer: bytearray | None = None
@@ -143,7 +157,7 @@ class S3Writer:
         total = len(view)
         offset = 0
         while offset < total:
-            capacity = part_size(self._chunk, self._next_part)
+            capacity = part_size(self._chunk, self._next_part, self._planned)
             if self._filled == capacity:
                 self._send()  # a full part, and more bytes follow: it is not the last part
                 continue

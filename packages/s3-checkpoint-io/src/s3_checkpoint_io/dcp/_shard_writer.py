@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import math
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +24,17 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     if size == 0:
         return memoryview(b"")
     return memoryview((ctypes.c_ubyte * size).from_address(tensor.data_ptr())).cast("B")
+
+
+def expected_shard_bytes(items: Sequence[WriteItem]) -> int:
+    """About how large the shard object of ``items`` will be: its tensors' bytes and alignment (byte
+    items are small and not counted), so the upload can split it into equal parallel parts."""
+    total = 0
+    for item in items:
+        if item.tensor_data is not None:
+            elements = math.prod(item.tensor_data.chunk.sizes)
+            total += elements * item.tensor_data.properties.dtype.itemsize + ALIGNMENT
+    return total
 
 
 def write_items(

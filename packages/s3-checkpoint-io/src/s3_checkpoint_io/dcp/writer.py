@@ -25,7 +25,7 @@ from s3_checkpoint_io.dcp._layout import (
 from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
 from s3_checkpoint_io.dcp._records import CommitRecord, RankTarget, ShardLocation
 from s3_checkpoint_io.dcp._settings import StoreSettings
-from s3_checkpoint_io.dcp._shard_writer import write_items
+from s3_checkpoint_io.dcp._shard_writer import expected_shard_bytes, write_items
 from s3_dirpath_utils import is_s3_url
 from s3_utils import S3ClientConfig, S3Error, S3NotFoundError, S3ObjectChangedError, S3Store
 
@@ -156,8 +156,9 @@ class S3StorageWriter(StorageWriter):
         if plan.items:
             name = shard_name(target.save_id, target.rank, self.key_prefix_strategy)
             started = time.monotonic()
-            with self.settings.open_store() as store, store.open_writer(self.layout.url_of(name)) as writer:
-                results = write_items(writer, name, plan.items, planner)
+            url, size_hint = self.layout.url_of(name), expected_shard_bytes(plan.items)
+            with self.settings.open_store() as store, store.open_writer(url, expected_size=size_hint) as out:
+                results = write_items(out, name, plan.items, planner)
             size = sum(result.size_in_bytes for result in results)
             seconds = time.monotonic() - started
             mib = size / 2**20
