@@ -196,7 +196,8 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "process and the S3 server on CPU 1 (what the save costs the trainer's interpreter, not its cores). "
         "Requests/step: one step that saves the same state as top-k and as last, until both are durable. "
         "Held is the memory the checkpoint IO still holds after one warm-up save and load "
-        "(buffers, pools, child processes), over the level before it was created; peak +RSS is measured "
+        "(buffers, pools, child processes), over the level before it was created, as PSS summed over the "
+        "process and its children (a page two of them map counts once); peak +RSS is measured "
         "on top of that, as in a training run where the IO lives across saves.",
         "",
     ]
