@@ -79,7 +79,7 @@ class ShardedAsyncSaves:
             self._run_due_removals(completed=self._submitted)
 
     def close(self) -> None:
-        """Wait for everything outstanding, then drop the staging buffers.
+        """Wait for everything outstanding, then drop the staging buffers and the saves' process group.
 
         Raises:
             BackgroundSaveError: if a save failed.
@@ -88,6 +88,11 @@ class ShardedAsyncSaves:
             self.wait()
         finally:
             self._stager.close()
+            # A group left for interpreter exit to destroy can abort the process there (its C++
+            # threads outlive Python's); nothing uses it once every save has finished.
+            group, self._group = self._group, None
+            if group is not None and dist.is_initialized():
+                dist.destroy_process_group(group)
 
     def _completed(self) -> int:
         return self._pending[0][2] - 1 if self._pending else self._submitted
