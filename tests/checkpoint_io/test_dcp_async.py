@@ -79,6 +79,20 @@ def test_s3_async_stager_reuses_buffers_only_once_no_save_holds_them() -> None:
     stager.close()
 
 
+def test_staging_into_reused_buffers_copies_each_tensor_once() -> None:
+    stager = S3AsyncStager(pin_memory=False)
+    state = {"a": torch.ones(64, 64), "b": torch.zeros(128), "step": 1}
+    first = stager.stage(state)
+    del first
+    gc.collect()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        staged = stager.stage(state)  # into the first save's buffers
+    copies = [event for event in profile.events() if event.name == "aten::copy_"]
+    assert len(copies) == 2  # torch's similarity check used to copy every tensor once more
+    assert torch.equal(staged["a"], state["a"]) and torch.equal(staged["b"], state["b"])
+    stager.close()
+
+
 @pytest.mark.slow
 def test_dcp_async_save_with_the_process_executor_on_two_ranks_commits_and_loads(
     bucket: str, tmp_path: pathlib.Path
