@@ -146,13 +146,13 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         + (" **Quick smoke run: indicative only.**" if meta["quick"] else ""),
         "",
         "| peer | ranks | size | save MiB/s | load MiB/s | save CPU s/GiB | load CPU s/GiB | requests/save "
-        "| metadata GETs/load |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| metadata GETs/load | async_save stall ms | stall / bare clone |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         size = f"{r['size_bytes'] >> 20} MiB"
         if "error" in r:
-            lines.append(f"| {r['peer']} | {r['ranks']} | {size} | failed: {_last_line(r['error'])} |||||")
+            lines.append(f"| {r['peer']} | {r['ranks']} | {size} | failed: {_last_line(r['error'])} |||||||")
             continue
         reps = r["reps"]
         gib = r["size_bytes"] / (1 << 30)
@@ -172,11 +172,21 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{median('load_cpu_s') / gib:.1f}",
             f"{median('save_requests'):.0f}",
             str(r["metadata_gets_per_load"]),
+            *_stall_cells(r.get("async")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if meta["skipped_venvs"]:
         lines += ["", f"Skipped (could not install): {meta['skipped_venvs']}"]
     return "\n".join(lines) + "\n"
+
+
+def _stall_cells(ranks: list[dict[str, float]] | None) -> list[str]:
+    """The slowest rank's async_save stall, and the largest stall / bare-clone ratio over the ranks."""
+    if not ranks:
+        return ["", ""]
+    worst = max(rank["stall_s"] for rank in ranks)
+    ratio = max(rank["stall_s"] / rank["clone_s"] for rank in ranks)
+    return [f"{worst * 1000:.0f}", f"{ratio:.1f}x"]
 
 
 def _last_line(text: str) -> str:

@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -185,10 +186,52 @@ def rank_main(cfg: dict[str, Any]) -> None:
     dist.barrier()
     dcp.load(loaded, storage_reader=reader)
     dist.barrier()
+    stalls = async_stalls(cfg, state) if cfg["peer"] in ASYNC_STAGERS else None
+    everyone: list[Any] = [None] * ranks
+    dist.all_gather_object(everyone, stalls)
     if rank == 0:
         with open(cfg["out"] + ".rank0", "w") as out:
-            json.dump(reps, out)
+            json.dump({"reps": reps, "async": everyone if stalls else None}, out)
     dist.destroy_process_group()
+
+
+def _our_stager() -> Any:
+    from s3_checkpoint_io.dcp import S3AsyncStager
+
+    return S3AsyncStager()
+
+
+ASYNC_STAGERS: dict[str, Any] = {"ours-dcp": _our_stager, "s3torch-dcp": lambda: None}  # None: DCP's own
+
+
+def async_stalls(cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, float]:
+    """How long ``dcp.async_save`` blocks this rank, against a bare clone of its shard (best of 3).
+
+    Three async saves to one prefix, each awaited before the next; the stall is the median of the last
+    two (a stager that keeps its buffers, as ours does, pays their first allocation only once).
+    """
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    clone_s = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        copy = {key: value.clone() for key, value in state.items()}
+        clone_s = min(clone_s, time.perf_counter() - t0)
+        del copy
+    stager = ASYNC_STAGERS[cfg["peer"]]()
+    url = f"s3://{cfg['bucket']}/dcp/{cfg['tag']}-async"
+    stalls = []
+    for _ in range(3):
+        writer, _ = PEERS[cfg["peer"]](cfg, url, os.environ["AWS_ENDPOINT_URL"])
+        dist.barrier()
+        t0 = time.perf_counter()
+        future = dcp.async_save(state, storage_writer=writer, async_stager=stager)
+        stalls.append(time.perf_counter() - t0)
+        getattr(future, "upload_completion", future).result()
+    if stager is not None:
+        stager.close()
+    return {"stall_s": statistics.median(stalls[1:]), "clone_s": clone_s}
 
 
 def _requests(cfg: dict[str, Any], rank: int) -> int:
@@ -313,7 +356,8 @@ def main() -> None:
                 f"rank {failed} exited {children[failed].returncode}: {outputs[failed][-3000:]}"
             )
         with open(cfg["out"] + ".rank0") as rank0:
-            result["reps"] = json.load(rank0)
+            rank0_result = json.load(rank0)
+        result["reps"], result["async"] = rank0_result["reps"], rank0_result["async"]
         result["proxy_counts"] = dict(proxy.counts)
         result["metadata_gets_per_load"] = proxy.counts.get("metadata_get", 0)
     except Exception as exc:
