@@ -86,6 +86,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.dcp:
         args.sizes = [parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
+        given = "--peers" in " ".join(argv)
+        args.peers = [p.strip() for p in args.peers.split(",") if p.strip()] if given else None
         return args
     args.sizes = [parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
     args.peers = (
@@ -158,7 +160,7 @@ def main(argv: list[str]) -> int:
     if args.dcp:
         import dcp_bench
 
-        return dcp_bench.run(args.sizes, args.quick, args.out)
+        return dcp_bench.run(args.sizes, args.quick, args.out, args.peers)
 
     import boto3
 
@@ -260,6 +262,11 @@ def main(argv: list[str]) -> int:
                     for page in admin.get_paginator("list_objects_v2").paginate(Bucket=bucket):
                         for obj in page.get("Contents", []):
                             admin.delete_object(Bucket=bucket, Key=obj["Key"])
+                    for upload in admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+                        key, upload_id = upload["Key"], upload["UploadId"]
+                        admin.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                    if size >= 256 << 20:
+                        server.reclaim_space()
 
     git = subprocess.run(
         ["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"],

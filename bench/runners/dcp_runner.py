@@ -205,7 +205,8 @@ ASYNC_STAGERS: dict[str, Any] = {"ours-dcp": _our_stager, "s3torch-dcp": lambda:
 
 
 def async_stalls(cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, float]:
-    """How long ``dcp.async_save`` blocks this rank, against a bare clone of its shard (best of 3).
+    """How long ``dcp.async_save`` blocks this rank, against a bare clone of its shard (best of 3, all
+    ranks cloning at once: on a host with fewer cores than ranks a lone clone would be faster).
 
     Three async saves to one prefix, each awaited before the next; the stall is the median of the last
     two (a stager that keeps its buffers, as ours does, pays their first allocation only once).
@@ -215,6 +216,7 @@ def async_stalls(cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, float]
 
     clone_s = float("inf")
     for _ in range(3):
+        dist.barrier()  # every rank clones at once, as every rank stages at once
         t0 = time.perf_counter()
         copy = {key: value.clone() for key, value in state.items()}
         clone_s = min(clone_s, time.perf_counter() - t0)
