@@ -89,7 +89,8 @@ def test_staging_into_reused_buffers_copies_each_tensor_once() -> None:
         staged = stager.stage(state)  # into the first save's buffers
     copies = [event for event in profile.events() if event.name == "aten::copy_"]
     assert len(copies) == 2  # torch's similarity check used to copy every tensor once more
-    assert torch.equal(staged["a"], state["a"]) and torch.equal(staged["b"], state["b"])
+    assert torch.equal(staged["a"], state["a"])
+    assert torch.equal(staged["b"], state["b"])
     stager.close()
 
 

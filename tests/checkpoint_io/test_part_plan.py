@@ -37,7 +37,8 @@ def test_a_26_mib_checkpoint_uploads_as_five_equal_parts(
     sizes = [
         s3_client.head_object(Bucket=bucket, Key=key, PartNumber=n)["ContentLength"] for n in range(1, 6)
     ]
-    assert len(set(sizes[:4])) == 1 and sizes[4] <= sizes[0]
+    assert len(set(sizes[:4])) == 1
+    assert sizes[4] <= sizes[0]
     assert torch.equal(
         S3CheckpointIO(f"s3://{bucket}/run").load_checkpoint(url)["state_dict"]["w"],
         state_of(26)["state_dict"]["w"],

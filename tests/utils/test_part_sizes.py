@@ -118,4 +118,5 @@ def test_an_upload_of_known_size_is_split_into_equal_parts_sent_at_once(
     # 3 parts of ~5.7 MiB, not the ramp's 5 + 10 + 1 MiB, whose 10 MiB part finishes last
     assert fault_proxy.count("UploadPart") == 3
     tail, *full = sorted(stored)  # in the order they were stored
-    assert full[0] == full[1] > tail and sum(stored) == len(data)
+    assert full[0] == full[1] > tail
+    assert sum(stored) == len(data)
