@@ -55,14 +55,14 @@ def write_checkpoint(store: S3Store, checkpoint: Any, url: str) -> TransferStats
         Exception: whatever ``torch.save`` or the upload raised; the upload is aborted then and no
             object appears at ``url``.
     """
-    expected = tensor_bytes(checkpoint)
+    expected = storage_bytes(checkpoint)
     with without_zip_crc32(), store.open_writer(url, expected_size=expected) as writer:
         torch.save(checkpoint, cast(IO[bytes], writer))
     assert writer.stats is not None  # set when the writer closed without an error
     return writer.stats
 
 
-def tensor_bytes(obj: Any) -> int:
+def storage_bytes(obj: Any) -> int:
     """The bytes of the distinct tensor storages in ``obj`` (through dicts, lists and tuples): about
     what ``torch.save`` will write, which lets the upload split it into equal parallel parts."""
     seen: set[int] = set()

@@ -162,7 +162,12 @@ class S3Store:
         return S3Writer(self._transport(), bucket, key, on_progress, expected_size)
 
     def upload_stream(
-        self, stream: IO[bytes], url: str | os.PathLike[str], on_progress: ProgressCallback | None = None
+        self,
+        stream: IO[bytes],
+        url: str | os.PathLike[str],
+        on_progress: ProgressCallback | None = None,
+        *,
+        expected_size: int | None = None,
     ) -> TransferStats:
         """Upload everything readable from ``stream`` (from its current position) to ``url``.
 
@@ -170,6 +175,7 @@ class S3Store:
             stream: a readable binary file object.
             url: the target ``s3://bucket/key``.
             on_progress: told the size of each part once it is stored (:data:`ProgressCallback`).
+            expected_size: about how many bytes the stream holds, if known (see :meth:`open_writer`).
 
         Returns:
             The transfer's statistics.
@@ -177,7 +183,7 @@ class S3Store:
         Raises:
             S3Error: on failure; no object (or the previous one, untouched) is left at ``url``.
         """
-        with self.open_writer(url, on_progress) as writer:
+        with self.open_writer(url, on_progress, expected_size=expected_size) as writer:
             shutil.copyfileobj(stream, writer, _COPY_BLOCK)
         assert writer.stats is not None
         return writer.stats
@@ -228,10 +234,8 @@ class S3Store:
         """
         size = os.path.getsize(path)
         check_object_size(size, self._url_of(url))
-        with open(path, "rb") as stream, self.open_writer(url, on_progress, expected_size=size) as writer:
-            shutil.copyfileobj(stream, writer, _COPY_BLOCK)
-        assert writer.stats is not None
-        return writer.stats
+        with open(path, "rb") as stream:
+            return self.upload_stream(stream, url, on_progress, expected_size=size)
 
     def put_if_unchanged(
         self, url: str | os.PathLike[str], data: bytes | bytearray | memoryview, *, expected_etag: str | None
