@@ -73,6 +73,15 @@ class _S3FabricCheckpoints(_S3ShardedCheckpoints):
             shards[LIGHTNING_STATE_KEY] = buffer.getvalue()
         dcp_save(shards, storage_writer=self._s3_writer(url))
 
+    def _load_with_lightning(
+        self, path: _PATH, state: Module | Optimizer | _State | None, strict: bool, weights_only: bool | None
+    ) -> dict[str, Any]:
+        """Lightning's own load, for a path that is not on S3."""
+        load = cast(Any, super()).load_checkpoint
+        if weights_only is None:  # Lightning 2.4's signature has no weights_only
+            return cast(dict[str, Any], load(path, state, strict))
+        return cast(dict[str, Any], load(path, state, strict, weights_only))
+
     def _restore_rest(
         self, state: _State, raw: bytes, url: str, strict: bool, weights_only: bool | None
     ) -> dict[str, Any]:
@@ -174,9 +183,7 @@ class S3FabricModelParallelStrategy(_S3FabricCheckpoints, ModelParallelStrategy)
         """
         url = self._broadcast_url(path)
         if url is None:
-            if weights_only is None:  # Lightning 2.4's signature has no weights_only
-                return super().load_checkpoint(path, state, strict)
-            return super().load_checkpoint(path, state, strict, weights_only)
+            return self._load_with_lightning(path, state, strict, weights_only)
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_model_state_dict,
@@ -273,9 +280,7 @@ class S3FabricFSDPStrategy(_S3FabricCheckpoints, FSDPStrategy):
         """
         url = self._broadcast_url(path)
         if url is None:
-            if weights_only is None:  # Lightning 2.4's signature has no weights_only
-                return super().load_checkpoint(path, state, strict)
-            return super().load_checkpoint(path, state, strict, weights_only)
+            return self._load_with_lightning(path, state, strict, weights_only)
         from lightning.fabric.strategies.fsdp import _get_sharded_state_dict_context, _has_fsdp_modules
         from torch.distributed.checkpoint.optimizer import load_sharded_optimizer_state_dict
         from torch.distributed.fsdp import FullyShardedDataParallel
