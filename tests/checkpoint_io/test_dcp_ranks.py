@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import pickle
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from checkpoint_io.dcp_rank_targets import COLS, plain_state
+from s3_checkpoint_io.commit_references import read_commit
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
@@ -94,7 +94,7 @@ def test_dcp_rank_failing_mid_save_commits_nothing_and_previous_checkpoint_loads
     assert (tmp_path / "rank0.failed").exists(), results[0].output[-3000:]  # the save raised on rank 0
     assert s3_client.get_object(Bucket=bucket, Key="ckpt/.metadata")["Body"].read() == committed
     # rank 0's finished shard may stay behind, unreferenced, until the next save deletes it
-    save_id = pickle.loads(committed).storage_data.save_id
+    save_id = read_commit(committed, "ckpt/.metadata").save_id
     left = set(object_keys(s3_client, bucket)) - set(before)
     assert all(key.endswith(".distcp") and save_id not in key for key in left)
     if how == "raise":  # a live rank aborts its multipart upload; a killed one cannot

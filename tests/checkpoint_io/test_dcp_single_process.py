@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import re
 from typing import Any
 
@@ -13,7 +12,9 @@ from torch.distributed.checkpoint import DefaultLoadPlanner, DefaultSavePlanner
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.planner import LoadPlan, WriteItem
 
+from s3_checkpoint_io.commit_references import read_commit
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
+from s3_checkpoint_io.dcp._stored_items import CommittedCheckpoint
 from s3_utils import S3ObjectChangedError
 from support.fault_proxy import FaultProxy
 from support.s3_objects import object_keys
@@ -54,15 +55,15 @@ def _assert_state(state: dict[str, Any], expected: dict[str, Any]) -> None:
             assert state[key] == value, key
 
 
-def _metadata(s3_client: Any, bucket: str, key: str) -> Any:
-    return pickle.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+def _commit(s3_client: Any, bucket: str, key: str) -> CommittedCheckpoint:
+    return read_commit(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read(), key)
 
 
 def test_dcp_save_then_load_round_trips_tensors_and_objects(bucket: str, s3_client: Any) -> None:
     url = f"s3://{bucket}/run/step-1"
     dcp.save(_state(1), storage_writer=S3StorageWriter(url))
 
-    commit = _metadata(s3_client, bucket, "run/step-1/.metadata").storage_data
+    commit = _commit(s3_client, bucket, "run/step-1/.metadata")
     (shard,) = commit.shard_names
     assert re.fullmatch(rf"__{commit.save_id}_0_[0-9a-f]{{8}}\.distcp", shard)
     assert object_keys(s3_client, bucket) == ["run/step-1/.metadata", f"run/step-1/{shard}"]
@@ -83,15 +84,15 @@ def test_dcp_checkpoint_id_given_to_dcp_selects_the_s3_storage(bucket: str) -> N
 def test_dcp_overwrite_commits_the_new_save_and_deletes_the_old_shards(bucket: str, s3_client: Any) -> None:
     url = f"s3://{bucket}/ckpt"
     dcp.save(_state(1), storage_writer=S3StorageWriter(url))
-    first = _metadata(s3_client, bucket, "ckpt/.metadata").storage_data
+    first = _commit(s3_client, bucket, "ckpt/.metadata")
 
     dcp.save(_state(2), storage_writer=S3StorageWriter(url))
 
-    commit = _metadata(s3_client, bucket, "ckpt/.metadata").storage_data
+    commit = _commit(s3_client, bucket, "ckpt/.metadata")
     assert commit.save_id != first.save_id
     (shard,) = commit.shard_names
     assert shard.startswith(f"__{commit.save_id}_0_")
-    assert {location.name for location in commit.locations.values()} == set(commit.shard_names)
+    assert {item.name for item in commit.items.values()} == set(commit.shard_names)
     assert object_keys(s3_client, bucket) == ["ckpt/.metadata", f"ckpt/{commit.shard_names[0]}"]
     loaded = _template()
     dcp.load(loaded, storage_reader=S3StorageReader(url))
@@ -184,7 +185,7 @@ def test_dcp_load_reads_only_the_metadata_and_the_shards_it_references(
     dcp.save(_state(1), storage_writer=S3StorageWriter(url))
     stray = f"ckpt/__{'0' * 32}_0_deadbeef.distcp"  # a failed save's leftover, named like a shard
     s3_client.put_object(Bucket=bucket, Key=stray, Body=b"not part of the commit")
-    (shard,) = _metadata(s3_client, bucket, "ckpt/.metadata").storage_data.shard_names
+    (shard,) = _commit(s3_client, bucket, "ckpt/.metadata").shard_names
 
     loaded = _template()
     dcp.load(loaded, storage_reader=S3StorageReader(url, endpoint_url=fault_proxy.url))
@@ -218,7 +219,7 @@ def test_dcp_load_of_part_of_a_shard_reads_only_its_bytes_straight_into_the_tens
         "b": -torch.arange(elements, dtype=torch.float32),
     }
     dcp.save(state, storage_writer=S3StorageWriter(url, chunk_size_MB=5))
-    (shard,) = _metadata(s3_client, bucket, "part/.metadata").storage_data.shard_names
+    (shard,) = _commit(s3_client, bucket, "part/.metadata").shard_names
     shard_size = s3_client.head_object(Bucket=bucket, Key=f"part/{shard}")["ContentLength"]
 
     wanted = {"b": torch.zeros(elements)}

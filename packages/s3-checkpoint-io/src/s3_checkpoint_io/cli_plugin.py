@@ -1,8 +1,8 @@
 """The ``s3ckpt`` plugin: what the CLI in s3-utils cannot do without torch.
 
 Registered in the ``s3ckpt.plugins`` entry-point group, so ``s3ckpt verify`` also checks that a
-checkpoint loads, ``verify``, ``cp`` and ``cleanup`` read which shards a sharded checkpoint's commit
-references, and ``s3ckpt bench --torch`` times a real ``S3CheckpointIO`` save and load.
+checkpoint loads, ``verify``, ``cp``, ``cleanup`` and ``ls`` read which shards (and tensors) a sharded
+checkpoint's commit references, and ``s3ckpt bench --torch`` times a real ``S3CheckpointIO`` save and load.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 
 from s3_checkpoint_io._loading import load_from_buffer
 from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
-from s3_checkpoint_io.commit_references import shard_extents
+from s3_checkpoint_io.commit_references import read_commit, shard_extents
 from s3_dirpath_utils import join_s3_url
-from s3_utils.cli.plugins import SaveLoadTiming
+from s3_utils.cli.plugins import CommitSummary, SaveLoadTiming, TensorInfo
 from s3_utils.cli.tuning import Recommendation
 
 MiB = 1024 * 1024
@@ -97,6 +97,26 @@ class TorchCheckpointPlugin:
             CorruptCheckpointError: if the bytes are not a commit ``S3StorageWriter`` wrote.
         """
         return shard_extents(commit, url)
+
+    def describe_commit(self, commit: bytearray, url: str) -> CommitSummary:
+        """A sharded checkpoint's layout, save, shards and tensors, from its commit alone (one GET).
+
+        Args:
+            commit: the commit object's bytes.
+            url: where it came from, for messages.
+
+        Returns:
+            The summary; tensors in name order, each with its global shape.
+
+        Raises:
+            CorruptCheckpointError: if the bytes are not DCP metadata this package reads.
+        """
+        checkpoint = read_commit(commit, url)
+        tensors = [
+            TensorInfo(name, str(dtype).removeprefix("torch."), shape, nbytes)
+            for name, dtype, shape, nbytes in checkpoint.tensors()
+        ]
+        return CommitSummary(checkpoint.kind, checkpoint.save_id, checkpoint.extents(), tensors)
 
     def bench_save_load(self, prefix_url: str, size_MB: int, settings: Recommendation) -> SaveLoadTiming:
         """Save a random state dict of about ``size_MB`` MiB through ``S3CheckpointIO`` and load it back.

@@ -35,3 +35,7 @@ class CorruptCheckpointError(CheckpointIOError, ValueError):
 
 class WeightsOnlyLoadError(CheckpointIOError, pickle.UnpicklingError):
     """``weights_only=True`` refused the checkpoint because it holds objects that need full unpickling."""
+
+
+class CheckpointExistsError(CheckpointIOError, FileExistsError):
+    """A save was asked not to overwrite, and a checkpoint is already committed where it would go."""

@@ -100,6 +100,15 @@ class CheckpointLayout:
             raise ValueError(f"{what} {url!r} names a bucket only: add a prefix, e.g. {url}/step-100")
         return cls(url)
 
+    @classmethod
+    def is_valid(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        """Whether :meth:`parse` takes ``checkpoint_id``."""
+        try:
+            cls.parse(checkpoint_id, "checkpoint_id")
+        except ValueError:
+            return False
+        return True
+
     @property
     def metadata_url(self) -> str:
         """The commit object's URL."""

@@ -1,7 +1,9 @@
 """Copy the items of a load plan out of the shard objects they live in, into the destination state.
 
-Only the bytes the plan needs are read. Each item's bytes are a span of its shard object (a resharded
-tensor piece: from its first to its last element). Large tensor spans whose destination is a
+Only the bytes the plan needs are read. Each item's bytes are a span of its shard object: for a
+tensor whose raw elements' offset the commit records, from its first to its last needed element (a
+resharded piece); for a ``torch.save`` stream of a stock checkpoint, the whole stream, loaded with
+``torch.load`` as torch's own reader does. Large tensor spans whose destination is a
 contiguous CPU tensor of the same type are read straight into it; the other spans are merged, when
 they lie close together in one object, into buffered reads of at most one chunk that are copied out.
 Every read is cut into chunk-sized ranged GETs, run in offset order within each object and
@@ -27,8 +29,8 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlanner, ReadItem
 
 from s3_checkpoint_io.dcp._layout import CheckpointLayout
-from s3_checkpoint_io.dcp._records import ShardLocation
 from s3_checkpoint_io.dcp._shard_writer import tensor_bytes
+from s3_checkpoint_io.dcp._stored_items import StoredItem
 from s3_utils import S3Store
 from s3_utils.download import chunk_ranges
 
@@ -43,10 +45,15 @@ class _Span:
     """One item and the bytes of its shard object it needs."""
 
     item: ReadItem
-    location: ShardLocation
+    location: StoredItem
     start: int
     end: int
     target: torch.Tensor | None = None  # set when read straight into the destination
+
+    @property
+    def is_stream(self) -> bool:
+        """A tensor read as its whole ``torch.save`` stream (its raw offset is not recorded)."""
+        return self.location.is_tensor and self.location.raw_offset is None
 
 
 @dataclass
@@ -66,7 +73,7 @@ def read_items(
     store: S3Store,
     layout: CheckpointLayout,
     items: Sequence[ReadItem],
-    locations: Mapping[MetadataIndex, ShardLocation],
+    locations: Mapping[MetadataIndex, StoredItem],
     planner: LoadPlanner,
 ) -> int:
     """Read the bytes ``items`` need from their shard objects and fill every item.
@@ -127,13 +134,15 @@ def _interleaved(reads: list[_Read]) -> list[_Read]:
     return [read for row in rows for read in row if read is not None]
 
 
-def _span_of(item: ReadItem, location: ShardLocation) -> _Span:
-    """The bytes of its object that ``item`` needs: a byte-io item's whole stream, or for a tensor
-    piece the bytes from its first to its last element (row-major)."""
-    if item.type == LoadItemType.BYTE_IO or location.length == 0:
-        return _Span(item, location, location.offset, location.offset + location.length)
+def _span_of(item: ReadItem, location: StoredItem) -> _Span:
+    """The bytes of its object that ``item`` needs: a byte-io item's or a tensor stream's whole bytes,
+    or for a tensor piece whose raw elements are located the bytes from its first to its last element
+    (row-major)."""
+    if item.type == LoadItemType.BYTE_IO or location.raw_offset is None or location.length == 0:
+        return _Span(item, location, location.offset, location.end)
     assert location.shape is not None, "a tensor's location records its shape"
     assert location.dtype is not None, "a tensor's location records its dtype"
+    base = location.raw_offset
     shape = location.shape
     strides = [math.prod(shape[dim + 1 :]) for dim in range(len(shape))]
     first = sum(start * stride for start, stride in zip(item.storage_offsets, strides, strict=True))
@@ -142,16 +151,16 @@ def _span_of(item: ReadItem, location: ShardLocation) -> _Span:
         for start, length, stride in zip(item.storage_offsets, item.lengths, strides, strict=True)
     )
     if any(length == 0 for length in item.lengths):
-        return _Span(item, location, location.offset, location.offset)
-    element = torch.empty((), dtype=location.dtype).element_size()
-    return _Span(item, location, location.offset + first * element, location.offset + (last + 1) * element)
+        return _Span(item, location, base, base)
+    element = location.dtype.itemsize
+    return _Span(item, location, base + first * element, base + (last + 1) * element)
 
 
 def _direct_target(span: _Span, planner: LoadPlanner) -> torch.Tensor | None:
     """The destination tensor, if ``span`` can be read straight into it: a large, gap-free tensor
     piece whose destination is a contiguous CPU tensor of the stored type and the piece's shape."""
     location = span.location
-    if span.item.type == LoadItemType.BYTE_IO or span.end - span.start < DIRECT_MIN_BYTES:
+    if span.item.type == LoadItemType.BYTE_IO or span.is_stream or span.end - span.start < DIRECT_MIN_BYTES:
         return None
     target = planner.resolve_tensor(span.item).detach()
     fits = (
@@ -222,7 +231,11 @@ def _fill(span: _Span, buffer: memoryview, buffer_start: int, planner: LoadPlann
     assert location.shape is not None, "a tensor's location records its shape"
     assert location.dtype is not None, "a tensor's location records its dtype"
     lengths = tuple(item.lengths)
-    if len(data) == 0:
+    if span.is_stream:
+        stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        for dim, (start, length) in enumerate(zip(item.storage_offsets, item.lengths, strict=True)):
+            stored = stored.narrow(dim, start, length)
+    elif len(data) == 0:
         stored = torch.empty(lengths, dtype=location.dtype)
     else:
         strides = tuple(math.prod(location.shape[dim + 1 :]) for dim in range(len(location.shape)))

@@ -17,18 +17,21 @@ from torch.futures import Future
 from s3_checkpoint_io.dcp._broadcast import current_load_group, read_once
 from s3_checkpoint_io.dcp._layout import CheckpointLayout
 from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
-from s3_checkpoint_io.dcp._records import CommitRecord
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_reader import read_items
+from s3_checkpoint_io.dcp._stored_items import CommittedCheckpoint, committed_checkpoint
 from s3_checkpoint_io.errors import CorruptCheckpointError
-from s3_dirpath_utils import is_s3_url
 from s3_utils import S3ClientConfig, S3NotFoundError, S3ObjectChangedError
 
 log = logging.getLogger(__name__)
 
 
 class S3StorageReader(StorageReader):
-    """A DCP ``StorageReader`` for checkpoints that :class:`S3StorageWriter` committed.
+    """A DCP ``StorageReader`` for every DCP checkpoint on S3.
+
+    It loads what :class:`S3StorageWriter` writes (and wrote in its first release), and stock DCP
+    checkpoints: torch's ``FileSystemWriter`` output uploaded to S3 (``s3ckpt cp``), torch's
+    ``FsspecWriter`` over s3fs, and s3torchconnector's ``S3StorageWriter``.
 
     The coordinator of the load GETs ``<prefix>/.metadata`` once and broadcasts it over the process
     group ``dcp.load`` uses (one GET per load, not one per rank; see ``docs/sharded.md`` for when every
@@ -74,7 +77,7 @@ class S3StorageReader(StorageReader):
             client_config=client_config,
         )
         self._layout: CheckpointLayout | None = None
-        self._commit: CommitRecord | None = None
+        self._commit: CommittedCheckpoint | None = None
         self.bytes_read = 0
         """Shard bytes this rank downloaded in its last ``read_data`` (the metadata not counted)."""
         self.reset(checkpoint_id)
@@ -97,7 +100,7 @@ class S3StorageReader(StorageReader):
         return self._layout
 
     @property
-    def commit(self) -> CommitRecord:
+    def commit(self) -> CommittedCheckpoint:
         """The commit read by :meth:`read_metadata` or given to :meth:`set_up_storage_reader`."""
         if self._commit is None:
             raise ValueError("S3StorageReader has read no metadata yet: load through dcp.load")
@@ -117,23 +120,18 @@ class S3StorageReader(StorageReader):
 
         Raises:
             S3NotFoundError: if nothing was committed at the prefix (no ``.metadata`` object).
-            CorruptCheckpointError: if the object is not metadata that :class:`S3StorageWriter` wrote.
+            CorruptCheckpointError: if the object is not DCP metadata whose items this reader can find.
         """
         raw = read_once(self._download_metadata, current_load_group())
         try:
             metadata = pickle.loads(raw)
         except Exception as exc:
             raise CorruptCheckpointError(
-                f"{self.layout.metadata_url} is not readable DCP metadata ({exc}); was it written by "
-                "S3StorageWriter?"
+                f"{self.layout.metadata_url} is not readable DCP metadata ({type(exc).__name__}: {exc}); "
+                "is this prefix a DCP checkpoint?"
             ) from exc
-        if not isinstance(metadata, Metadata) or not isinstance(metadata.storage_data, CommitRecord):
-            raise CorruptCheckpointError(
-                f"{self.layout.metadata_url} holds no S3StorageWriter commit record; checkpoints "
-                "written by other DCP writers need their own reader"
-            )
-        self._commit = metadata.storage_data
-        return metadata
+        self._commit = committed_checkpoint(metadata, self.layout.metadata_url)
+        return metadata  # type: ignore[no-any-return]
 
     def _download_metadata(self) -> bytearray:
         """GET the metadata object with a store of this reader's settings.
@@ -153,14 +151,12 @@ class S3StorageReader(StorageReader):
     def set_up_storage_reader(
         self, metadata: Metadata, is_coordinator: bool, *args: object, **kwargs: object
     ) -> None:
-        """Take the commit record from ``metadata``.
+        """Find where every item of ``metadata`` is stored.
 
         Raises:
-            CorruptCheckpointError: if ``metadata`` was not written by :class:`S3StorageWriter`.
+            CorruptCheckpointError: if ``metadata`` does not say where its items are.
         """
-        if not isinstance(metadata.storage_data, CommitRecord):
-            raise CorruptCheckpointError("the metadata holds no S3StorageWriter commit record")
-        self._commit = metadata.storage_data
+        self._commit = committed_checkpoint(metadata, self.layout.metadata_url)
 
     def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
         """Nothing to add locally."""
@@ -196,7 +192,7 @@ class S3StorageReader(StorageReader):
             )
         started = time.monotonic()
         with self.settings.open_store() as store:
-            size = read_items(store, self.layout, plan.items, self.commit.locations, planner)
+            size = read_items(store, self.layout, plan.items, self.commit.items, planner)
         self.bytes_read = size
         seconds = time.monotonic() - started
         mib = size / 2**20
@@ -213,5 +209,5 @@ class S3StorageReader(StorageReader):
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
-        """True for an ``s3://`` URL (DCP picks this reader for it)."""
-        return is_s3_url(checkpoint_id)
+        """True for the ``s3://bucket/prefix`` URLs this reader takes (DCP picks it for them)."""
+        return CheckpointLayout.is_valid(checkpoint_id)

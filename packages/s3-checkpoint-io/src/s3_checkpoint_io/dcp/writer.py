@@ -23,10 +23,11 @@ from s3_checkpoint_io.dcp._layout import (
     shard_name,
 )
 from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
-from s3_checkpoint_io.dcp._records import CommitRecord, RankTarget, ShardLocation
+from s3_checkpoint_io.dcp._records import RankTarget
 from s3_checkpoint_io.dcp._settings import StoreSettings
-from s3_checkpoint_io.dcp._shard_writer import expected_shard_bytes, write_items
-from s3_dirpath_utils import is_s3_url
+from s3_checkpoint_io.dcp._shard_writer import WrittenItem, expected_shard_bytes, write_items
+from s3_checkpoint_io.dcp._stored_items import storage_meta_with_layout
+from s3_checkpoint_io.errors import CheckpointExistsError
 from s3_utils import S3ClientConfig, S3Error, S3NotFoundError, S3ObjectChangedError, S3Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ class S3StorageWriter(StorageWriter):
     coordinator PUTs ``<prefix>/.metadata``, which names the save id and its shard objects: that
     single PUT is the commit, so a reader sees the previous checkpoint or the new one, never a mix.
     Then it deletes every other shard object under the prefix. One save at a time per prefix.
+
+    The checkpoint is torch's own DCP layout (``.metadata`` is torch's ``Metadata`` with a
+    ``_StorageInfo`` per item, tensors encoded as ``torch.save`` streams): a copy on local disk loads with
+    torch's ``FileSystemReader`` and converts with ``dcp_to_torch_save``, s3torchconnector's reader
+    loads it from S3, and unpickling the metadata needs only torch.
 
     Args:
         checkpoint_id: ``s3://bucket/prefix`` of the checkpoint; or pass it to ``dcp.save``.
@@ -56,6 +62,10 @@ class S3StorageWriter(StorageWriter):
             S3 can spread very many ranks over 256 partitions. The coordinator warns
             (``S3RequestRateWarning``) when the ranks writing under one prefix times
             ``max_concurrency`` can exceed S3's 3,500 PUT/s per prefix.
+        overwrite: if False, refuse (``CheckpointExistsError``, before any shard is written) to save
+            where a checkpoint is already committed; the commit PUT is then ``If-None-Match: *``, so a
+            save racing to the same empty prefix also loses. True (the default, as torch's
+            ``FileSystemWriter``) replaces a committed checkpoint in one step.
 
     Raises:
         ValueError: if ``checkpoint_id`` is not an ``s3://bucket/prefix`` URL or a setting is invalid.
@@ -72,8 +82,10 @@ class S3StorageWriter(StorageWriter):
         profile: str | None = None,
         client_config: S3ClientConfig | None = None,
         key_prefix_strategy: str = "flat",
+        overwrite: bool = True,
     ) -> None:
         super().__init__()
+        self.overwrite = overwrite
         self.key_prefix_strategy = check_key_prefix_strategy(key_prefix_strategy)
         self.settings = StoreSettings.build(
             chunk_size_MB=chunk_size_MB,
@@ -134,6 +146,12 @@ class S3StorageWriter(StorageWriter):
         )
         self._save_id = new_save_id()
         self._committed_etag = self._read_committed_etag()
+        if self._committed_etag is not None and not self.overwrite:
+            raise CheckpointExistsError(
+                f"{self.layout.prefix_url} already holds a committed checkpoint and this S3StorageWriter has "
+                "overwrite=False: save to another checkpoint_id, delete it first (s3ckpt rm), or pass "
+                "overwrite=True"
+            )
         return [
             dataclasses.replace(plan, storage_data=RankTarget(self._save_id, rank))
             for rank, plan in enumerate(plans)
@@ -187,11 +205,11 @@ class S3StorageWriter(StorageWriter):
             raise ValueError(
                 "S3StorageWriter.finish ran without prepare_global_plan: call it through dcp.save"
             )
-        locations: dict[object, ShardLocation] = {}
+        written: dict[object, WrittenItem] = {}
         for rank_results in results:
             for result in rank_results:
-                locations[result.index] = result.storage_data
-        names = tuple(sorted({location.name for location in locations.values()}))
+                written[result.index] = result.storage_data
+        names = tuple(sorted({item.info.relative_path for item in written.values()}))
         stale = [name for name in names if save_id_of(name) != self._save_id]
         if stale:
             raise ValueError(
@@ -199,7 +217,14 @@ class S3StorageWriter(StorageWriter):
                 f"{self.layout.prefix_url}; DCP's plan caching (enable_plan_caching=True) replays old plans "
                 "and is not supported: create the planner without it"
             )
-        metadata.storage_data = CommitRecord(self._save_id, names, locations)  # type: ignore[arg-type]
+        raw_offsets: dict[str, dict[int, int]] = {}
+        for item in written.values():
+            if item.raw_offset is not None:
+                raw_offsets.setdefault(item.info.relative_path, {})[item.info.offset] = item.raw_offset
+        metadata.storage_data = {index: item.info for index, item in written.items()}
+        metadata.storage_meta = storage_meta_with_layout(
+            metadata.storage_meta or self.storage_meta(), self._save_id, raw_offsets
+        )
         with self.settings.open_store() as store:
             try:
                 store.put_if_unchanged(
@@ -259,5 +284,5 @@ class S3StorageWriter(StorageWriter):
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
-        """True for an ``s3://`` URL (DCP picks this writer for it)."""
-        return is_s3_url(checkpoint_id)
+        """True for the ``s3://bucket/prefix`` URLs this writer takes (DCP picks it for them)."""
+        return CheckpointLayout.is_valid(checkpoint_id)

@@ -97,6 +97,68 @@ class ShardedCheckpointPlugin(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor a checkpoint stores, as ``s3ckpt ls --tensors`` lists it.
+
+    Attributes:
+        name: its key (nested keys joined with ``.``).
+        dtype: its element type, as torch names it (``"float32"``).
+        shape: the whole tensor's shape (a sharded tensor: the global shape).
+        nbytes: the whole tensor's bytes.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class CommitSummary:
+    """What a sharded checkpoint's ``.metadata`` says, read by a plugin.
+
+    Attributes:
+        kind: which writer's layout it is (``"s3-checkpoint-io"``, ``"s3-checkpoint-io (format 1)"``,
+            ``"torch DCP"`` for torch's, fsspec's and s3torchconnector's writers).
+        save_id: the save it commits, where the layout records one.
+        extents: ``{shard object name under the prefix: bytes of it the checkpoint uses}``.
+        tensors: every tensor it stores, by name.
+    """
+
+    kind: str
+    save_id: str | None
+    extents: dict[str, int]
+    tensors: list[TensorInfo]
+
+
+@runtime_checkable
+class CommitReaderPlugin(Protocol):
+    """What a plugin provides to describe a sharded checkpoint's commit (optional, like the one above)."""
+
+    name: str
+
+    def describe_commit(self, commit: bytearray, url: str) -> CommitSummary:
+        """The layout, save, shard extents and tensors of a commit.
+
+        Args:
+            commit: the commit object's bytes.
+            url: where it came from, for messages.
+
+        Raises:
+            Exception: if the bytes are not a commit the plugin understands.
+        """
+        ...
+
+
+def commit_reader(plugins: list[CliPlugin]) -> CommitReaderPlugin | None:
+    """The first of ``plugins`` that describes sharded-checkpoint commits, if any."""
+    for plugin in plugins:
+        if isinstance(plugin, CommitReaderPlugin):
+            return plugin
+    return None
+
+
 def sharded_plugin(plugins: list[CliPlugin]) -> ShardedCheckpointPlugin | None:
     """The first of ``plugins`` that reads sharded-checkpoint commits, if any."""
     for plugin in plugins:
