@@ -100,10 +100,11 @@ def test_an_item_written_through_a_dcp_extension_is_refused_by_name(bucket: str,
     for index, info in list(metadata.storage_data.items()):
         metadata.storage_data[index] = dataclasses.replace(info, transform_descriptors=["zstd"])
 
-    with pytest.raises(CorruptCheckpointError, match=r"w was written through DCP storage extensions \['zstd'\]"):
+    extension = r"w was written through DCP storage extensions \['zstd'\]"
+    with pytest.raises(CorruptCheckpointError, match=extension):
         committed_checkpoint(metadata, "s3://b/ckpt/.metadata")
 
 
 def test_metadata_that_is_not_dcp_metadata_is_refused_saying_so() -> None:
-    with pytest.raises(CorruptCheckpointError, match="is not DCP metadata .* holds a dict"):
+    with pytest.raises(CorruptCheckpointError, match=r"is not DCP metadata .* holds a dict"):
         committed_checkpoint({"state_dict": {}}, "s3://b/x/.metadata")
