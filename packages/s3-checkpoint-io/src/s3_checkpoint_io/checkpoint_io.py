@@ -48,7 +48,8 @@ class S3CheckpointIO(CheckpointIO):
     previous best is never deleted before the new one is in S3, and it is skipped if such a save fails.
     A background failure is logged at once and raised at the next ``save_checkpoint``,
     ``remove_checkpoint``, ``wait_for_saves`` or ``teardown``. Pending saves finish before the
-    interpreter exits; a forked child starts with no pending saves of its own.
+    interpreter exits; a forked child starts with no pending saves of its own, and so does a pickled
+    copy (``strategy="ddp_spawn"`` sends one to each process), which keeps only the configuration.
 
     Loading is one HEAD plus parallel ranged GETs into an in-memory file that ``torch.load`` maps
     (``mmap=True``); each storage is copied out and its pages freed as it is reached, so a load needs
@@ -117,11 +118,32 @@ class S3CheckpointIO(CheckpointIO):
         self._read_transfer = TransferConfig(
             chunk_size_MB=chunk_size_MB, max_concurrency=max_read_concurrency
         )
-        self._saver = AsyncSaver(max_pending_saves)
-        self._history: collections.deque[SaveStats] = collections.deque(maxlen=history_size)
+        self._start_runtime()
+
+    def _start_runtime(self) -> None:
+        # Everything but the configuration: what a new object, or one just unpickled, starts with.
+        self._saver = AsyncSaver(self.settings.max_pending_saves)
+        self._history: collections.deque[SaveStats] = collections.deque(maxlen=self.settings.history_size)
         self._saves_started = 0
         self._start_fresh()
         start_fresh_after_fork(self, S3CheckpointIO._start_fresh)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The configuration only, for ``pickle`` (``ddp_spawn`` sends the plugin to each process).
+
+        Locks, clients, buffers, the background saver, the upload process and the save history belong
+        to this object; a copy starts fresh, with no pending saves, and ``self`` keeps its own.
+        Explicit credentials in ``client_config`` travel with the copy, as the copy needs them.
+        """
+        state = self.__dict__.copy()
+        for name in _RUNTIME_ATTRIBUTES:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the configuration from :meth:`__getstate__` and start fresh runtime state."""
+        self.__dict__.update(state)
+        self._start_runtime()
 
     def _start_fresh(self) -> None:
         # Also what a forked child runs (the saver resets itself): the parent's clients, their
@@ -472,6 +494,19 @@ class S3CheckpointIO(CheckpointIO):
         self._store(write=True).delete(url)
         log.debug("removed checkpoint %s", url)
 
+
+_RUNTIME_ATTRIBUTES = (
+    "_saver",
+    "_history",
+    "_saves_started",
+    "_stores_lock",
+    "_write_store",
+    "_read_store",
+    "_buffers",
+    "_history_lock",
+    "_upload_process",
+)
+"""What ``__getstate__`` leaves out: state of one live object, rebuilt by ``_start_runtime``."""
 
 _LOCAL_HINT = "for local paths use Lightning's TorchCheckpointIO (the default) instead"
 
