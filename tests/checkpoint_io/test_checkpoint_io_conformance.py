@@ -5,11 +5,15 @@ Against the real S3 server, and a real two-process ``Trainer.fit`` where the con
 
 from __future__ import annotations
 
+import pathlib
 import pickle
 from typing import Any
 
-from checkpoint_io.s3_helpers import state
-from s3_checkpoint_io import S3CheckpointIO
+import pytest
+
+from checkpoint_io.lit_helpers import TinyModel, assert_same, data, trainer
+from checkpoint_io.s3_helpers import keys, state
+from s3_checkpoint_io import S3CheckpointIO, S3ModelCheckpoint
 from s3_utils import S3ClientConfig
 
 # -- pickling, and ddp_spawn ----------------------------------------------------------------------------
@@ -58,3 +62,43 @@ def test_a_pickled_copy_keeps_the_settings_and_starts_fresh(s3_server: Any, buck
             copy.teardown()
     finally:
         io.teardown()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("async_checkpointing", [False, True], ids=["sync", "async"])
+def test_ddp_spawn_fit_saves_to_s3_and_hands_the_final_weights_back(
+    s3_server: Any, bucket: str, s3_client: Any, tmp_path: pathlib.Path, async_checkpointing: bool
+) -> None:
+    # Each spawned rank unpickles the plugin; the AWS_* variables of the s3_server fixture reach them
+    # through the environment they inherit.
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=async_checkpointing)
+    callback = S3ModelCheckpoint(
+        f"s3://{bucket}/run", filename="{step}", every_n_train_steps=2, save_top_k=-1
+    )
+    model = TinyModel()
+    fit = trainer(
+        plugins=[io],
+        callbacks=[callback],
+        max_steps=2,
+        max_epochs=1,
+        root=str(tmp_path),
+        strategy="ddp_spawn",
+        devices=2,
+    )
+    fit.fit(model, data())  # 4 batches over 2 ranks: 2 steps, one checkpoint
+
+    assert keys(s3_client, bucket) == {"run/step=2.ckpt"}
+    checkpoint = io.load_checkpoint(f"s3://{bucket}/run/step=2.ckpt")
+    assert checkpoint["global_step"] == 2
+    # ddp_spawn handed the trained weights back to this process through the plugin's local hand-off
+    assert_same(model.state_dict(), checkpoint["state_dict"], "state_dict")
+    io.teardown()
+
+
+def test_any_other_local_path_is_still_refused(s3_server: Any, bucket: str, tmp_path: pathlib.Path) -> None:
+    io = S3CheckpointIO(f"s3://{bucket}/run")
+    with pytest.raises(ValueError, match="TorchCheckpointIO"):
+        io.save_checkpoint(state(), tmp_path / ".temp.ckpt")  # not in a folder of its own under /tmp
+    with pytest.raises(ValueError, match="TorchCheckpointIO"):
+        io.load_checkpoint(str(tmp_path / "a.ckpt"))

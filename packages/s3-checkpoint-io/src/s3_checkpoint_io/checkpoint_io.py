@@ -13,6 +13,7 @@ from typing import Any
 
 from lightning.fabric.plugins import CheckpointIO
 
+from s3_checkpoint_io import _spawn_handoff
 from s3_checkpoint_io._async_saver import AsyncSaver
 from s3_checkpoint_io._compat import override
 from s3_checkpoint_io._config import CheckpointIOSettings
@@ -213,7 +214,8 @@ class S3CheckpointIO(CheckpointIO):
 
         Args:
             checkpoint: the state to save.
-            path: an ``s3://bucket/key`` URL.
+            path: an ``s3://bucket/key`` URL (or the local file ``ddp_spawn`` hands its final weights
+                over in, which Lightning's ``TorchCheckpointIO`` writes).
             storage_options: not supported; must be None.
 
         Raises:
@@ -229,6 +231,10 @@ class S3CheckpointIO(CheckpointIO):
                 "`Trainer.save_checkpoint(..., storage_options=...)` with `storage_options` arg is not "
                 f"supported for `{type(self).__name__}`; subclass it to define how to use them"
             )
+        handoff = _spawn_handoff.handoff_path(path)
+        if handoff is not None:  # ddp_spawn handing the final weights to the main process
+            _spawn_handoff.save(checkpoint, handoff)
+            return
         url = _as_url(path)
         self._saver.raise_failures()
         started = time.perf_counter()
@@ -279,7 +285,8 @@ class S3CheckpointIO(CheckpointIO):
         origin you do not trust.
 
         Args:
-            path: an ``s3://bucket/key`` URL.
+            path: an ``s3://bucket/key`` URL (or ``ddp_spawn``'s local hand-off file, which Lightning's
+                ``TorchCheckpointIO`` reads).
             map_location: as for ``torch.load``; None loads every tensor onto the CPU, as Lightning's
                 ``TorchCheckpointIO`` does.
             weights_only: as for ``torch.load``; None uses torch's default (True since torch 2.6).
@@ -292,6 +299,9 @@ class S3CheckpointIO(CheckpointIO):
             CorruptCheckpointError: if the object is not a readable torch checkpoint.
             WeightsOnlyLoadError: if ``weights_only`` loading refused an object in it.
         """
+        handoff = _spawn_handoff.handoff_path(path)
+        if handoff is not None:  # ddp_spawn handing the final weights to the main process
+            return _spawn_handoff.load(handoff, map_location, weights_only)
         url = _as_url(path)
         if url in self._saver.pending_saves():
             self._saver.wait()
@@ -353,11 +363,16 @@ class S3CheckpointIO(CheckpointIO):
         (with a warning) if one of them fails, so the checkpoint it replaces stays.
 
         Args:
-            path: an ``s3://bucket/key`` URL.
+            path: an ``s3://bucket/key`` URL (or ``ddp_spawn``'s local hand-off file, which Lightning's
+                ``TorchCheckpointIO`` removes).
 
         Raises:
             BackgroundSaveError: if an earlier asynchronous save or removal failed.
         """
+        handoff = _spawn_handoff.handoff_path(path)
+        if handoff is not None:  # ddp_spawn handing the final weights to the main process
+            _spawn_handoff.remove(handoff)
+            return
         url = _as_url(path)
         self._saver.raise_failures()
         if self.settings.async_checkpointing:
