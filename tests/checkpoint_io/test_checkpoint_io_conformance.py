@@ -14,7 +14,7 @@ import pytest
 from checkpoint_io.lit_helpers import TinyModel, assert_same, data, trainer
 from checkpoint_io.s3_helpers import keys, state
 from s3_checkpoint_io import S3CheckpointIO, S3ModelCheckpoint
-from s3_utils import S3ClientConfig
+from s3_utils import S3ClientConfig, S3NotFoundError
 
 # -- pickling, and ddp_spawn ----------------------------------------------------------------------------
 
@@ -102,3 +102,37 @@ def test_any_other_local_path_is_still_refused(s3_server: Any, bucket: str, tmp_
         io.save_checkpoint(state(), tmp_path / ".temp.ckpt")  # not in a folder of its own under /tmp
     with pytest.raises(ValueError, match="TorchCheckpointIO"):
         io.load_checkpoint(str(tmp_path / "a.ckpt"))
+
+
+# -- exists ---------------------------------------------------------------------------------------------
+
+
+def test_exists_is_false_only_for_a_missing_object_and_raises_for_a_missing_bucket(
+    s3_server: Any, bucket: str
+) -> None:
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5)
+    try:
+        assert io.exists(f"s3://{bucket}/run/a.ckpt") is False
+        io.save_checkpoint(state(), f"s3://{bucket}/run/a.ckpt")
+        assert io.exists(f"s3://{bucket}/run/a.ckpt") is True
+
+        missing = f"missing-{bucket}"
+        with pytest.raises(
+            S3NotFoundError, match=f"bucket '{missing}' does not exist.*check the bucket"
+        ) as caught:
+            S3CheckpointIO(f"s3://{missing}/run").exists(f"s3://{missing}/run/a.ckpt")
+        assert caught.value.code == "NoSuchBucket"
+        assert caught.value.bucket == missing
+    finally:
+        io.teardown()
+
+
+def test_load_from_a_missing_bucket_names_the_bucket_not_a_missing_checkpoint(
+    s3_server: Any, bucket: str
+) -> None:
+    missing = f"missing-{bucket}"
+    io = S3CheckpointIO(f"s3://{missing}/run")
+    with pytest.raises(S3NotFoundError, match=f"bucket '{missing}' does not exist"):
+        io.load_checkpoint(f"s3://{missing}/run/a.ckpt")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        S3CheckpointIO(f"s3://{bucket}/run").load_checkpoint(f"s3://{bucket}/run/a.ckpt")

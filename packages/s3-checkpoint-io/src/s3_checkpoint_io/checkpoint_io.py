@@ -25,7 +25,7 @@ from s3_checkpoint_io._stats import MiB, SaveStats
 from s3_checkpoint_io._upload_process import UploadProcess, upload_process_supported
 from s3_checkpoint_io._upload_worker import write_checkpoint
 from s3_dirpath_utils import normalize_s3_url, require_s3_url
-from s3_utils import ObjectInfo, S3ClientConfig, S3Store, TransferConfig, TransferStats
+from s3_utils import ObjectInfo, S3ClientConfig, S3NotFoundError, S3Store, TransferConfig, TransferStats
 from s3_utils.checkpoint_names import parse_prefix_with_step
 
 log = logging.getLogger(__name__)
@@ -296,6 +296,7 @@ class S3CheckpointIO(CheckpointIO):
 
         Raises:
             FileNotFoundError: if there is no object at ``path``.
+            S3NotFoundError: (also a ``FileNotFoundError``) if the bucket does not exist.
             CorruptCheckpointError: if the object is not a readable torch checkpoint.
             WeightsOnlyLoadError: if ``weights_only`` loading refused an object in it.
         """
@@ -310,7 +311,9 @@ class S3CheckpointIO(CheckpointIO):
             checkpoint, size, download_s = self._download_and_load(
                 url, "cpu" if map_location is None else map_location, weights_only
             )
-        except FileNotFoundError as exc:
+        except S3NotFoundError as exc:
+            if exc.code == "NoSuchBucket":
+                raise  # its message names the bucket: not a missing checkpoint
             raise FileNotFoundError(f"checkpoint not found: no object at {url}") from exc
         log.info(
             "loaded %s: %d bytes, download %.3fs (%.1f MiB/s), total %.3fs",
@@ -440,15 +443,19 @@ class S3CheckpointIO(CheckpointIO):
     # -- helpers for S3ModelCheckpoint ---------------------------------------------------------------
 
     def exists(self, path: PathLike) -> bool:
-        """Whether a checkpoint is at ``path`` or its asynchronous save is still on its way."""
+        """Whether a checkpoint is at ``path`` or its asynchronous save is still on its way.
+
+        Only a missing object is False: a missing bucket is an error, as for :meth:`S3Store.exists`.
+
+        Raises:
+            ValueError: if ``path`` is not a valid S3 URL.
+            S3NotFoundError: if the bucket does not exist (naming it, and the endpoint to check).
+            S3Error: on any other failure (access denied, endpoint not answering, ...).
+        """
         url = _as_url(path)
         if url in self._saver.pending_saves():
             return True
-        try:
-            self._store(write=False).head(url)
-        except FileNotFoundError:
-            return False
-        return True
+        return self._store(write=False).exists(url)
 
     def list_objects(self, prefix: PathLike) -> Iterator[ObjectInfo]:
         """Every object whose URL starts with ``prefix``, streamed page by page."""
