@@ -10,11 +10,23 @@ import pickle
 from typing import Any
 
 import pytest
+import torch
 
 from checkpoint_io.lit_helpers import TinyModel, assert_same, data, trainer
 from checkpoint_io.s3_helpers import keys, state
 from s3_checkpoint_io import S3CheckpointIO, S3ModelCheckpoint
 from s3_utils import S3ClientConfig, S3NotFoundError
+
+MODES = pytest.mark.parametrize(
+    "mode",
+    [
+        {"async_checkpointing": False},
+        {"async_checkpointing": True, "async_uploader": "thread"},
+        {"async_checkpointing": True, "async_uploader": "process"},
+    ],
+    ids=["sync", "async-thread", "async-process"],
+)
+
 
 # -- pickling, and ddp_spawn ----------------------------------------------------------------------------
 
@@ -136,3 +148,33 @@ def test_load_from_a_missing_bucket_names_the_bucket_not_a_missing_checkpoint(
         io.load_checkpoint(f"s3://{missing}/run/a.ckpt")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         S3CheckpointIO(f"s3://{bucket}/run").load_checkpoint(f"s3://{bucket}/run/a.ckpt")
+
+
+# -- load gives back what was saved ---------------------------------------------------------------------
+
+
+@MODES
+@pytest.mark.parametrize(
+    "saved",
+    [
+        torch.arange(12.0).reshape(3, 4),
+        [torch.ones(3), 2, "three"],
+        {"weights": torch.zeros(2, 2), "note": "not a Lightning checkpoint"},
+    ],
+    ids=["tensor", "list", "plain-dict"],
+)
+def test_load_gives_back_whatever_was_saved(
+    s3_server: Any, bucket: str, mode: dict[str, Any], saved: Any
+) -> None:
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, **mode)
+    url = f"s3://{bucket}/run/object.pt"
+    try:
+        io.save_checkpoint(saved, url)
+        io.wait_for_saves()
+        loaded = io.load_checkpoint(url)
+        assert type(loaded) is type(saved)
+        assert_same(saved, loaded)
+        assert io.last_save_stats is not None
+        assert io.last_save_stats.path == url
+    finally:
+        io.teardown()

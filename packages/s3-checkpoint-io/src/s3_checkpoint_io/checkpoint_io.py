@@ -207,13 +207,12 @@ class S3CheckpointIO(CheckpointIO):
     # -- the Lightning CheckpointIO API --------------------------------------------------------------
 
     @override
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any | None = None
-    ) -> None:
+    def save_checkpoint(self, checkpoint: Any, path: PathLike, storage_options: Any | None = None) -> None:
         """Write ``checkpoint`` to ``path`` with ``torch.save``, streamed into a multipart upload.
 
         Args:
-            checkpoint: the state to save.
+            checkpoint: the state to save: Lightning's checkpoint dict, or any object ``torch.save``
+                can write (a tensor, a list, a plain dict); :meth:`load_checkpoint` gives it back.
             path: an ``s3://bucket/key`` URL (or the local file ``ddp_spawn`` hands its final weights
                 over in, which Lightning's ``TorchCheckpointIO`` writes).
             storage_options: not supported; must be None.
@@ -278,7 +277,7 @@ class S3CheckpointIO(CheckpointIO):
     @override
     def load_checkpoint(
         self, path: PathLike, map_location: Any | None = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
+    ) -> Any:
         """Download ``path`` with parallel ranged GETs and ``torch.load`` it from memory.
 
         Unpickling runs code named in the checkpoint: use ``weights_only=True`` for checkpoints whose
@@ -292,7 +291,8 @@ class S3CheckpointIO(CheckpointIO):
             weights_only: as for ``torch.load``; None uses torch's default (True since torch 2.6).
 
         Returns:
-            The loaded checkpoint.
+            What was saved there: usually Lightning's checkpoint dict, else the object as saved (a
+            tensor, a list, ...), as Lightning's ``TorchCheckpointIO`` returns it.
 
         Raises:
             FileNotFoundError: if there is no object at ``path``.
@@ -323,8 +323,6 @@ class S3CheckpointIO(CheckpointIO):
             size / MiB / download_s if download_s > 0 else 0.0,
             time.perf_counter() - started,
         )
-        if not isinstance(checkpoint, dict):
-            raise TypeError(f"{url} holds a {type(checkpoint).__name__}, not a Lightning checkpoint dict")
         return checkpoint
 
     def _download_and_load(
