@@ -13,6 +13,7 @@ from typing import Any
 
 from lightning.fabric.plugins import CheckpointIO
 
+from s3_checkpoint_io import _spawn_handoff
 from s3_checkpoint_io._async_saver import AsyncSaver
 from s3_checkpoint_io._compat import override
 from s3_checkpoint_io._config import CheckpointIOSettings
@@ -24,7 +25,7 @@ from s3_checkpoint_io._stats import MiB, SaveStats
 from s3_checkpoint_io._upload_process import UploadProcess, upload_process_supported
 from s3_checkpoint_io._upload_worker import write_checkpoint
 from s3_dirpath_utils import normalize_s3_url, require_s3_url
-from s3_utils import ObjectInfo, S3ClientConfig, S3Store, TransferConfig, TransferStats
+from s3_utils import ObjectInfo, S3ClientConfig, S3NotFoundError, S3Store, TransferConfig, TransferStats
 from s3_utils.checkpoint_names import parse_prefix_with_step
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class S3CheckpointIO(CheckpointIO):
     previous best is never deleted before the new one is in S3, and it is skipped if such a save fails.
     A background failure is logged at once and raised at the next ``save_checkpoint``,
     ``remove_checkpoint``, ``wait_for_saves`` or ``teardown``. Pending saves finish before the
-    interpreter exits; a forked child starts with no pending saves of its own.
+    interpreter exits; a forked child starts with no pending saves of its own, and so does a pickled
+    copy (``strategy="ddp_spawn"`` sends one to each process), which keeps only the configuration.
 
     Loading is one HEAD plus parallel ranged GETs into an in-memory file that ``torch.load`` maps
     (``mmap=True``); each storage is copied out and its pages freed as it is reached, so a load needs
@@ -117,11 +119,32 @@ class S3CheckpointIO(CheckpointIO):
         self._read_transfer = TransferConfig(
             chunk_size_MB=chunk_size_MB, max_concurrency=max_read_concurrency
         )
-        self._saver = AsyncSaver(max_pending_saves)
-        self._history: collections.deque[SaveStats] = collections.deque(maxlen=history_size)
+        self._start_runtime()
+
+    def _start_runtime(self) -> None:
+        # Everything but the configuration: what a new object, or one just unpickled, starts with.
+        self._saver = AsyncSaver(self.settings.max_pending_saves)
+        self._history: collections.deque[SaveStats] = collections.deque(maxlen=self.settings.history_size)
         self._saves_started = 0
         self._start_fresh()
         start_fresh_after_fork(self, S3CheckpointIO._start_fresh)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The configuration only, for ``pickle`` (``ddp_spawn`` sends the plugin to each process).
+
+        Locks, clients, buffers, the background saver, the upload process and the save history belong
+        to this object; a copy starts fresh, with no pending saves, and ``self`` keeps its own.
+        Explicit credentials in ``client_config`` travel with the copy, as the copy needs them.
+        """
+        state = self.__dict__.copy()
+        for name in _RUNTIME_ATTRIBUTES:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the configuration from :meth:`__getstate__` and start fresh runtime state."""
+        self.__dict__.update(state)
+        self._start_runtime()
 
     def _start_fresh(self) -> None:
         # Also what a forked child runs (the saver resets itself): the parent's clients, their
@@ -184,14 +207,14 @@ class S3CheckpointIO(CheckpointIO):
     # -- the Lightning CheckpointIO API --------------------------------------------------------------
 
     @override
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any | None = None
-    ) -> None:
+    def save_checkpoint(self, checkpoint: Any, path: PathLike, storage_options: Any | None = None) -> None:
         """Write ``checkpoint`` to ``path`` with ``torch.save``, streamed into a multipart upload.
 
         Args:
-            checkpoint: the state to save.
-            path: an ``s3://bucket/key`` URL.
+            checkpoint: the state to save: Lightning's checkpoint dict, or any object ``torch.save``
+                can write (a tensor, a list, a plain dict); :meth:`load_checkpoint` gives it back.
+            path: an ``s3://bucket/key`` URL (or the local file ``ddp_spawn`` hands its final weights
+                over in, which Lightning's ``TorchCheckpointIO`` writes).
             storage_options: not supported; must be None.
 
         Raises:
@@ -207,6 +230,10 @@ class S3CheckpointIO(CheckpointIO):
                 "`Trainer.save_checkpoint(..., storage_options=...)` with `storage_options` arg is not "
                 f"supported for `{type(self).__name__}`; subclass it to define how to use them"
             )
+        handoff = _spawn_handoff.handoff_path(path)
+        if handoff is not None:  # ddp_spawn handing the final weights to the main process
+            _spawn_handoff.save(checkpoint, handoff)
+            return
         url = _as_url(path)
         self._saver.raise_failures()
         started = time.perf_counter()
@@ -250,26 +277,32 @@ class S3CheckpointIO(CheckpointIO):
     @override
     def load_checkpoint(
         self, path: PathLike, map_location: Any | None = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
+    ) -> Any:
         """Download ``path`` with parallel ranged GETs and ``torch.load`` it from memory.
 
         Unpickling runs code named in the checkpoint: use ``weights_only=True`` for checkpoints whose
         origin you do not trust.
 
         Args:
-            path: an ``s3://bucket/key`` URL.
+            path: an ``s3://bucket/key`` URL (or ``ddp_spawn``'s local hand-off file, which Lightning's
+                ``TorchCheckpointIO`` reads).
             map_location: as for ``torch.load``; None loads every tensor onto the CPU, as Lightning's
                 ``TorchCheckpointIO`` does.
             weights_only: as for ``torch.load``; None uses torch's default (True since torch 2.6).
 
         Returns:
-            The loaded checkpoint.
+            What was saved there: usually Lightning's checkpoint dict, else the object as saved (a
+            tensor, a list, ...), as Lightning's ``TorchCheckpointIO`` returns it.
 
         Raises:
             FileNotFoundError: if there is no object at ``path``.
+            S3NotFoundError: (also a ``FileNotFoundError``) if the bucket does not exist.
             CorruptCheckpointError: if the object is not a readable torch checkpoint.
             WeightsOnlyLoadError: if ``weights_only`` loading refused an object in it.
         """
+        handoff = _spawn_handoff.handoff_path(path)
+        if handoff is not None:  # ddp_spawn handing the final weights to the main process
+            return _spawn_handoff.load(handoff, map_location, weights_only)
         url = _as_url(path)
         if url in self._saver.pending_saves():
             self._saver.wait()
@@ -278,7 +311,9 @@ class S3CheckpointIO(CheckpointIO):
             checkpoint, size, download_s = self._download_and_load(
                 url, "cpu" if map_location is None else map_location, weights_only
             )
-        except FileNotFoundError as exc:
+        except S3NotFoundError as exc:
+            if exc.code == "NoSuchBucket":
+                raise  # its message names the bucket: not a missing checkpoint
             raise FileNotFoundError(f"checkpoint not found: no object at {url}") from exc
         log.info(
             "loaded %s: %d bytes, download %.3fs (%.1f MiB/s), total %.3fs",
@@ -288,8 +323,6 @@ class S3CheckpointIO(CheckpointIO):
             size / MiB / download_s if download_s > 0 else 0.0,
             time.perf_counter() - started,
         )
-        if not isinstance(checkpoint, dict):
-            raise TypeError(f"{url} holds a {type(checkpoint).__name__}, not a Lightning checkpoint dict")
         return checkpoint
 
     def _download_and_load(
@@ -331,11 +364,16 @@ class S3CheckpointIO(CheckpointIO):
         (with a warning) if one of them fails, so the checkpoint it replaces stays.
 
         Args:
-            path: an ``s3://bucket/key`` URL.
+            path: an ``s3://bucket/key`` URL (or ``ddp_spawn``'s local hand-off file, which Lightning's
+                ``TorchCheckpointIO`` removes).
 
         Raises:
             BackgroundSaveError: if an earlier asynchronous save or removal failed.
         """
+        handoff = _spawn_handoff.handoff_path(path)
+        if handoff is not None:  # ddp_spawn handing the final weights to the main process
+            _spawn_handoff.remove(handoff)
+            return
         url = _as_url(path)
         self._saver.raise_failures()
         if self.settings.async_checkpointing:
@@ -403,15 +441,19 @@ class S3CheckpointIO(CheckpointIO):
     # -- helpers for S3ModelCheckpoint ---------------------------------------------------------------
 
     def exists(self, path: PathLike) -> bool:
-        """Whether a checkpoint is at ``path`` or its asynchronous save is still on its way."""
+        """Whether a checkpoint is at ``path`` or its asynchronous save is still on its way.
+
+        Only a missing object is False: a missing bucket is an error, as for :meth:`S3Store.exists`.
+
+        Raises:
+            ValueError: if ``path`` is not a valid S3 URL.
+            S3NotFoundError: if the bucket does not exist (naming it, and the endpoint to check).
+            S3Error: on any other failure (access denied, endpoint not answering, ...).
+        """
         url = _as_url(path)
         if url in self._saver.pending_saves():
             return True
-        try:
-            self._store(write=False).head(url)
-        except FileNotFoundError:
-            return False
-        return True
+        return self._store(write=False).exists(url)
 
     def list_objects(self, prefix: PathLike) -> Iterator[ObjectInfo]:
         """Every object whose URL starts with ``prefix``, streamed page by page."""
@@ -472,6 +514,19 @@ class S3CheckpointIO(CheckpointIO):
         self._store(write=True).delete(url)
         log.debug("removed checkpoint %s", url)
 
+
+_RUNTIME_ATTRIBUTES = (
+    "_saver",
+    "_history",
+    "_saves_started",
+    "_stores_lock",
+    "_write_store",
+    "_read_store",
+    "_buffers",
+    "_history_lock",
+    "_upload_process",
+)
+"""What ``__getstate__`` leaves out: state of one live object, rebuilt by ``_start_runtime``."""
 
 _LOCAL_HINT = "for local paths use Lightning's TorchCheckpointIO (the default) instead"
 

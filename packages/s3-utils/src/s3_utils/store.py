@@ -353,7 +353,11 @@ class S3Store:
             return
         raise S3NotFoundError(
             f"bucket {bucket!r} does not exist at {self.client_config.endpoint_name}; check the bucket "
-            "name and the endpoint"
+            "name and the endpoint",
+            operation="HeadBucket",
+            status=404,
+            code="NoSuchBucket",
+            bucket=bucket,
         )
 
     def download_into(
