@@ -126,7 +126,9 @@ def location_of(url_or_path: str, store: S3Store) -> Location:
 
 def parent_and_name(url_or_path: str) -> tuple[str, str]:
     """``("s3://b/run", "x.ckpt")`` for ``s3://b/run/x.ckpt``: an object as a folder and a name in it."""
-    head, _, name = url_or_path.rstrip("/").rpartition("/")
+    head, slash, name = url_or_path.rstrip("/").rpartition("/")
+    if not slash and name and not is_s3_url(url_or_path):
+        return ".", name  # a bare local file name: in the working directory
     if not name or not head or head.endswith(":/"):
         return url_or_path.rstrip("/"), ""
     return head, name
