@@ -8,6 +8,7 @@ checkpoint's commit references, and ``s3ckpt bench --torch`` times a real ``S3Ch
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,7 +17,8 @@ from s3_checkpoint_io._loading import load_from_buffer
 from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
 from s3_checkpoint_io.commit_references import read_commit, shard_extents
 from s3_dirpath_utils import join_s3_url
-from s3_utils.cli.plugins import CommitSummary, SaveLoadTiming, TensorInfo
+from s3_utils import S3Store
+from s3_utils.cli.plugins import CommitSummary, ConvertReport, ConvertRequest, SaveLoadTiming, TensorInfo
 from s3_utils.cli.tuning import Recommendation
 
 MiB = 1024 * 1024
@@ -118,6 +120,68 @@ class TorchCheckpointPlugin:
         ]
         return CommitSummary(checkpoint.kind, checkpoint.save_id, checkpoint.extents(), tensors)
 
+    def describe_file(self, store: S3Store, url: str) -> list[TensorInfo]:
+        """A ``torch.save`` object's tensors, from ranged reads of its zip directory and ``data.pkl``.
+
+        Args:
+            store: the store to read with.
+            url: the object.
+
+        Returns:
+            The tensors in key order (nested keys joined with ``.``).
+
+        Raises:
+            CorruptCheckpointError: if it is not a zip-format ``torch.save`` file.
+        """
+        from s3_checkpoint_io.convert.listing import list_file_tensors
+
+        return [
+            TensorInfo(t.key, str(t.dtype).removeprefix("torch."), t.shape, t.nbytes)
+            for t in list_file_tensors(store, url)
+        ]
+
+    def convert(
+        self, store: S3Store, request: ConvertRequest, on_progress: Callable[[int], None] | None
+    ) -> ConvertReport:
+        """Convert a checkpoint with :mod:`s3_checkpoint_io.convert` (``s3ckpt convert``).
+
+        Args:
+            store: the store for ``s3://`` URLs.
+            request: what to convert, where, how.
+            on_progress: told the bytes of each piece written (safetensors).
+
+        Returns:
+            What was written.
+
+        Raises:
+            ValueError: for an unknown ``to`` or ``dtype``, and what the converters raise.
+        """
+        from s3_checkpoint_io.convert import Selection, to_safetensors, to_torch_save
+
+        if request.to == "torch":
+            result = to_torch_save(
+                request.source,
+                request.destination,
+                overwrite=request.overwrite,
+                trust=request.trust,
+                store=store,
+            )
+        elif request.to == "safetensors":
+            selection = Selection(request.include, request.strip_prefix, _dtype(request.dtype))
+            result = to_safetensors(
+                request.source,
+                request.destination,
+                selection=selection,
+                max_file_bytes=request.max_file_bytes,
+                overwrite=request.overwrite,
+                trust=request.trust,
+                store=store,
+                on_progress=on_progress,
+            )
+        else:
+            raise ValueError(f"cannot convert to {request.to!r}: choose safetensors or torch")
+        return ConvertReport(list(result.files), result.tensors, result.seconds)
+
     def bench_save_load(self, prefix_url: str, size_MB: int, settings: Recommendation) -> SaveLoadTiming:
         """Save a random state dict of about ``size_MB`` MiB through ``S3CheckpointIO`` and load it back.
 
@@ -162,6 +226,29 @@ class TorchCheckpointPlugin:
             save_s=save_s,
             load_s=load_s,
         )
+
+
+_DTYPE_ALIASES = {
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "f16": "float16",
+    "fp32": "float32",
+    "f32": "float32",
+    "fp64": "float64",
+    "f64": "float64",
+    "half": "float16",
+    "float": "float32",
+}
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    """The torch dtype a CLI name means (``bf16``, ``float16``, ...)."""
+    if name is None:
+        return None
+    dtype = getattr(torch, _DTYPE_ALIASES.get(name.lower(), name.lower()), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"--dtype {name}: not a floating-point torch dtype; use bf16, fp16, fp32 or fp64")
+    return dtype
 
 
 plugin = TorchCheckpointPlugin()

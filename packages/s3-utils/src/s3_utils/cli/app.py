@@ -9,14 +9,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from s3_utils import __version__
-from s3_utils.cli import bench, cleanup, cp, exit_codes, ls, rm, verify
+from s3_utils.cli import bench, cleanup, convert, cp, exit_codes, ls, rm, verify
 from s3_utils.cli.console import Console, UsageError
 from s3_utils.errors import S3AccessDeniedError, S3ConfigError, S3Error, S3NotFoundError
 
 Command = Callable[[argparse.Namespace, Console], int]
 
 _DESCRIPTION = """\
-Inspect, copy, clean up, benchmark and verify checkpoints in S3.
+Inspect, copy, clean up, benchmark, verify and convert checkpoints in S3.
 
 Credentials, region and endpoint come from the usual AWS settings (environment variables such as
 AWS_PROFILE, AWS_REGION and AWS_ENDPOINT_URL, the AWS config files, or an instance role), or from the
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (ls, cp, rm, cleanup, bench, verify):
+    for module in (ls, cp, rm, cleanup, bench, verify, convert):
         module.add_parser(sub)
     return parser
 

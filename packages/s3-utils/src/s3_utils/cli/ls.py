@@ -17,7 +17,7 @@ from s3_utils.checkpoint_names import (
     step_from_name,
     unfinished_names,
 )
-from s3_utils.cli import exit_codes
+from s3_utils.cli import exit_codes, tensors
 from s3_utils.cli.console import Console
 from s3_utils.cli.formatting import human_size, utc_time
 from s3_utils.cli.store import open_store
@@ -64,6 +64,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser = sub.add_parser("ls", help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
     parser.add_argument("url", metavar="URL", help="the checkpoint dirpath, e.g. s3://bucket/run/checkpoints")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--tensors",
+        action="store_true",
+        help="list one checkpoint's tensors (name, dtype, shape, bytes) from its metadata, without "
+        "downloading it (needs s3-checkpoint-io)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -114,6 +120,8 @@ def resume_candidates(entries: Iterable[Entry]) -> Iterator[NamedCheckpoint]:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """List the dirpath (or the one object URL names); exit code 3 when nothing is there."""
+    if args.tensors:
+        return tensors.run(args, console)
     url = s3_url(args.url)
     prefix = as_prefix(url)
     with open_store(args) as store:

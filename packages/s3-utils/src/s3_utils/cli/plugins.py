@@ -8,11 +8,15 @@ checks that the checkpoint loads, and ``bench --torch`` times a real save and lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from s3_utils.cli.tuning import Recommendation
+
+if TYPE_CHECKING:
+    from s3_utils.store import S3Store
 
 ENTRY_POINT_GROUP = "s3ckpt.plugins"
 """The entry-point group ``s3ckpt`` loads plugins from."""
@@ -149,6 +153,108 @@ class CommitReaderPlugin(Protocol):
             Exception: if the bytes are not a commit the plugin understands.
         """
         ...
+
+
+@runtime_checkable
+class FileDescriberPlugin(Protocol):
+    """What a plugin provides to list a single-file checkpoint's tensors without downloading it."""
+
+    name: str
+
+    def describe_file(self, store: S3Store, url: str) -> list[TensorInfo]:
+        """Every tensor of the ``torch.save`` object at ``url``, from ranged reads of its zip directory.
+
+        Args:
+            store: the store to read with.
+            url: the object.
+
+        Raises:
+            Exception: if the object is not a checkpoint the plugin can list.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    """One ``s3ckpt convert``.
+
+    Attributes:
+        source: the checkpoint (a sharded checkpoint's prefix or folder, or one file; ``s3://`` or local).
+        destination: where to write (a folder or prefix for safetensors, a file for torch).
+        to: ``"safetensors"`` or ``"torch"``.
+        include: for safetensors, keep only keys starting with one of these (empty: all).
+        strip_prefix: for safetensors, removed from the start of the names that have it.
+        dtype: for safetensors, cast floating-point tensors to this type (a torch dtype name).
+        max_file_bytes: for safetensors, tensor bytes per file at most.
+        overwrite: replace what is at the destination.
+        trust: unpickle arbitrary objects in the source (only for checkpoints you trust).
+    """
+
+    source: str
+    destination: str
+    to: str
+    include: tuple[str, ...] = ()
+    strip_prefix: str = ""
+    dtype: str | None = None
+    max_file_bytes: int = 5 * 10**9
+    overwrite: bool = False
+    trust: bool = False
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    """What a conversion wrote.
+
+    Attributes:
+        files: ``(URL or path, bytes)`` of every file written, in the order they were published.
+        tensors: how many tensors were written.
+        seconds: wall time.
+    """
+
+    files: list[tuple[str, int]]
+    tensors: int
+    seconds: float
+
+
+@runtime_checkable
+class ConverterPlugin(Protocol):
+    """What a plugin provides to convert checkpoints (``s3ckpt convert``)."""
+
+    name: str
+
+    def convert(
+        self, store: S3Store, request: ConvertRequest, on_progress: Callable[[int], None] | None
+    ) -> ConvertReport:
+        """Run ``request``; nothing is written at the destination when the request is refused.
+
+        Args:
+            store: the store for ``s3://`` URLs.
+            request: what to convert, where, how.
+            on_progress: told the bytes of each piece written.
+
+        Raises:
+            FileNotFoundError: if the source, or a shard its commit names, is missing.
+            FileExistsError: if the destination exists and ``request.overwrite`` is false.
+            ValueError: if the source is not a checkpoint or the request cannot be met (a key filter
+                matching nothing, a dtype safetensors cannot store).
+        """
+        ...
+
+
+def converter(plugins: list[CliPlugin]) -> ConverterPlugin | None:
+    """The first of ``plugins`` that converts checkpoints, if any."""
+    for plugin in plugins:
+        if isinstance(plugin, ConverterPlugin):
+            return plugin
+    return None
+
+
+def file_describer(plugins: list[CliPlugin]) -> FileDescriberPlugin | None:
+    """The first of ``plugins`` that lists a single file's tensors, if any."""
+    for plugin in plugins:
+        if isinstance(plugin, FileDescriberPlugin):
+            return plugin
+    return None
 
 
 def commit_reader(plugins: list[CliPlugin]) -> CommitReaderPlugin | None:
