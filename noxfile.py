@@ -42,6 +42,9 @@ PACKAGES = {
 
 TEST_DEPS = ("pytest", "pytest-timeout", "hypothesis", "psutil")
 S3_TEST_DEPS = (*TEST_DEPS, "moto[server]")
+# the other DCP tools the interop tests load our checkpoints with and theirs from (test-only; pinned in
+# constraints/test.txt and constraints/lightning24.txt, both of which resolve with them and pass pip check)
+INTEROP_TEST_DEPS = ("s3torchconnector[dcp,lightning]==1.5.0", "safetensors")
 
 nox.options.sessions = [
     "lint",
@@ -91,7 +94,15 @@ def checkpoint_io(session: nox.Session, lightning: str) -> None:
     """s3-checkpoint-io with a real Trainer, on the newest Lightning and on the one NeMo pins."""
     constraints = CONSTRAINTS if lightning == LIGHTNING_NEWEST else CONSTRAINTS_LIGHTNING24
     session.install(TORCH)
-    session.install(*constraints, DIRPATH, UTILS, CHECKPOINT_IO, f"lightning=={lightning}", *S3_TEST_DEPS)
+    session.install(
+        *constraints,
+        DIRPATH,
+        UTILS,
+        CHECKPOINT_IO,
+        f"lightning=={lightning}",
+        *S3_TEST_DEPS,
+        *INTEROP_TEST_DEPS,
+    )
     session.run("pip", "check")
     _pytest(session, "tests/checkpoint_io")
 

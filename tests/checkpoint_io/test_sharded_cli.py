@@ -62,9 +62,10 @@ def test_verify_checks_every_shard_and_that_the_commit_references_exist(s3_clien
     good = s3ckpt("verify", url)
     assert good.code == exit_codes.OK, good.out + good.err
     assert "ok" in _line(good.out, "references").split()
+    assert "s3-checkpoint-io, save " in _line(good.out, "layout")
     sizes = [line for line in good.out.splitlines() if line.startswith("size")]
     assert len(sizes) == 2, good.out  # the commit and the one referenced shard, not the stray
-    assert [line.split()[1] for line in good.out.splitlines()[:-1]] == ["ok"] * 5, good.out
+    assert [line.split()[1] for line in good.out.splitlines()[:-1]] == ["ok"] * 6, good.out
     assert "1 objects under" in good.err  # the stray is reported as unreferenced
 
     body = s3_client.get_object(Bucket=bucket, Key=shard)["Body"].read()

@@ -3,8 +3,8 @@
 The commit (``.metadata``) is DCP's pickled ``Metadata``, whichever writer made it (ours, torch's, or
 s3torchconnector's). ``s3ckpt verify``, ``cp`` and ``cleanup`` need only the shard objects it names and how
 many bytes of each it uses; they read it with an unpickler that admits DCP's metadata classes, this
-package's first-release commit records, torch's item locations, sizes and dtypes, and nothing else,
-so they are safe on checkpoints from anywhere.
+package's first-release commit records, torch's item locations, sizes and dtypes, the local path torch's
+``FileSystemWriter`` records, and nothing else, so they are safe on checkpoints from anywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ _ALLOWED_TORCH = {
     ("torch", "Size"),
     ("torch.serialization", "_get_layout"),
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    # torch's FileSystemWriter records its folder as StorageMeta.checkpoint_id, a Path (pathlib._local
+    # from Python 3.13 on); making one runs no code beyond parsing the path
+    *((module, name) for module in ("pathlib", "pathlib._local") for name in ("PosixPath", "PurePosixPath")),
 }
 
 
