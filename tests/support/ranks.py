@@ -30,6 +30,30 @@ _ENTRY = (
     "module, _, name = sys.argv[1].partition(':')\n"
     "getattr(importlib.import_module(module), name)(*sys.argv[2:])\n"
 )
+# A rank leaves through os._exit once its target has returned (or raised) and its output is flushed:
+# gloo's objects torn down during interpreter finalization abort a finished rank now and then
+# ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489 and #179291), which
+# failed about 2 CI runs in 7. A rank's work, and every exit code a target chooses, are kept; only the
+# interpreter's own teardown is skipped, so a rank target must not rely on exit hooks (spawn() keeps them).
+_RANK_ENTRY = (
+    "import importlib, os, sys, traceback\n"
+    "module, _, name = sys.argv[1].partition(':')\n"
+    "code = 0\n"
+    "try:\n"
+    "    getattr(importlib.import_module(module), name)(*sys.argv[2:])\n"
+    "except SystemExit as exc:\n"
+    "    if isinstance(exc.code, int) or exc.code is None:\n"
+    "        code = exc.code or 0\n"
+    "    else:\n"
+    "        print(exc.code, file=sys.stderr)\n"
+    "        code = 1\n"
+    "except BaseException:\n"
+    "    traceback.print_exc()\n"
+    "    code = 1\n"
+    "sys.stdout.flush()\n"
+    "sys.stderr.flush()\n"
+    "os._exit(code)\n"
+)
 
 
 @dataclass(frozen=True)
@@ -130,7 +154,7 @@ def launch(
                 files.append(log_file)
                 processes.append(
                     subprocess.Popen(
-                        command(target, args),
+                        [sys.executable, "-c", _RANK_ENTRY, target, *args],
                         env=rank_env,
                         stdout=log_file,
                         stderr=subprocess.STDOUT,

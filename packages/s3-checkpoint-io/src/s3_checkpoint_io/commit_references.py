@@ -40,6 +40,25 @@ class _CommitUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} has no place in a sharded checkpoint's commit")
 
 
+def load_metadata(commit: bytes | bytearray, url: str) -> Any:
+    """Unpickle a sharded checkpoint's ``.metadata`` without running arbitrary code.
+
+    Args:
+        commit: the ``.metadata`` object's bytes.
+        url: where it came from, for messages.
+
+    Returns:
+        What it unpickled to (DCP's ``Metadata`` for a checkpoint).
+
+    Raises:
+        CorruptCheckpointError: if it needs a class a checkpoint's metadata has no place for.
+    """
+    try:
+        return _CommitUnpickler(io.BytesIO(commit)).load()
+    except Exception as exc:
+        raise CorruptCheckpointError(f"{url} is not a readable sharded-checkpoint commit: {exc}") from exc
+
+
 def read_commit(commit: bytes | bytearray, url: str) -> CommittedCheckpoint:
     """A sharded checkpoint's ``.metadata``, unpickled without running arbitrary code.
 
@@ -52,11 +71,7 @@ def read_commit(commit: bytes | bytearray, url: str) -> CommittedCheckpoint:
     """
     from s3_checkpoint_io.dcp._stored_items import committed_checkpoint
 
-    try:
-        metadata = _CommitUnpickler(io.BytesIO(commit)).load()
-    except Exception as exc:
-        raise CorruptCheckpointError(f"{url} is not a readable sharded-checkpoint commit: {exc}") from exc
-    return committed_checkpoint(metadata, url)
+    return committed_checkpoint(load_metadata(commit, url), url)
 
 
 def shard_extents(commit: bytes | bytearray, url: str) -> dict[str, int]:

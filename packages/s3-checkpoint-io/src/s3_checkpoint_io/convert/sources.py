@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import itertools
 import math
-import pathlib
 import pickle
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from typing import Any, Protocol
 import torch
 
 from s3_checkpoint_io._loading import load_from_buffer
-from s3_checkpoint_io.commit_references import _CommitUnpickler
+from s3_checkpoint_io.commit_references import load_metadata
 from s3_checkpoint_io.convert._tensor_bytes import byte_view
 from s3_checkpoint_io.convert.errors import IncompleteCheckpointError, SourceNotFoundError
 from s3_checkpoint_io.convert.locations import Location, location_of, parent_and_name
@@ -36,19 +35,6 @@ _TORCH_SAVE_MAGIC = (b"PK\x03\x04",)  # torch.save's zip format
 _LEGACY_PICKLE = 0x80
 _HEAD_CHECKS = 8
 """Shard objects checked for existence at once."""
-_PATH_CLASSES = {
-    ("pathlib", name) for name in ("Path", "PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath")
-}
-"""torch's FileSystemWriter records its folder as a ``pathlib`` path in ``storage_meta.checkpoint_id``."""
-
-
-class _MetadataUnpickler(_CommitUnpickler):
-    """The commit unpickler, also admitting the ``pathlib`` paths of stock checkpoints (inert values)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _PATH_CLASSES:
-            return getattr(pathlib, name)
-        return super().find_class(module, name)
 
 
 @dataclass(frozen=True)
@@ -107,12 +93,7 @@ class ShardedSource:
         self.location = location
         self.url = location.url("")
         self.trust = trust
-        try:
-            metadata = _MetadataUnpickler(io.BytesIO(commit)).load()
-        except Exception as exc:
-            raise CorruptCheckpointError(
-                f"{location.url(COMMIT_NAME)} is not a readable sharded-checkpoint commit: {exc}"
-            ) from exc
+        metadata = load_metadata(commit, location.url(COMMIT_NAME))
         self.checkpoint: CommittedCheckpoint = committed_checkpoint(metadata, location.url(COMMIT_NAME))
         self.kind = f"sharded ({self.checkpoint.kind})"
         self._paths: Mapping[str, tuple[str | int, ...]] = metadata.planner_data or {}
