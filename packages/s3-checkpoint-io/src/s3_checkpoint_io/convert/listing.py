@@ -10,17 +10,16 @@ tensor's key, dtype and shape. Safe on files from anywhere, and a few small GETs
 from __future__ import annotations
 
 import io
-import math
 import pickle
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from s3_checkpoint_io.convert.tensor_entries import TensorEntry, flatten
 from s3_checkpoint_io.errors import CorruptCheckpointError
 from s3_utils import S3Store
 
@@ -28,27 +27,7 @@ _READ_BUFFER = 256 * 1024
 """Bytes per ranged GET while zipfile walks the archive's directory."""
 
 
-@dataclass(frozen=True)
-class FileTensor:
-    """One tensor of a ``torch.save`` file.
-
-    Attributes:
-        key: its key, nested keys joined with ``.``.
-        dtype: its element type.
-        shape: its shape.
-    """
-
-    key: str
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        """The tensor's bytes (its view, not the storage it may share)."""
-        return math.prod(self.shape) * self.dtype.itemsize
-
-
-def list_file_tensors(store: S3Store, url: str) -> list[FileTensor]:
+def list_file_tensors(store: S3Store, url: str) -> list[TensorEntry]:
     """Every tensor in the ``torch.save`` object at ``url``, from its zip directory and ``data.pkl`` only.
 
     Args:
@@ -80,7 +59,10 @@ def list_file_tensors(store: S3Store, url: str) -> list[FileTensor]:
         state = _ListingUnpickler(io.BytesIO(structure)).load()
     except Exception as exc:
         raise CorruptCheckpointError(f"{url}: its data.pkl does not unpickle: {exc}") from exc
-    return sorted(_walk(state, ""), key=lambda t: t.key)
+    return sorted(
+        (TensorEntry(key, entry.dtype, entry.shape) for key, entry in flatten(state, TensorEntry)),
+        key=lambda t: t.key,
+    )
 
 
 class _RangedObject(io.RawIOBase):
@@ -133,8 +115,8 @@ class _Stand_in(dict[Any, Any]):
         pass
 
 
-def _rebuild_tensor(storage: _Storage, offset: int, size: Any, *rest: Any) -> FileTensor:
-    return FileTensor("", storage.dtype, tuple(int(s) for s in size))
+def _rebuild_tensor(storage: _Storage, offset: int, size: Any, *rest: Any) -> TensorEntry:
+    return TensorEntry("", storage.dtype, tuple(int(s) for s in size))
 
 
 def _first(data: Any, *rest: Any) -> Any:
@@ -179,17 +161,3 @@ class _ListingUnpickler(pickle.Unpickler):
         if not isinstance(dtype, torch.dtype):
             raise pickle.UnpicklingError(f"a storage of unknown type {storage_type!r}")
         return _Storage(dtype)
-
-
-def _walk(value: Any, prefix: str) -> Iterator[FileTensor]:
-    if isinstance(value, FileTensor):
-        yield FileTensor(prefix, value.dtype, value.shape)
-        return
-    if isinstance(value, Mapping):
-        children: Iterator[tuple[Any, Any]] = iter(value.items())
-    elif isinstance(value, list | tuple):
-        children = enumerate(value)
-    else:
-        return
-    for name, child in children:
-        yield from _walk(child, f"{prefix}.{name}" if prefix else str(name))

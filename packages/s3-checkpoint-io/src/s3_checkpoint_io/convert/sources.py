@@ -14,9 +14,8 @@ import io
 import itertools
 import math
 import pickle
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -26,6 +25,7 @@ from s3_checkpoint_io.commit_references import load_metadata
 from s3_checkpoint_io.convert._tensor_bytes import byte_view
 from s3_checkpoint_io.convert.errors import IncompleteCheckpointError, SourceNotFoundError
 from s3_checkpoint_io.convert.locations import Location, location_of, parent_and_name
+from s3_checkpoint_io.convert.tensor_entries import TensorEntry, flatten
 from s3_checkpoint_io.dcp._stored_items import CommittedCheckpoint, StoredItem, committed_checkpoint
 from s3_checkpoint_io.errors import CorruptCheckpointError, WeightsOnlyLoadError
 from s3_utils import S3Store
@@ -35,26 +35,6 @@ _TORCH_SAVE_MAGIC = (b"PK\x03\x04",)  # torch.save's zip format
 _LEGACY_PICKLE = 0x80
 _HEAD_CHECKS = 8
 """Shard objects checked for existence at once."""
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor of the source.
-
-    Attributes:
-        key: its flattened key (nested keys joined with ``.``, as DCP flattens them).
-        dtype: its element type.
-        shape: the whole tensor's shape.
-    """
-
-    key: str
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        """The whole tensor's bytes."""
-        return math.prod(self.shape) * self.dtype.itemsize
 
 
 class Source(Protocol):
@@ -219,7 +199,7 @@ class FileSource:
             raise WeightsOnlyLoadError(
                 f"{exc}. If you trust this file, pass trust=True (s3ckpt convert --trust)"
             ) from exc
-        self._tensors = dict(flatten_tensors(self.state))
+        self._tensors = dict(flatten(self.state, torch.Tensor))
 
     def tensors(self) -> list[TensorEntry]:
         return [
@@ -232,29 +212,6 @@ class FileSource:
 
     def read_state(self) -> dict[str, Any]:
         return dict(self.state) if isinstance(self.state, dict) else {"": self.state}
-
-
-def flatten_tensors(value: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor in a nested state (dicts, lists, tuples), keyed as DCP flattens: parts joined by ``.``.
-
-    Args:
-        value: the state.
-        prefix: the key of ``value`` itself.
-
-    Yields:
-        ``(flattened key, tensor)``.
-    """
-    if isinstance(value, torch.Tensor):
-        yield prefix, value
-        return
-    if isinstance(value, Mapping):
-        children: Iterator[tuple[Any, Any]] = iter(value.items())
-    elif isinstance(value, list | tuple):
-        children = enumerate(value)
-    else:
-        return
-    for name, child in children:
-        yield from flatten_tensors(child, f"{prefix}.{name}" if prefix else str(name))
 
 
 def open_source(url: str, store: S3Store, trust: bool = False) -> Source:

@@ -26,7 +26,8 @@ from s3_checkpoint_io.convert.safetensors_format import (
     plan_files,
     safetensors_dtype,
 )
-from s3_checkpoint_io.convert.sources import Source, TensorEntry, open_source
+from s3_checkpoint_io.convert.sources import Source, open_source
+from s3_checkpoint_io.convert.tensor_entries import TensorEntry
 from s3_utils import S3Store
 
 log = logging.getLogger(__name__)
