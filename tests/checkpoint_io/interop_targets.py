@@ -136,6 +136,10 @@ def load(kind: str, location: str, version: str, out_dir: str, endpoint_url: str
     pathlib.Path(out_dir, f"rank{dist.get_rank()}.json").write_text(json.dumps(checks))
     dist.barrier()
     dist.destroy_process_group()
+    # About 1 in 6 three-rank loads, with torch's FileSystemReader as with ours, a rank aborted in the
+    # interpreter's exit after this point ("terminate called without an active exception", SIGABRT):
+    # native threads torch leaves behind. The results are written and checked by the test; end here.
+    os._exit(0)
 
 
 def load_in_one_process(storage_reader: StorageReader, version: int) -> dict[str, Any]:
