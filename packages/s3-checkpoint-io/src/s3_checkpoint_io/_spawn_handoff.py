@@ -2,13 +2,14 @@
 
 When ``fit`` ends under ``strategy="ddp_spawn"``, rank 0 saves the model's ``state_dict`` with the
 strategy's ``checkpoint_io`` to ``<tempfile.mkdtemp()>/.temp.ckpt``, and the main process loads it
-from there and removes it (``_MultiProcessingLauncher``; tested on Lightning 2.6.6). That file is
+from there and removes it (``_MultiProcessingLauncher``; tested on Lightning 2.6.6 and 2.4.0). That file is
 local by design and never meant for S3, so :class:`~s3_checkpoint_io.S3CheckpointIO` hands exactly
 that path to Lightning's ``TorchCheckpointIO``; every other local path is still refused.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import pathlib
 import tempfile
@@ -51,6 +52,8 @@ def save(checkpoint: Any, path: pathlib.Path) -> None:
 def load(path: pathlib.Path, map_location: Any, weights_only: bool | None) -> dict[str, Any]:
     """Read the hand-off file as Lightning's ``TorchCheckpointIO`` does; None maps onto the CPU."""
     location: Any = "cpu" if map_location is None else map_location
+    if "weights_only" not in inspect.signature(_LOCAL.load_checkpoint).parameters:  # Lightning 2.4
+        return _LOCAL.load_checkpoint(path, map_location=location)
     return _LOCAL.load_checkpoint(path, map_location=location, weights_only=weights_only)
 
 
