@@ -24,12 +24,15 @@ RUNNER_TIMEOUT_S = 1500
 FIRST_DIST_PORT = 29700  # run.py's jobs count up from 29500
 
 
-def run(sizes: list[int], quick: bool, out: pathlib.Path, peers: list[str] | None = None) -> int:
-    """Run every DCP peer at every rank count and size; write the report. Returns an exit code."""
+def run(sizes: list[int], quick: bool, out: pathlib.Path, peers: list[str]) -> int:
+    """Run the chosen peers (of ``DCP_PEER_VENVS``) at every rank count and size; write the report.
+
+    Returns:
+        The exit code.
+    """
     started = time.time()
-    chosen = [p for p in (peers or list(DCP_PEER_VENVS)) if p in DCP_PEER_VENVS]
-    pythons, skipped = harness.peer_pythons((DCP_PEER_VENVS[p] for p in chosen), out / "logs")
-    peers = [p for p in chosen if DCP_PEER_VENVS[p] in pythons]
+    pythons, skipped = harness.peer_pythons((DCP_PEER_VENVS[p] for p in peers), out / "logs")
+    peers = [p for p in peers if DCP_PEER_VENVS[p] in pythons]
     results: list[dict[str, Any]] = []
     port = FIRST_DIST_PORT
     with harness.local_s3("s3ckpt-dcp-bench-") as s3:

@@ -28,6 +28,7 @@ from typing import Any
 BENCH = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+import dcp_bench  # noqa: E402
 import harness  # noqa: E402
 import venvs  # noqa: E402
 from server import SeaweedServer  # noqa: E402
@@ -60,7 +61,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="16M,512M", help="state-dict sizes (default 16M,512M; add 2G)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 16M only, 1 repetition, short sweep")
-    parser.add_argument("--peers", default=",".join(PEER_VENVS), help="comma-separated subset of peers")
+    parser.add_argument(
+        "--peers", help="comma-separated subset of peers (default: every peer of the chosen benchmark)"
+    )
     parser.add_argument(
         "--engines", action="store_true", help=f"engine comparison only: peers {','.join(ENGINE_PEERS)}"
     )
@@ -72,18 +75,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=pathlib.Path, default=BENCH / "results")
     parser.add_argument("--dcp", action="store_true", help="the DCP (sharded) benchmark instead")
     args = parser.parse_args(argv)
-    if args.dcp:
+    try:
         args.sizes = [harness.parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
-        given = "--peers" in " ".join(argv)
-        args.peers = [p.strip() for p in args.peers.split(",") if p.strip()] if given else None
-        return args
-    args.sizes = [harness.parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
-    args.peers = (
-        list(ENGINE_PEERS) if args.engines else [p.strip() for p in args.peers.split(",") if p.strip()]
-    )
-    unknown = sorted(set(args.peers) - set(PEER_VENVS))
+    except ValueError as exc:
+        parser.error(str(exc))
+    known = dcp_bench.DCP_PEER_VENVS if args.dcp else PEER_VENVS
+    if args.engines and not args.dcp:
+        args.peers = list(ENGINE_PEERS)
+    elif args.peers:
+        args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    else:
+        args.peers = list(known)
+    unknown = sorted(set(args.peers) - set(known))
     if unknown:
-        parser.error(f"unknown peers {unknown}; choose from {sorted(PEER_VENVS)}")
+        parser.error(f"unknown peers {unknown}; choose from {sorted(known)}")
     return args
 
 
@@ -208,8 +213,6 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     bootstrap_tools_venv()
     if args.dcp:
-        import dcp_bench
-
         return dcp_bench.run(args.sizes, args.quick, args.out, args.peers)
     return run(args)
 
