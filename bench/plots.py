@@ -6,6 +6,7 @@ import pathlib
 from typing import Any
 
 import report
+from harness import size_text
 
 
 def draw(results: list[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
@@ -30,7 +31,7 @@ def draw(results: list[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]
                     match = next((r for r in rows if r["peer"] == peer and r["size_bytes"] == size), None)
                     fig_ = report.figures(match) if match else None
                     values.append(fig_[key] if fig_ else 0.0)
-                ax.bar([p + i * width for p in range(len(peers))], values, width, label=report._label(size))
+                ax.bar([p + i * width for p in range(len(peers))], values, width, label=size_text(size))
             ax.set_xticks([p + width * (len(sizes) - 1) / 2 for p in range(len(peers))])
             ax.set_xticklabels(peers, rotation=35, ha="right", fontsize=8)
             ax.set_ylabel("MiB/s")
@@ -53,7 +54,7 @@ def draw(results: list[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]
         ax.set_xlabel("concurrent requests (read = write)")
         ax.set_ylabel("MiB/s")
         ax.set_title(
-            f"ours-sync under {sweep[0]['network']} per request, {report._label(sweep[0]['size_bytes'])}"
+            f"ours-sync under {sweep[0]['network']} per request, {size_text(sweep[0]['size_bytes'])}"
         )
         ax.legend()
         fig.tight_layout()

@@ -5,16 +5,14 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from harness import size_text
+
 MiB = 1 << 20
 GiB = 1 << 30
 OURS = ("ours-sync", "ours-async", "ours-transfer")
 ASYNC = {"ours-async", "nemo-async", "lightning-s3fs-async"}
 # compared with ours-transfer (bytes already serialized): NeMo's transfer layer and the engines
 TRANSFER = {"nemo-s3utils", "raw-boto3-crt", "crt-transfer"}
-
-
-def _label(n: int) -> str:
-    return f"{n >> 30} GiB" if n >= GiB and n % GiB == 0 else f"{n >> 20} MiB"
 
 
 def figures(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -90,7 +88,7 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "serialized beforehand) with the transfer-level peers.",
         "",
     ]
-    head = ["peer"] + [f"{n} {_label(s)} {w}" for n in networks for s in sizes for w in ("save", "load")]
+    head = ["peer"] + [f"{n} {size_text(s)} {w}" for n in networks for s in sizes for w in ("save", "load")]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     comparisons = [
         (peer, "ours-async" if peer in ASYNC else "ours-transfer" if peer in TRANSFER else "ours-sync")
@@ -114,7 +112,7 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         for size in sizes:
             lines += [
                 "",
-                f"## {network}, {_label(size)} state dict",
+                f"## {network}, {size_text(size)} state dict",
                 "",
                 "| peer | save MiB/s | load MiB/s | save CPU s/GiB | load CPU s/GiB | save peak +RSS MiB "
                 "| load peak +RSS MiB | requests/save | requests/step (top-k + last) | stall ms "
@@ -159,7 +157,7 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     if sweep:
         lines += [
             "",
-            f"## Concurrency sweep, ours-sync, {sweep[0]['network']}, {_label(sweep[0]['size_bytes'])}, "
+            f"## Concurrency sweep, ours-sync, {sweep[0]['network']}, {size_text(sweep[0]['size_bytes'])}, "
             f"{sweep[0]['chunk_size_MB']} MiB parts",
             "",
             "| concurrency (read = write) | save MiB/s | load MiB/s | requests/save |",
