@@ -12,7 +12,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from checkpoint_io.fabric_loop import FEATURES, train
 from s3_checkpoint_io import S3CheckpointIO
-from s3_checkpoint_io.fabric_strategies import S3FabricModelParallelStrategy
+from s3_checkpoint_io.strategies import S3FabricModelParallelStrategy
 
 
 def _shard(model: torch.nn.Module, mesh: Any) -> torch.nn.Module:

@@ -304,7 +304,7 @@ def test_same_step_last_clean_up_is_off_by_default_and_works_when_on(
 
 
 def test_cpu_snapshots_reuse_host_buffers_and_keep_shared_storage() -> None:
-    from s3_checkpoint_io._snapshot import HostBufferPool, take_snapshot
+    from s3_checkpoint_io.background.snapshot import HostBufferPool, take_snapshot
 
     pool = HostBufferPool()
     weight = torch.randn(64, 64)
@@ -327,7 +327,7 @@ def test_cpu_snapshots_reuse_host_buffers_and_keep_shared_storage() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned-buffer path needs a CUDA device")
 def test_cuda_tensors_are_snapshotted_into_reused_pinned_buffers() -> None:
-    from s3_checkpoint_io._snapshot import HostBufferPool, take_snapshot
+    from s3_checkpoint_io.background.snapshot import HostBufferPool, take_snapshot
 
     pool = HostBufferPool()
     weight = torch.randn(256, 256, device="cuda")

@@ -11,8 +11,8 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from checkpoint_io.dcp_rank_targets import COLS, plain_state
-from s3_checkpoint_io.commit_references import read_commit
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
+from s3_checkpoint_io.dcp.commit_references import read_commit
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
 from support.s3_objects import object_keys

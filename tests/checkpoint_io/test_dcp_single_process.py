@@ -12,9 +12,9 @@ from torch.distributed.checkpoint import DefaultLoadPlanner, DefaultSavePlanner
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.planner import LoadPlan, WriteItem
 
-from s3_checkpoint_io.commit_references import read_commit
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 from s3_checkpoint_io.dcp._stored_items import CommittedCheckpoint
+from s3_checkpoint_io.dcp.commit_references import read_commit
 from s3_utils import S3ObjectChangedError
 from support.fault_proxy import FaultProxy
 from support.s3_objects import object_keys

@@ -12,9 +12,9 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.filesystem import _StorageInfo
 
-from s3_checkpoint_io.commit_references import read_commit
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 from s3_checkpoint_io.dcp._stored_items import OURS, STOCK, committed_checkpoint
+from s3_checkpoint_io.dcp.commit_references import read_commit
 from s3_checkpoint_io.errors import CorruptCheckpointError
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")

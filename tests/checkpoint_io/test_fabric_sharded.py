@@ -66,7 +66,7 @@ def test_the_fsdp1_fabric_strategy_refuses_a_full_state_dict_on_s3_and_a_non_s3_
     from lightning.fabric.plugins import TorchCheckpointIO
 
     from s3_checkpoint_io import S3CheckpointIO
-    from s3_checkpoint_io.fabric_strategies import S3FabricFSDPStrategy
+    from s3_checkpoint_io.strategies import S3FabricFSDPStrategy
 
     strategy = S3FabricFSDPStrategy(state_dict_type="full")
     with pytest.raises(ValueError, match="state_dict_type='sharded'"):

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from s3_checkpoint_io._snapshot import HostBufferPool, take_snapshot, wait_for_device_copies
+from s3_checkpoint_io.background.snapshot import HostBufferPool, take_snapshot, wait_for_device_copies
 
 
 class RecordingStream:

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from s3_checkpoint_io._loading import load_from_buffer
-from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
-from s3_checkpoint_io.commit_references import read_commit, shard_extents
+from s3_checkpoint_io.dcp.commit_references import read_commit, shard_extents
+from s3_checkpoint_io.engine.load import load_from_buffer
+from s3_checkpoint_io.lightning.checkpoint_io import S3CheckpointIO
 from s3_dirpath_utils import join_s3_url
 from s3_utils import S3Store
 from s3_utils.cli.plugins import CommitSummary, ConvertReport, ConvertRequest, SaveLoadTiming, TensorInfo

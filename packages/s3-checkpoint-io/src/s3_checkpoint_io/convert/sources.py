@@ -20,13 +20,13 @@ from typing import Any, Protocol
 
 import torch
 
-from s3_checkpoint_io._loading import load_from_buffer
-from s3_checkpoint_io.commit_references import load_metadata
 from s3_checkpoint_io.convert._tensor_bytes import byte_view
 from s3_checkpoint_io.convert.errors import IncompleteCheckpointError, SourceNotFoundError
 from s3_checkpoint_io.convert.locations import Location, location_of, parent_and_name
 from s3_checkpoint_io.convert.tensor_entries import TensorEntry, flatten
 from s3_checkpoint_io.dcp._stored_items import CommittedCheckpoint, StoredItem, committed_checkpoint
+from s3_checkpoint_io.dcp.commit_references import load_metadata
+from s3_checkpoint_io.engine.load import load_from_buffer
 from s3_checkpoint_io.errors import CorruptCheckpointError, WeightsOnlyLoadError
 from s3_utils import S3Store
 from s3_utils.sharded import COMMIT_NAME

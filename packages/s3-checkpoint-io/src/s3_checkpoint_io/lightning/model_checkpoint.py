@@ -31,13 +31,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from s3_checkpoint_io._compat import override
-from s3_checkpoint_io._last_checkpoint import ListedCheckpoint, answer_connector_probes
-from s3_checkpoint_io._stats import _find_s3_checkpoint_io
-from s3_checkpoint_io.checkpoint_io import PathLike, S3CheckpointIO
+from s3_checkpoint_io.lightning.checkpoint_io import PathLike, S3CheckpointIO
+from s3_checkpoint_io.lightning.compat import override
+from s3_checkpoint_io.lightning.last_checkpoint import ListedCheckpoint, answer_connector_probes
+from s3_checkpoint_io.lightning.stats_logger import find_s3_checkpoint_io
 from s3_checkpoint_io.rank_zero import share_from_rank_zero
 from s3_checkpoint_io.removal import may_remove_checkpoint
-from s3_checkpoint_io.strategies import _S3ShardedCheckpoints
 from s3_dirpath_utils import normalize_s3_url, require_s3_url
 from s3_utils import ObjectInfo
 from s3_utils.checkpoint_names import (
@@ -49,6 +48,15 @@ from s3_utils.checkpoint_names import (
 from s3_utils.sharded import commit_url
 
 log = logging.getLogger(__name__)
+
+
+class SavesShardedToS3:
+    """Marks a strategy whose ``s3://`` checkpoint is a prefix of shards and a commit, not one object.
+
+    ``S3ModelCheckpoint`` uploads such a strategy's "last" checkpoint again instead of copying the
+    top-k object it saved in the same step. The sharded strategies of
+    :mod:`s3_checkpoint_io.strategies` derive from it.
+    """
 
 
 class S3ModelCheckpoint(ModelCheckpoint):
@@ -135,7 +143,7 @@ class S3ModelCheckpoint(ModelCheckpoint):
         same_call = monitor_candidates is self._topk_candidates
         saved_now = self._last_checkpoint_saved and self._last_global_step_saved == trainer.global_step
         # A sharded strategy's checkpoint is a prefix of shards and a commit: no single object to copy.
-        one_object = not isinstance(trainer.strategy, _S3ShardedCheckpoints)
+        one_object = not isinstance(trainer.strategy, SavesShardedToS3)
         self._copy_last_from = self._last_checkpoint_saved if same_call and saved_now and one_object else None
         self._topk_candidates = None
         try:
@@ -215,7 +223,7 @@ class S3ModelCheckpoint(ModelCheckpoint):
         return may_remove_checkpoint(previous, current, dirpath=self.dir_url, resumed_from=trainer.ckpt_path)
 
     def _checkpoint_io(self, trainer: pl.Trainer) -> S3CheckpointIO:
-        io = _find_s3_checkpoint_io(trainer)
+        io = find_s3_checkpoint_io(trainer)
         if io is None:
             raise TypeError(
                 f"S3ModelCheckpoint(dirpath={self.dir_url!r}) needs the trainer to save through "

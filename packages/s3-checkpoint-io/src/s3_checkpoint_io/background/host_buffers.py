@@ -1,11 +1,12 @@
 """Host buffers for snapshots, carved out of a few large shared-memory slabs another process can map.
 
-A snapshot copies every storage into a buffer of its exact size (see ``_snapshot``). Buffers are kept
-between saves, keyed by (size, pinned), so after the first save a snapshot is a plain memory copy into
-pages that are already mapped. They are carved out of slabs: anonymous in-memory files (Linux
-``memfd``) mapped shared, so the upload process maps the same pages from the slab's file descriptor
-and reads the snapshot without a copy. One descriptor per slab, not per storage: a model with
-thousands of tensors still passes a handful of descriptors (the default limit is 1,024 per process).
+A snapshot copies every storage into a buffer of its exact size (see
+:mod:`~s3_checkpoint_io.background.snapshot`). Buffers are kept between saves, keyed by (size, pinned), so
+after the first save a snapshot is a plain memory copy into pages that are already mapped. They are carved
+out of slabs: anonymous in-memory files (Linux ``memfd``) mapped shared, so the upload process maps the
+same pages from the slab's file descriptor and reads the snapshot without a copy. One descriptor per slab,
+not per storage: a model with thousands of tensors still passes a handful of descriptors (the default
+limit is 1,024 per process).
 
 A slab's size is virtual: its pages are allocated when first written and freed (``MADV_REMOVE``) when
 the buffers on them are dropped, so a 1 GiB slab holding a 4 KiB buffer costs 4 KiB. Buffers for CUDA

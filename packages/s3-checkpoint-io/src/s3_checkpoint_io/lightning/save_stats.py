@@ -1,20 +1,11 @@
-"""Per-save measurements, and a Lightning callback that hands them to the trainer's loggers."""
+"""What one completed save cost: :class:`SaveStats`, kept by ``S3CheckpointIO.save_history``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
-
-from s3_checkpoint_io._compat import override
 from s3_utils import TransferStats
-
-if TYPE_CHECKING:
-    from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
-
-MiB = 1024 * 1024
+from s3_utils.limits import MiB
 
 
 @dataclass(frozen=True)
@@ -74,56 +65,3 @@ class SaveStats:
             f"{prefix}save_requests": float(self.requests),
             f"{prefix}save_retries": float(self.retries),
         }
-
-
-class SaveStatsLogger(Callback):
-    """Logs each completed save's :class:`SaveStats` to every logger of the trainer (rank 0 only).
-
-    Add it next to an ``S3CheckpointIO``: ``Trainer(plugins=[io], callbacks=[SaveStatsLogger()])``.
-    Stats of asynchronous saves are logged at the first batch end after the upload finished, and any
-    left are logged when training ends.
-
-    Args:
-        prefix: prepended to each metric name.
-    """
-
-    def __init__(self, prefix: str = "checkpoint/") -> None:
-        self.prefix = prefix
-        self._logged_up_to = 0
-
-    @override
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self._flush(trainer)
-
-    @override
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        io = _find_s3_checkpoint_io(trainer)
-        if io is not None:
-            io.wait_for_saves()
-        self._flush(trainer)
-
-    def _flush(self, trainer: pl.Trainer) -> None:
-        io = _find_s3_checkpoint_io(trainer)
-        if io is None or not trainer.is_global_zero:
-            return
-        for stats in io.save_history:
-            if stats.sequence <= self._logged_up_to:
-                continue
-            for logger in trainer.loggers:
-                logger.log_metrics(stats.as_metrics(self.prefix), step=trainer.global_step)
-            self._logged_up_to = stats.sequence
-
-
-def _find_s3_checkpoint_io(trainer: pl.Trainer) -> S3CheckpointIO | None:
-    from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
-
-    io: object = trainer.strategy.checkpoint_io
-    for _ in range(8):  # unwrap wrappers such as Lightning's AsyncCheckpointIO
-        if isinstance(io, S3CheckpointIO):
-            return io
-        io = getattr(io, "checkpoint_io", None)
-        if io is None:
-            return None
-    return None

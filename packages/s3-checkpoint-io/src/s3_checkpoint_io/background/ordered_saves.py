@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
 
-from s3_checkpoint_io._fork import start_fresh_after_fork
+from s3_checkpoint_io.background.fork import start_fresh_after_fork
 from s3_checkpoint_io.errors import BackgroundSaveError
 
 log = logging.getLogger(__name__)

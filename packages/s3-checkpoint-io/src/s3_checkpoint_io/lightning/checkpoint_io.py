@@ -13,20 +13,21 @@ from typing import Any
 
 from lightning.fabric.plugins import CheckpointIO
 
-from s3_checkpoint_io import _spawn_handoff
-from s3_checkpoint_io._async_saver import AsyncSaver
-from s3_checkpoint_io._compat import override
-from s3_checkpoint_io._config import CheckpointIOSettings
-from s3_checkpoint_io._fork import start_fresh_after_fork
-from s3_checkpoint_io._loading import load_from_buffer
-from s3_checkpoint_io._memory_file import MemoryFile, memory_files_supported
-from s3_checkpoint_io._snapshot import HostBufferPool, Snapshot, take_snapshot
-from s3_checkpoint_io._stats import MiB, SaveStats
-from s3_checkpoint_io._upload_process import UploadProcess, upload_process_supported
-from s3_checkpoint_io._upload_worker import write_checkpoint
+from s3_checkpoint_io.background.fork import start_fresh_after_fork
+from s3_checkpoint_io.background.ordered_saves import AsyncSaver
+from s3_checkpoint_io.background.snapshot import HostBufferPool, Snapshot, take_snapshot
+from s3_checkpoint_io.background.upload_process import UploadProcess, upload_process_supported
+from s3_checkpoint_io.engine.load import load_from_buffer
+from s3_checkpoint_io.engine.memory_file import MemoryFile, memory_files_supported
+from s3_checkpoint_io.engine.write import write_checkpoint
+from s3_checkpoint_io.lightning import spawn_handoff
+from s3_checkpoint_io.lightning.compat import override
+from s3_checkpoint_io.lightning.save_stats import SaveStats
+from s3_checkpoint_io.lightning.settings import CheckpointIOSettings
 from s3_dirpath_utils import normalize_s3_url, require_s3_url
 from s3_utils import ObjectInfo, S3ClientConfig, S3NotFoundError, S3Store, TransferConfig, TransferStats
 from s3_utils.checkpoint_names import parse_prefix_with_step
+from s3_utils.limits import MiB
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +231,9 @@ class S3CheckpointIO(CheckpointIO):
                 "`Trainer.save_checkpoint(..., storage_options=...)` with `storage_options` arg is not "
                 f"supported for `{type(self).__name__}`; subclass it to define how to use them"
             )
-        handoff = _spawn_handoff.handoff_path(path)
+        handoff = spawn_handoff.handoff_path(path)
         if handoff is not None:  # ddp_spawn handing the final weights to the main process
-            _spawn_handoff.save(checkpoint, handoff)
+            spawn_handoff.save(checkpoint, handoff)
             return
         url = _as_url(path)
         self._saver.raise_failures()
@@ -300,9 +301,9 @@ class S3CheckpointIO(CheckpointIO):
             CorruptCheckpointError: if the object is not a readable torch checkpoint.
             WeightsOnlyLoadError: if ``weights_only`` loading refused an object in it.
         """
-        handoff = _spawn_handoff.handoff_path(path)
+        handoff = spawn_handoff.handoff_path(path)
         if handoff is not None:  # ddp_spawn handing the final weights to the main process
-            return _spawn_handoff.load(handoff, map_location, weights_only)
+            return spawn_handoff.load(handoff, map_location, weights_only)
         url = _as_url(path)
         if url in self._saver.pending_saves():
             self._saver.wait()
@@ -370,9 +371,9 @@ class S3CheckpointIO(CheckpointIO):
         Raises:
             BackgroundSaveError: if an earlier asynchronous save or removal failed.
         """
-        handoff = _spawn_handoff.handoff_path(path)
+        handoff = spawn_handoff.handoff_path(path)
         if handoff is not None:  # ddp_spawn handing the final weights to the main process
-            _spawn_handoff.remove(handoff)
+            spawn_handoff.remove(handoff)
             return
         url = _as_url(path)
         self._saver.raise_failures()

@@ -10,7 +10,7 @@ hyper-parameters) is one more item of the same save, so the single commit PUT pu
 once; no ``meta.pt``, nothing visible before the commit. Local paths go to Lightning unchanged.
 
 With the trainer's ``S3CheckpointIO(async_checkpointing=True)`` the ``s3://`` saves run through
-``dcp.async_save`` (:mod:`s3_checkpoint_io._sharded_async`): ``save_checkpoint`` returns once the
+``dcp.async_save`` (:mod:`s3_checkpoint_io.strategies.async_saves`): ``save_checkpoint`` returns once the
 shards are staged in host memory, at most ``max_pending_saves`` saves are in flight, removals wait
 for the newer commit, and a background failure is raised at the next save, load or teardown.
 """
@@ -30,10 +30,11 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-from s3_checkpoint_io._compat import override
-from s3_checkpoint_io._sharded_async import ShardedAsyncSaves
-from s3_checkpoint_io.checkpoint_io import S3CheckpointIO
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
+from s3_checkpoint_io.lightning.checkpoint_io import S3CheckpointIO
+from s3_checkpoint_io.lightning.compat import override
+from s3_checkpoint_io.lightning.model_checkpoint import SavesShardedToS3
+from s3_checkpoint_io.strategies.async_saves import ShardedAsyncSaves
 from s3_dirpath_utils import is_s3_url, normalize_s3_url
 from s3_utils import S3ClientConfig, S3NotFoundError, S3Store, TransferConfig
 from s3_utils.sharded import delete_sharded_checkpoint, is_committed
@@ -45,7 +46,7 @@ LIGHTNING_STATE_KEY = "lightning_checkpoint"
 (``torch.save`` bytes of that dict: what Lightning writes to ``meta.pt`` on local disk)."""
 
 
-class _S3ShardedCheckpoints:
+class _S3ShardedCheckpoints(SavesShardedToS3):
     """The ``s3://`` half of a sharded strategy's checkpoint methods (mixed in before the strategy)."""
 
     _s3_model_key: str  # the name Lightning gives the model state in the DCP state dict

@@ -8,10 +8,10 @@ trainer has threads), started at the first asynchronous save, on the saver's wor
 loads only torch and s3_utils. It never re-imports the training script, so a script needs no
 ``if __name__ == "__main__":`` guard.
 
-The snapshot's tensors live in shared slabs (``_shared_buffers``); what crosses the socket is the
-checkpoint pickled with each storage named by its slab region, a few bytes per tensor. The slabs'
-descriptors go over once per slab (``SCM_RIGHTS``). The upload process maps the same pages and
-``torch.save`` reads them in place: no copy of the tensor bytes anywhere.
+The snapshot's tensors live in shared slabs (:mod:`~s3_checkpoint_io.background.host_buffers`); what
+crosses the socket is the checkpoint pickled with each storage named by its slab region, a few bytes per
+tensor. The slabs' descriptors go over once per slab (``SCM_RIGHTS``). The upload process maps the same
+pages and ``torch.save`` reads them in place: no copy of the tensor bytes anywhere.
 
 A checkpoint holding objects defined in the training script's ``__main__`` cannot be unpickled in
 another interpreter; such a save is written on the worker thread instead (logged once).
@@ -41,10 +41,9 @@ from typing import Any
 
 import torch
 
-from s3_checkpoint_io import _upload_worker
-from s3_checkpoint_io._fork import start_fresh_after_fork
-from s3_checkpoint_io._shared_buffers import HostBufferPool, shared_slabs_supported
-from s3_checkpoint_io._upload_worker import MAX_FDS_PER_MESSAGE, receive_message, send_message
+from s3_checkpoint_io.background.fork import start_fresh_after_fork
+from s3_checkpoint_io.background.host_buffers import HostBufferPool, shared_slabs_supported
+from s3_checkpoint_io.background.wire import MAX_FDS_PER_MESSAGE, receive_message, send_message
 from s3_checkpoint_io.errors import UploadProcessError
 from s3_utils import S3ClientConfig, TransferConfig, TransferStats
 
@@ -52,14 +51,15 @@ log = logging.getLogger(__name__)
 
 _STOP_TIMEOUT_S = 30.0
 _POLL_S = 0.5  # only where there is no pidfd to wait on
-# Loads _upload_worker by file path, so the helper never imports this package's __init__ (Lightning).
+# The helper imports this copy of the package (its folder comes first on sys.path) and only the
+# modules it needs: the package's __init__ imports nothing heavy, so Lightning is never loaded there.
 _BOOTSTRAP = (
-    "import importlib.util, sys\n"
-    "spec = importlib.util.spec_from_file_location('s3_checkpoint_io_upload_worker', sys.argv[1])\n"
-    "module = importlib.util.module_from_spec(spec)\n"
-    "spec.loader.exec_module(module)\n"
-    "module.serve(int(sys.argv[2]))\n"
+    "import sys\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "from s3_checkpoint_io.background.upload_helper import serve\n"
+    "serve(int(sys.argv[2]))\n"
 )
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 def upload_process_supported() -> bool:
@@ -162,7 +162,11 @@ class UploadProcess:
         try:
             process.wait(timeout=_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            log.warning("the checkpoint upload process %d did not stop in %ss; killing it", process.pid, 30)
+            log.warning(
+                "the checkpoint upload process %d did not stop in %ss; killing it",
+                process.pid,
+                _STOP_TIMEOUT_S,
+            )
             process.kill()
             process.wait()
         self._close_handles()
@@ -177,7 +181,7 @@ class UploadProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP, _upload_worker.__file__, str(theirs.fileno())],
+                [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_PARENT, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from s3_checkpoint_io._shared_buffers import HostBufferPool
+from s3_checkpoint_io.background.host_buffers import HostBufferPool
 
 __all__ = ["HostBufferPool", "Snapshot", "take_snapshot", "wait_for_device_copies"]
 

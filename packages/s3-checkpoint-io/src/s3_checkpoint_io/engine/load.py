@@ -12,8 +12,8 @@ from typing import IO, Any, cast
 import torch
 from typing_extensions import Buffer
 
-from s3_checkpoint_io._memory_file import MemoryFile
-from s3_checkpoint_io._reader import BufferReader
+from s3_checkpoint_io.engine.buffer_reader import BufferReader
+from s3_checkpoint_io.engine.memory_file import MemoryFile
 from s3_checkpoint_io.errors import CorruptCheckpointError, WeightsOnlyLoadError
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format

@@ -4,9 +4,10 @@
 in-memory file (Linux ``memfd``) that means the downloaded bytes ARE the loaded tensors: peak memory is
 one checkpoint, not two (download buffer + unpickled copy).
 
-A mapping stays whole while any tensor made from it survives, so ``_loading`` copies each storage out
-as ``torch.load`` reaches it and frees that part of the file at once (:meth:`MemoryFile.release`):
-the peak stays about one checkpoint, and the loaded tensors are ordinary memory.
+A mapping stays whole while any tensor made from it survives, so :mod:`~s3_checkpoint_io.engine.load`
+copies each storage out as ``torch.load`` reaches it and frees that part of the file at once
+(:meth:`MemoryFile.release`): the peak stays about one checkpoint, and the loaded tensors are ordinary
+memory.
 """
 
 from __future__ import annotations
