@@ -20,9 +20,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from s3_utils import checksums
-from s3_utils.download import _run_all
 from s3_utils.errors import S3Error, S3IntegrityError
 from s3_utils.objects import ObjectInfo
+from s3_utils.parallel import run_all
 from s3_utils.part_sizes import part_size
 from s3_utils.stats import StatsRecorder
 from s3_utils.transport import Transport
@@ -145,8 +145,8 @@ class _MultipartCopy:
             lambda: self._t.client.create_multipart_upload(Bucket=self._bucket, Key=self._key, **extra),
         )["UploadId"]
         try:
-            _run_all(
-                self._t,
+            run_all(
+                self._t.executor,
                 [functools.partial(self._copy_part, upload_id, *part) for part in self._ranges()],
             )
             self._complete(upload_id)
