@@ -11,13 +11,14 @@ wrong or stuck collective.
 
 from __future__ import annotations
 
-import pickle
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch.distributed as dist
+
+from s3_checkpoint_io.sent_errors import SentError
 
 _LOAD_STEP = "local_step"
 """The function of ``torch.distributed.checkpoint.state_dict_loader`` that calls ``read_metadata``."""
@@ -86,8 +87,5 @@ def read_once(read: Callable[[], bytes | bytearray], group: LoadGroup | None) ->
 def _sendable(error: Exception) -> Exception:
     """``error`` if it survives pickling (the other ranks raise it as is), else its text in a
     ``RuntimeError``: a coordinator that cannot send would leave the others waiting."""
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:
-        return RuntimeError(f"{type(error).__name__}: {error}")
-    return error
+    sent = SentError.of(error)
+    return error if sent.pickled is not None else RuntimeError(sent.description)
