@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch.distributed as dist
 
+from s3_checkpoint_io.one_rank import compute_on_one_rank
 from s3_checkpoint_io.sent_errors import SentError
 
 log = logging.getLogger(__name__)
@@ -104,21 +105,10 @@ def share_from_rank_zero(
         if is_global_rank_zero() or without_group is None:
             return compute()
         return without_group()
-    outcome: tuple[bool, object]
-    error: Exception | None = None
-    if dist.get_rank() == 0:
-        try:
-            outcome = (True, compute())
-        except Exception as exc:
-            error = exc
-            outcome = (False, SentError.of(exc))
-    else:
-        outcome = (False, None)
-    ok, value = broadcast_object(outcome)
-    if error is not None:
-        raise error
-    if ok:
-        return value  # type: ignore[return-value]
-    assert isinstance(value, SentError)
-    log.debug("rank %d: rank 0 failed %s: %s", dist.get_rank(), what, value.message)
-    raise _raised_on_rank_zero(value, what)
+    outcome = compute_on_one_rank(compute, src=0)
+    if outcome.own_error is not None:
+        raise outcome.own_error
+    if outcome.failure is None:
+        return cast(T, outcome.value)
+    log.debug("rank %d: rank 0 failed %s: %s", dist.get_rank(), what, outcome.failure.message)
+    raise _raised_on_rank_zero(outcome.failure, what)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from s3_checkpoint_io.sent_errors import SentError
+from s3_checkpoint_io.one_rank import compute_on_one_rank
 
 _LOAD_STEP = "local_step"
 """The function of ``torch.distributed.checkpoint.state_dict_loader`` that calls ``read_metadata``."""
@@ -70,22 +70,11 @@ def read_once(read: Callable[[], bytes | bytearray], group: LoadGroup | None) ->
     """
     if group is None:
         return read()
-    payload: list[Any] = [None]
-    if group.is_coordinator:
-        try:
-            payload[0] = bytes(read())
-        except Exception as exc:
-            payload[0] = _sendable(exc)
-    dist.broadcast_object_list(payload, src=group.coordinator, group=group.group)
-    result = payload[0]
-    if isinstance(result, BaseException):
-        raise result
-    assert isinstance(result, bytes | bytearray)
-    return result
-
-
-def _sendable(error: Exception) -> Exception:
-    """``error`` if it survives pickling (the other ranks raise it as is), else its text in a
-    ``RuntimeError``: a coordinator that cannot send would leave the others waiting."""
-    sent = SentError.of(error)
-    return error if sent.pickled is not None else RuntimeError(sent.description)
+    outcome = compute_on_one_rank(read, src=group.coordinator, group=group.group)
+    if outcome.failure is None:
+        assert isinstance(outcome.value, bytes | bytearray)
+        return outcome.value
+    if outcome.own_error is not None and outcome.failure.pickled is not None:
+        raise outcome.own_error
+    # a coordinator that cannot send its error raises what the others raise: its text
+    raise outcome.failure.unpickled() or RuntimeError(outcome.failure.description)
