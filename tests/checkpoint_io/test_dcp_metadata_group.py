@@ -66,5 +66,7 @@ def test_one_rank_does_not_warn(monkeypatch: pytest.MonkeyPatch, caplog: pytest.
 def test_the_reader_still_takes_its_old_arguments() -> None:
     from s3_checkpoint_io.dcp import S3StorageReader
 
-    reader: Any = S3StorageReader("s3://b/p", chunk_size_MB=8, max_concurrency=2, endpoint_url="http://x")
+    reader: Any = S3StorageReader(
+        "s3://bucket/p", chunk_size_MB=8, max_concurrency=2, endpoint_url="http://x"
+    )
     assert reader.settings.transfer_config.max_concurrency == 2
