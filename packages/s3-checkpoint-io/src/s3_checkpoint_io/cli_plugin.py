@@ -20,8 +20,8 @@ from s3_dirpath_utils import join_s3_url
 from s3_utils import S3Store
 from s3_utils.cli.plugins import CommitSummary, ConvertReport, ConvertRequest, SaveLoadTiming, TensorInfo
 from s3_utils.cli.tuning import Recommendation
+from s3_utils.limits import MiB
 
-MiB = 1024 * 1024
 _BENCH_TENSOR_MiB = 64
 
 

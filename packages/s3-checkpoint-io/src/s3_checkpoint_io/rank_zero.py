@@ -11,29 +11,19 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch.distributed as dist
+
+from s3_checkpoint_io.one_rank import compute_on_one_rank
+from s3_checkpoint_io.sent_errors import SentError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _RANK_VARIABLES = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK")
-# An error that does not survive pickling is raised as the first of these it is an instance of, so that
-# ``except PermissionError`` (access denied) or ``except FileNotFoundError`` still works on every rank.
-_BUILTIN_KINDS: tuple[type[Exception], ...] = (
-    PermissionError,
-    FileNotFoundError,
-    ConnectionError,
-    TimeoutError,
-    ValueError,
-    TypeError,
-    OSError,
-)
 
 
 def distributed_ready() -> bool:
@@ -79,36 +69,13 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     return box[0]  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class _Failure:
-    """Rank 0's error as it travels: the error itself when it pickles, else its type and message."""
-
-    what: str
-    type_name: str
-    message: str
-    pickled: bytes | None
-    kind: type[Exception]
-
-    @classmethod
-    def of(cls, what: str, error: Exception) -> _Failure:
-        pickled: bytes | None
-        try:
-            data = pickle.dumps(error)
-            pickle.loads(data)
-            pickled = data
-        except Exception:
-            pickled = None
-        kind = next((k for k in _BUILTIN_KINDS if isinstance(error, k)), RuntimeError)
-        return cls(what, f"{type(error).__module__}.{type(error).__qualname__}", str(error), pickled, kind)
-
-    def error(self) -> Exception:
-        """The error to raise on a rank other than 0: a copy of rank 0's, naming where it came from."""
-        if self.pickled is not None:
-            copy: Exception = pickle.loads(self.pickled)
-        else:
-            copy = self.kind(f"{self.type_name}: {self.message}")
-        copy.add_note(f"raised on global rank 0 while {self.what}; every rank raises it")
-        return copy
+def _raised_on_rank_zero(sent: SentError, what: str) -> Exception:
+    """The error to raise on a rank other than 0: a copy of rank 0's, naming where it came from."""
+    copy = sent.unpickled()
+    if not isinstance(copy, Exception):
+        copy = sent.builtin_kind(f"{sent.qualified_name}: {sent.message}")
+    copy.add_note(f"raised on global rank 0 while {what}; every rank raises it")
+    return copy
 
 
 def share_from_rank_zero(
@@ -138,21 +105,10 @@ def share_from_rank_zero(
         if is_global_rank_zero() or without_group is None:
             return compute()
         return without_group()
-    outcome: tuple[bool, object]
-    error: Exception | None = None
-    if dist.get_rank() == 0:
-        try:
-            outcome = (True, compute())
-        except Exception as exc:
-            error = exc
-            outcome = (False, _Failure.of(what, exc))
-    else:
-        outcome = (False, None)
-    ok, value = broadcast_object(outcome)
-    if error is not None:
-        raise error
-    if ok:
-        return value  # type: ignore[return-value]
-    assert isinstance(value, _Failure)
-    log.debug("rank %d: rank 0 failed %s: %s", dist.get_rank(), what, value.message)
-    raise value.error()
+    outcome = compute_on_one_rank(compute, src=0)
+    if outcome.own_error is not None:
+        raise outcome.own_error
+    if outcome.failure is None:
+        return cast(T, outcome.value)
+    log.debug("rank %d: rank 0 failed %s: %s", dist.get_rank(), what, outcome.failure.message)
+    raise _raised_on_rank_zero(outcome.failure, what)

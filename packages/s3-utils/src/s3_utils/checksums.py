@@ -9,11 +9,44 @@ parallel parts and ranges each checksum their own bytes.
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from awscrt import checksums
 
 ALGORITHM = "CRC64NVME"
 """The name S3 uses in ``ChecksumAlgorithm``."""
+
+
+_SENDS_ALGORITHM = frozenset({"PutObject", "UploadPart", "CreateMultipartUpload", "CopyObject"})
+_FULL_OBJECT = frozenset({"CreateMultipartUpload", "CompleteMultipartUpload"})
+
+
+def request_arguments(operation: str, crc: int | str | None = None) -> dict[str, Any]:
+    """The checksum arguments of one S3 request, to pass to boto3 with ``**``.
+
+    Args:
+        operation: ``PutObject`` or ``UploadPart`` (with the body's ``crc``), ``CreateMultipartUpload``,
+            ``CompleteMultipartUpload`` (with the whole object's ``crc``) or ``CopyObject``.
+        crc: the CRC64NVME the request states, as an int or already in S3's base64 form.
+
+    Returns:
+        ``ChecksumAlgorithm`` where the request names the algorithm, ``ChecksumType=FULL_OBJECT`` for
+        the two ends of a multipart upload (one checksum of all the bytes), ``ChecksumCRC64NVME`` with
+        ``crc``.
+
+    Raises:
+        ValueError: for another operation.
+    """
+    if operation not in _SENDS_ALGORITHM | _FULL_OBJECT:
+        raise ValueError(f"operation={operation!r} sends no checksum arguments")
+    arguments: dict[str, Any] = {}  # Any: what boto3's typed ``**kwargs`` accept
+    if operation in _SENDS_ALGORITHM:
+        arguments["ChecksumAlgorithm"] = ALGORITHM
+    if crc is not None:
+        arguments["ChecksumCRC64NVME"] = crc if isinstance(crc, str) else to_base64(crc)
+    if operation in _FULL_OBJECT:
+        arguments["ChecksumType"] = "FULL_OBJECT"
+    return arguments
 
 
 def crc(data: bytes | bytearray | memoryview, previous: int = 0) -> int:

@@ -7,14 +7,13 @@ naming the field, the value and the allowed range, not in the middle of a save.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from s3_utils.errors import S3ConfigError
-from s3_utils.limits import MAX_PART_SIZE, MAX_PART_SIZE_MB, MIN_PART_SIZE, MIN_PART_SIZE_MB, MiB
+from s3_utils.limits import MiB, check_part_size_MB
 
 AddressingStyle = Literal["path", "virtual", "auto"]
 _ADDRESSING_STYLES = ("path", "virtual", "auto")
@@ -198,14 +197,7 @@ class TransferConfig:
     checksum: bool = True
 
     def __post_init__(self) -> None:
-        size = self.chunk_size_MB
-        if isinstance(size, bool) or not isinstance(size, int | float) or math.isnan(size):
-            raise S3ConfigError(f"chunk_size_MB={size!r} is invalid: it must be a number of MiB")
-        if not MIN_PART_SIZE <= size * MiB <= MAX_PART_SIZE:
-            raise S3ConfigError(
-                f"chunk_size_MB={size!r} is out of range: S3 parts must be {MIN_PART_SIZE_MB} to "
-                f"{MAX_PART_SIZE_MB} MiB (5 MiB to 5 GiB)"
-            )
+        check_part_size_MB(self.chunk_size_MB)
         for name in ("max_concurrency", "max_attempts", "connect_attempts"):
             value = getattr(self, name)
             if name == "max_attempts" and value is None:

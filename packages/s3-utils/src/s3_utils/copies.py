@@ -20,9 +20,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from s3_utils import checksums
-from s3_utils.download import _run_all
 from s3_utils.errors import S3Error, S3IntegrityError
 from s3_utils.objects import ObjectInfo
+from s3_utils.parallel import run_all
 from s3_utils.part_sizes import part_size
 from s3_utils.stats import StatsRecorder
 from s3_utils.transport import Transport
@@ -86,7 +86,7 @@ def _copy_source(source: ObjectInfo) -> dict[str, Any]:
 def _copy_whole(
     transport: Transport, source: ObjectInfo, bucket: str, key: str, stats: StatsRecorder
 ) -> None:
-    extra: dict[str, Any] = {"ChecksumAlgorithm": checksums.ALGORITHM} if transport.transfer.checksum else {}
+    extra = checksums.request_arguments("CopyObject") if transport.transfer.checksum else {}
     response = transport.requester.call(
         lambda: transport.client.copy_object(Bucket=bucket, Key=key, **_copy_source(source), **extra),
         operation="CopyObject",
@@ -137,16 +137,14 @@ class _MultipartCopy:
         return ranges
 
     def run(self) -> None:
-        extra: dict[str, Any] = {}
-        if self._checksum:
-            extra = {"ChecksumAlgorithm": checksums.ALGORITHM, "ChecksumType": "FULL_OBJECT"}
+        extra = checksums.request_arguments("CreateMultipartUpload") if self._checksum else {}
         upload_id = self._request(
             "CreateMultipartUpload",
             lambda: self._t.client.create_multipart_upload(Bucket=self._bucket, Key=self._key, **extra),
         )["UploadId"]
         try:
-            _run_all(
-                self._t,
+            run_all(
+                self._t.executor,
                 [functools.partial(self._copy_part, upload_id, *part) for part in self._ranges()],
             )
             self._complete(upload_id)
@@ -182,10 +180,10 @@ class _MultipartCopy:
 
     def _complete(self, upload_id: str) -> None:
         parts = [self._parts[number] for number in sorted(self._parts)]
-        extra: dict[str, Any] = {}
-        if self._checksum:
-            # the server combines the parts' CRCs and refuses to complete if they are not the source's
-            extra = {"ChecksumCRC64NVME": self._checksum, "ChecksumType": "FULL_OBJECT"}
+        # the server combines the parts' CRCs and refuses to complete if they are not the source's
+        extra = (
+            checksums.request_arguments("CompleteMultipartUpload", self._checksum) if self._checksum else {}
+        )
         self._request(
             "CompleteMultipartUpload",
             lambda: self._t.client.complete_multipart_upload(

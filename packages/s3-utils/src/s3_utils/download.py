@@ -13,13 +13,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from dataclasses import dataclass
 from typing import Any
 
 from s3_utils import checksums
 from s3_utils.errors import S3IntegrityError
 from s3_utils.objects import ObjectInfo
+from s3_utils.parallel import run_all
 from s3_utils.retry import TruncatedBodyError
 from s3_utils.stats import StatsRecorder
 from s3_utils.transport import Transport
@@ -180,19 +180,4 @@ def run_ranges(
     ]
     if len(fetches) == 1:
         return [fetches[0]()]
-    return _run_all(transport, fetches)
-
-
-def _run_all(transport: Transport, tasks: list[Callable[[], int]]) -> list[int]:
-    """Run ``tasks`` on the store's workers; on the first failure cancel the rest and raise it."""
-    futures: list[Future[int]] = [transport.executor.submit(task) for task in tasks]
-    wait(futures, return_when=FIRST_EXCEPTION)
-    failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception() is not None), None)
-    if failed is not None:
-        for future in futures:
-            future.cancel()
-        wait([f for f in futures if not f.cancelled()])  # a cancelled one may never count as done
-        error = failed.exception()
-        assert error is not None
-        raise error
-    return [future.result() for future in futures]
+    return run_all(transport.executor, fetches)

@@ -62,6 +62,25 @@ def check_object_size(size: int, url: str) -> None:
         )
 
 
+def check_part_size_MB(size: object, name: str = "chunk_size_MB") -> None:
+    """Check a part size given in MiB: a number from :data:`MIN_PART_SIZE_MB` to :data:`MAX_PART_SIZE_MB`.
+
+    Args:
+        size: the setting's value.
+        name: the setting, for the message.
+
+    Raises:
+        S3ConfigError: if ``size`` is not a number (bools and NaN are not) or is out of S3's range.
+    """
+    if isinstance(size, bool) or not isinstance(size, int | float) or math.isnan(size):
+        raise S3ConfigError(f"{name}={size!r} is invalid: it must be a number of MiB")
+    if not MIN_PART_SIZE <= size * MiB <= MAX_PART_SIZE:
+        raise S3ConfigError(
+            f"{name}={size!r} is out of range: S3 parts must be {MIN_PART_SIZE_MB} to "
+            f"{MAX_PART_SIZE_MB} MiB (5 MiB to 5 GiB)"
+        )
+
+
 class S3RequestRateWarning(UserWarning):
     """Planned concurrency can exceed S3's per-prefix request rate (expect 503 SlowDown)."""
 

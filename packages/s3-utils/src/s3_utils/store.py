@@ -266,12 +266,8 @@ class S3Store:
         condition: dict[str, Any] = (
             {"IfNoneMatch": "*"} if expected_etag is None else {"IfMatch": expected_etag}
         )
-        extra: dict[str, Any] = {}
-        if self.transfer_config.checksum:
-            extra = {
-                "ChecksumAlgorithm": checksums.ALGORITHM,
-                "ChecksumCRC64NVME": checksums.to_base64(checksums.crc(body)),
-            }
+        checksum = self.transfer_config.checksum
+        extra = checksums.request_arguments("PutObject", checksums.crc(body)) if checksum else {}
         try:
             response = self._call(
                 lambda: self.client.put_object(Bucket=bucket, Key=key, Body=body, **condition, **extra),

@@ -23,7 +23,7 @@ import logging
 import threading
 from concurrent.futures import Future, wait
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from s3_dirpath_utils import build_s3_url
 from s3_utils import checksums
@@ -306,9 +306,7 @@ class S3Writer:
                 self._record(failure)
 
     def _create_upload(self) -> None:
-        extra: dict[str, Any] = {}
-        if self._checksum:
-            extra = {"ChecksumAlgorithm": checksums.ALGORITHM, "ChecksumType": "FULL_OBJECT"}
+        extra = checksums.request_arguments("CreateMultipartUpload") if self._checksum else {}
         response = self._t.requester.call(
             lambda: self._t.client.create_multipart_upload(Bucket=self._bucket, Key=self._key, **extra),
             operation="CreateMultipartUpload",
@@ -333,12 +331,7 @@ class S3Writer:
         upload_id = self._upload_id
         assert upload_id is not None
         crc = checksums.crc(body) if self._checksum else 0
-        extra: dict[str, Any] = {}
-        if self._checksum:
-            extra = {
-                "ChecksumAlgorithm": checksums.ALGORITHM,
-                "ChecksumCRC64NVME": checksums.to_base64(crc),
-            }
+        extra = checksums.request_arguments("UploadPart", crc) if self._checksum else {}
         response = self._t.requester.call(
             lambda: self._t.client.upload_part(
                 Bucket=self._bucket,
@@ -384,9 +377,9 @@ class S3Writer:
                 part["ChecksumCRC64NVME"] = checksums.to_base64(crc)
                 running.append(crc, length)
             parts.append(part)
-        extra: dict[str, Any] = {}
-        if self._checksum:
-            extra = {"ChecksumCRC64NVME": running.base64, "ChecksumType": "FULL_OBJECT"}
+        extra = (
+            checksums.request_arguments("CompleteMultipartUpload", running.base64) if self._checksum else {}
+        )
         self._t.requester.call(
             lambda: self._t.client.complete_multipart_upload(
                 Bucket=self._bucket,
@@ -407,12 +400,7 @@ class S3Writer:
     def _put_single(self) -> None:
         buffer, length = self._take_buffer()
         body = memoryview(buffer)[:length]
-        extra: dict[str, Any] = {}
-        if self._checksum:
-            extra = {
-                "ChecksumAlgorithm": checksums.ALGORITHM,
-                "ChecksumCRC64NVME": checksums.to_base64(checksums.crc(body)),
-            }
+        extra = checksums.request_arguments("PutObject", checksums.crc(body)) if self._checksum else {}
         self._t.requester.call(
             lambda: self._t.client.put_object(
                 Bucket=self._bucket, Key=self._key, Body=request_body(body), **extra

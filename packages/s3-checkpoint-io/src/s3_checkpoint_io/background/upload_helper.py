@@ -6,8 +6,8 @@ snapshot slabs, unpickles each snapshot as views of those pages, and writes it w
 :func:`~s3_checkpoint_io.engine.write.write_checkpoint`, so serialization and HTTP never hold the
 trainer's GIL.
 
-Imports only the standard library, torch, s3_utils and this package's ``engine`` and ``background``
-modules, whose ``__init__`` files import nothing heavier: the helper never imports Lightning.
+Imports only the standard library, torch, s3_utils and this package's ``engine``, ``background`` and
+``sent_errors`` modules, whose ``__init__`` files import nothing heavier: the helper never imports Lightning.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 
 from s3_checkpoint_io.background.wire import receive_message, send_message
 from s3_checkpoint_io.engine.write import write_checkpoint
+from s3_checkpoint_io.sent_errors import SentError
 from s3_utils import S3Store
 
 
@@ -119,15 +120,8 @@ def _upload(
 
 def describe_failure(exc: BaseException) -> tuple[str, bytes | None, str, str]:
     """``exc`` as it travels to the trainer: pickled if it survives the round trip, else described."""
-    description = f"{type(exc).__name__}: {exc}"
-    remote = "".join(traceback.format_exception(exc))
-    try:
-        pickled = pickle.dumps(exc)
-        pickle.loads(pickled)
-        data: bytes | None = pickled
-    except Exception:
-        data = None
-    return ("failed", data, description, remote)
+    sent = SentError.of(exc)
+    return ("failed", sent.pickled, sent.description, "".join(traceback.format_exception(exc)))
 
 
 def _exit_with_parent() -> None:

@@ -29,9 +29,9 @@ from s3_checkpoint_io.convert.safetensors_format import (
 from s3_checkpoint_io.convert.sources import Source, open_source
 from s3_checkpoint_io.convert.tensor_entries import TensorEntry
 from s3_utils import S3Store
+from s3_utils.limits import MiB
 
 log = logging.getLogger(__name__)
-MiB = 1024 * 1024
 DEFAULT_READ_AHEAD_BYTES = 64 * MiB
 DEFAULT_READ_WORKERS = 4
 

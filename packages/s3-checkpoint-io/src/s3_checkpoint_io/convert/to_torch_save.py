@@ -14,9 +14,9 @@ from s3_checkpoint_io.convert.locations import location_of, parent_and_name
 from s3_checkpoint_io.convert.result import ConversionResult
 from s3_checkpoint_io.convert.sources import FileSource, open_source
 from s3_utils import S3Store
+from s3_utils.limits import MiB
 
 log = logging.getLogger(__name__)
-MiB = 1024 * 1024
 
 
 def to_torch_save(

@@ -9,17 +9,19 @@ import os
 import pickle
 import time
 
+import torch.distributed as dist
 from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
-from s3_checkpoint_io.dcp._broadcast import current_load_group, read_once
+from s3_checkpoint_io.dcp._broadcast import group_for, read_once
 from s3_checkpoint_io.dcp._layout import CheckpointLayout
 from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_reader import read_items
 from s3_checkpoint_io.dcp._stored_items import CommittedCheckpoint, committed_checkpoint
+from s3_checkpoint_io.dcp._torch_load_frame import group_of_running_load
 from s3_checkpoint_io.errors import CorruptCheckpointError
 from s3_utils import S3ClientConfig, S3NotFoundError, S3ObjectChangedError
 
@@ -34,8 +36,10 @@ class S3StorageReader(StorageReader):
     ``FsspecWriter`` over s3fs, and s3torchconnector's ``S3StorageWriter``.
 
     The coordinator of the load GETs ``<prefix>/.metadata`` once and broadcasts it over the process
-    group ``dcp.load`` uses (one GET per load, not one per rank; see ``docs/sharded.md`` for when every
-    rank reads it instead). Then each rank reads only the byte ranges of the shard objects that its
+    group of the load (one GET per load, not one per rank; see ``docs/sharded.md`` for when every
+    rank reads it instead): ``process_group`` when given, else the group ``dcp.load`` uses, read from
+    its call (:mod:`s3_checkpoint_io.dcp._torch_load_frame`, which logs a warning once if a torch
+    release hides it). Then each rank reads only the byte ranges of the shard objects that its
     part of the load needs, with parallel ranged GETs across objects, straight into the destination
     tensors where it can. Ranks may differ in number from the save (DCP reshards). The coordinator
     checks that all ranks read the same commit, so a load racing an overwrite fails rather than mixing
@@ -51,6 +55,10 @@ class S3StorageReader(StorageReader):
         region: AWS region; default from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
         profile: a named AWS profile; default from ``AWS_PROFILE``.
         client_config: a complete ``S3ClientConfig`` instead of the three settings above.
+        process_group: the process group of the ``dcp.load`` calls this reader serves (the group given
+            to ``dcp.load(process_group=...)``, ``torch.distributed.group.WORLD`` for the default
+            group): its rank 0 GETs the metadata and broadcasts it over it. Default: the group is
+            found from the running ``dcp.load``.
 
     Raises:
         ValueError: if ``checkpoint_id`` is not an ``s3://bucket/prefix`` URL or a setting is invalid.
@@ -66,6 +74,7 @@ class S3StorageReader(StorageReader):
         region: str | None = None,
         profile: str | None = None,
         client_config: S3ClientConfig | None = None,
+        process_group: dist.ProcessGroup | None = None,
     ) -> None:
         super().__init__()
         self.settings = StoreSettings.build(
@@ -76,6 +85,7 @@ class S3StorageReader(StorageReader):
             profile=profile,
             client_config=client_config,
         )
+        self._process_group = process_group
         self._layout: CheckpointLayout | None = None
         self._commit: CommittedCheckpoint | None = None
         self.bytes_read = 0
@@ -122,7 +132,10 @@ class S3StorageReader(StorageReader):
             S3NotFoundError: if nothing was committed at the prefix (no ``.metadata`` object).
             CorruptCheckpointError: if the object is not DCP metadata whose items this reader can find.
         """
-        raw = read_once(self._download_metadata, current_load_group())
+        given = self._process_group
+        # group_of_running_load is called from here: it searches the stack up from this frame
+        group = group_for(given) if given is not None else group_of_running_load()
+        raw = read_once(self._download_metadata, group)
         try:
             metadata = pickle.loads(raw)
         except Exception as exc:

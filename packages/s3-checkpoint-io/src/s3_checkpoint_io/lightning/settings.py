@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from s3_utils.limits import MAX_PART_SIZE_MB, MIN_PART_SIZE_MB
+from s3_utils.limits import check_part_size_MB
 
 ASYNC_UPLOADERS = ("process", "thread")
 """Where asynchronous saves may run: a helper process, or a thread of the trainer's process."""
@@ -49,14 +48,7 @@ class CheckpointIOSettings:
     history_size: int = 1000
 
     def __post_init__(self) -> None:
-        size = self.chunk_size_MB
-        if isinstance(size, bool) or not isinstance(size, int | float) or math.isnan(size):
-            raise ValueError(f"chunk_size_MB={size!r} is invalid: it must be a number of MiB")
-        if not MIN_PART_SIZE_MB <= size <= MAX_PART_SIZE_MB:
-            raise ValueError(
-                f"chunk_size_MB={size!r} is out of range: S3 parts must be {MIN_PART_SIZE_MB} to "
-                f"{MAX_PART_SIZE_MB} MiB"
-            )
+        check_part_size_MB(self.chunk_size_MB)
         _check_int("max_read_concurrency", self.max_read_concurrency, 1)
         _check_int("max_write_concurrency", self.max_write_concurrency, 1)
         _check_int("max_pending_saves", self.max_pending_saves, 1)

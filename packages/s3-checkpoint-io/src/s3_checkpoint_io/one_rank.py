@@ -1,0 +1,67 @@
+"""Run a computation on one rank of a process group and give every rank of it the outcome.
+
+The outcome, not only the value: when the computing rank fails and the others waited for a value,
+they would sit in the collective until its timeout (30 minutes by default) and then fail with an
+unrelated message. Here the computing rank's error travels too (as a
+:class:`~s3_checkpoint_io.sent_errors.SentError`), so each caller can raise it on every rank at once.
+Discovery on global rank 0 (:mod:`~s3_checkpoint_io.rank_zero`) and the DCP metadata read on a load's
+coordinator (:mod:`~s3_checkpoint_io.dcp._broadcast`) both go through :func:`compute_on_one_rank`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
+
+import torch.distributed as dist
+
+from s3_checkpoint_io.sent_errors import SentError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What the computation gave, as one rank sees it.
+
+    Attributes:
+        value: its result (None when it failed).
+        failure: its error as it travelled, or None when it returned.
+        own_error: on the computing rank only, the exception itself.
+    """
+
+    value: T | None
+    failure: SentError | None
+    own_error: Exception | None
+
+
+def compute_on_one_rank(
+    compute: Callable[[], T], *, src: int, group: dist.ProcessGroup | None = None
+) -> Outcome[T]:
+    """Run ``compute`` on global rank ``src`` only and broadcast its result or error over ``group``.
+
+    Every rank of ``group`` (default: the default process group) must call this: it is a collective.
+
+    Args:
+        compute: what to do once; its result must pickle.
+        src: the global rank that computes (a rank of ``group``).
+        group: the process group to broadcast over.
+
+    Returns:
+        The outcome on this rank.
+    """
+    payload: list[object] = [None]
+    own_error: Exception | None = None
+    if dist.get_rank() == src:
+        try:
+            payload[0] = (compute(), None)
+        except Exception as exc:
+            own_error = exc
+            payload[0] = (None, SentError.of(exc))
+    dist.broadcast_object_list(payload, src=src, group=group)
+    sent = payload[0]
+    assert isinstance(sent, tuple)
+    value, failure = sent
+    assert failure is None or isinstance(failure, SentError)
+    return Outcome(cast(T | None, value), failure, own_error)
