@@ -33,7 +33,7 @@ from torch.optim import Optimizer
 
 from s3_checkpoint_io.lightning.checkpoint_io import S3CheckpointIO
 from s3_checkpoint_io.strategies.sharded_checkpoints import ShardedCheckpoints
-from s3_checkpoint_io.strategies.state_dicts import DTENSOR, FSDP1
+from s3_checkpoint_io.strategies.state_dicts import DTENSOR, FSDP1, Restore
 from s3_dirpath_utils import is_s3_url
 
 __all__ = ["S3FabricFSDPStrategy", "S3FabricModelParallelStrategy"]
@@ -105,7 +105,7 @@ class _FabricShardedCheckpoints(ShardedCheckpoints):
         model = self._the_model(state)
         modules = {key: obj for key, obj in state.items() if isinstance(obj, Module)}
         optimizers = {key: obj for key, obj in state.items() if isinstance(obj, Optimizer)}
-        raw = self._load_shards(url, model, modules, optimizers, strict=strict)
+        raw = self._load_shards(url, Restore(model, modules, optimizers, strict))
         return self._restore_rest(state, raw, url, strict, weights_only)
 
     def remove_checkpoint(self, path: _PATH) -> None:

@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 import torch
 from lightning.fabric.utilities.types import _PATH
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
-from torch.nn import Module
-from torch.optim import Optimizer
 
 from s3_checkpoint_io.lightning.checkpoint_io import S3CheckpointIO
 from s3_checkpoint_io.lightning.model_checkpoint import SavesShardedToS3
 from s3_checkpoint_io.strategies.async_saves import ShardedAsyncSaves
 from s3_checkpoint_io.strategies.s3_access import S3Access
-from s3_checkpoint_io.strategies.state_dicts import LIGHTNING_STATE_KEY, StateDictKind
+from s3_checkpoint_io.strategies.state_dicts import LIGHTNING_STATE_KEY, Restore, StateDictKind
 from s3_dirpath_utils import is_s3_url, normalize_s3_url
 from s3_utils import S3NotFoundError
 from s3_utils.sharded import delete_sharded_checkpoint, is_committed
@@ -88,15 +86,7 @@ class ShardedCheckpoints(SavesShardedToS3):
 
     # -- the load recipe -------------------------------------------------------------------------
 
-    def _load_shards(
-        self,
-        url: str,
-        model: Module,
-        modules: Mapping[str, Module],
-        optimizers: Mapping[str, Optimizer],
-        *,
-        strict: bool,
-    ) -> bytes:
+    def _load_shards(self, url: str, restore: Restore) -> bytes:
         """Wait for a save still on its way, require the commit, and restore the states in place.
 
         Returns:
@@ -107,9 +97,7 @@ class ShardedCheckpoints(SavesShardedToS3):
             BackgroundSaveError: if a background save failed.
         """
         self._require_committed(url)
-        return self._s3_state_dicts.load(
-            model, modules, optimizers, strict=strict, access=self._s3_access(), url=url
-        )
+        return self._s3_state_dicts.load(restore, self._s3_access(), url)
 
     def _lightning_state(self, raw: bytes, url: str, weights_only: bool | None) -> dict[str, Any]:
         """The rest of the checkpoint (everything but the model and optimizer states) from its bytes."""

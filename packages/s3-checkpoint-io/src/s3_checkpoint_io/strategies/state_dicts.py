@@ -10,7 +10,7 @@ Trainer), and :data:`LIGHTNING_STATE_KEY`. Two kinds of sharded model build thos
   state-dict context, and ``FullyShardedDataParallel``'s optimizer state dicts (loaded one optimizer
   at a time, as Lightning does).
 
-Both the Trainer and the Fabric strategies of a kind go through the same two methods here. FSDP1 needs
+Both the Trainer and the Fabric strategies of a kind go through the same save and load here. FSDP1 needs
 a GPU in torch: its methods are Lightning's own FSDP1 steps, moved here unchanged, and are not run by
 the CPU test suite.
 """
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any, cast
 
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
@@ -33,18 +34,34 @@ LIGHTNING_STATE_KEY = "lightning_checkpoint"
 (``torch.save`` bytes of that dict: what Lightning writes to ``meta.pt`` on local disk)."""
 
 
+@dataclass(frozen=True)
+class Restore:
+    """What a load restores in place.
+
+    Args:
+        model: the sharded model (one of ``modules``) the optimizers belong to.
+        modules: the models to restore, by their key in the checkpoint.
+        optimizers: the optimizers to restore, by their key in the checkpoint.
+        strict: whether a model's keys must match the checkpoint's exactly.
+    """
+
+    model: Module
+    modules: Mapping[str, Module]
+    optimizers: Mapping[str, Optimizer]
+    strict: bool
+
+
 class StateDictKind(ABC):
     """How one kind of sharded model is saved to and restored from a DCP checkpoint on S3."""
 
-    @abstractmethod
+    saves_only: str  # what a save to s3:// needs, for the message refusing the strategy's settings
+
     def refusal(self, strategy: Any) -> str | None:
         """Why ``strategy``'s settings cannot save to ``s3://`` (raised as ``ValueError``), or None."""
+        if self.saves_sharded(strategy):
+            return None
+        return f"{type(strategy).__name__} saves to s3:// only {self.saves_only}"
 
-    @abstractmethod
-    def is_sharded(self, obj: object) -> bool:
-        """Whether ``obj`` is a model this kind shards (the one a checkpoint is built around)."""
-
-    @abstractmethod
     def save_states(self, model: Module, state: Mapping[str, object]) -> dict[str, Any]:
         """The sharded state dict of every model and optimizer in ``state``, under its key.
 
@@ -52,25 +69,41 @@ class StateDictKind(ABC):
             model: the sharded model the optimizers belong to.
             state: what the user saves (other entries are skipped).
         """
+        shards: dict[str, Any] = {}
+        with self.state_dict_context(model):
+            for key, obj in state.items():
+                if isinstance(obj, Module):
+                    shards[key] = self.model_state(obj)
+                elif isinstance(obj, Optimizer):
+                    shards[key] = self.optimizer_state(model, obj)
+        return shards
 
     @abstractmethod
-    def load(
-        self,
-        model: Module,
-        modules: Mapping[str, Module],
-        optimizers: Mapping[str, Optimizer],
-        *,
-        strict: bool,
-        access: S3Access,
-        url: str,
-    ) -> bytes:
-        """Restore ``modules`` and ``optimizers`` in place from the committed checkpoint at ``url``.
+    def saves_sharded(self, strategy: Any) -> bool:
+        """Whether ``strategy`` is set to save a sharded checkpoint (the only kind it saves to ``s3://``)."""
+
+    @abstractmethod
+    def is_sharded(self, obj: object) -> bool:
+        """Whether ``obj`` is a model this kind shards (the one a checkpoint is built around)."""
+
+    @abstractmethod
+    def state_dict_context(self, model: Module) -> AbstractContextManager[None]:
+        """The context the model and optimizer state dicts are taken in."""
+
+    @abstractmethod
+    def model_state(self, module: Module) -> dict[str, Any]:
+        """``module``'s sharded state dict (in :meth:`state_dict_context`)."""
+
+    @abstractmethod
+    def optimizer_state(self, model: Module, optimizer: Optimizer) -> dict[str, Any]:
+        """The sharded state dict of ``optimizer`` over ``model`` (in :meth:`state_dict_context`)."""
+
+    @abstractmethod
+    def load(self, restore: Restore, access: S3Access, url: str) -> bytes:
+        """Restore models and optimizers in place from the committed checkpoint at ``url``.
 
         Args:
-            model: the sharded model (one of ``modules``) the optimizers belong to.
-            modules: the models to restore, by their key in the checkpoint.
-            optimizers: the optimizers to restore, by their key in the checkpoint.
-            strict: whether a model's keys must match the checkpoint's exactly.
+            restore: what to restore.
             access: opens the storage readers.
             url: the checkpoint's ``s3://`` prefix.
 
@@ -82,14 +115,11 @@ class StateDictKind(ABC):
 class DTensorStateDicts(StateDictKind):
     """Models sharded with DTensors (FSDP2, tensor parallel): ``ModelParallelStrategy``."""
 
-    def refusal(self, strategy: Any) -> str | None:
-        """Refuses ``save_distributed_checkpoint=False``."""
-        if strategy._save_distributed_checkpoint:
-            return None
-        return (
-            f"{type(strategy).__name__} saves to s3:// only as a sharded checkpoint: leave "
-            "save_distributed_checkpoint=True"
-        )
+    saves_only = "as a sharded checkpoint: leave save_distributed_checkpoint=True"
+
+    def saves_sharded(self, strategy: Any) -> bool:
+        """``save_distributed_checkpoint=True``."""
+        return bool(strategy._save_distributed_checkpoint)
 
     def is_sharded(self, obj: object) -> bool:
         """Lightning's test for a module holding DTensor parameters."""
@@ -97,43 +127,34 @@ class DTensorStateDicts(StateDictKind):
 
         return bool(_has_dtensor_modules(obj))
 
-    def save_states(self, model: Module, state: Mapping[str, object]) -> dict[str, Any]:
-        """``get_model_state_dict`` of each model, ``get_optimizer_state_dict`` of each optimizer."""
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    def state_dict_context(self, model: Module) -> AbstractContextManager[None]:
+        """None needed: torch's ``get_*_state_dict`` return the sharded states."""
+        return nullcontext()
 
-        shards: dict[str, Any] = {}
-        for key, obj in state.items():
-            if isinstance(obj, Module):
-                shards[key] = get_model_state_dict(obj)
-            elif isinstance(obj, Optimizer):
-                shards[key] = get_optimizer_state_dict(model, obj)
-        return shards
+    def model_state(self, module: Module) -> dict[str, Any]:
+        """``get_model_state_dict``."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    def load(
-        self,
-        model: Module,
-        modules: Mapping[str, Module],
-        optimizers: Mapping[str, Optimizer],
-        *,
-        strict: bool,
-        access: S3Access,
-        url: str,
-    ) -> bytes:
+        return get_model_state_dict(module)
+
+    def optimizer_state(self, model: Module, optimizer: Optimizer) -> dict[str, Any]:
+        """``get_optimizer_state_dict``."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return cast(dict[str, Any], get_optimizer_state_dict(model, optimizer))
+
+    def load(self, restore: Restore, access: S3Access, url: str) -> bytes:
         """One ``dcp.load`` of every model and optimizer; optimizer states set with CPU offload."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-            set_optimizer_state_dict,
-        )
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        shards: dict[str, Any] = {key: get_model_state_dict(obj) for key, obj in modules.items()}
-        shards.update({key: get_optimizer_state_dict(model, obj) for key, obj in optimizers.items()})
+        model = restore.model
+        shards: dict[str, Any] = {key: self.model_state(obj) for key, obj in restore.modules.items()}
+        shards.update({key: self.optimizer_state(model, obj) for key, obj in restore.optimizers.items()})
         shards[LIGHTNING_STATE_KEY] = b""
         dcp_load(shards, storage_reader=access.reader(url))
-        for key, obj in modules.items():
-            obj.load_state_dict(shards[key], strict=strict)
-        for key, optimizer in optimizers.items():
+        for key, obj in restore.modules.items():
+            obj.load_state_dict(shards[key], strict=restore.strict)
+        for key, optimizer in restore.optimizers.items():
             set_optimizer_state_dict(
                 model, optimizer, optim_state_dict=shards[key], options=StateDictOptions(cpu_offload=True)
             )
@@ -143,14 +164,11 @@ class DTensorStateDicts(StateDictKind):
 class FSDP1StateDicts(StateDictKind):
     """Models wrapped in ``FullyShardedDataParallel`` (FSDP version 1): ``FSDPStrategy``."""
 
-    def refusal(self, strategy: Any) -> str | None:
-        """Refuses ``state_dict_type="full"``."""
-        if strategy._state_dict_type == "sharded":
-            return None
-        return (
-            f"{type(strategy).__name__} saves to s3:// only sharded checkpoints: pass "
-            "state_dict_type='sharded' (the default here)"
-        )
+    saves_only = "sharded checkpoints: pass state_dict_type='sharded' (the default here)"
+
+    def saves_sharded(self, strategy: Any) -> bool:
+        """``state_dict_type="sharded"``."""
+        return bool(strategy._state_dict_type == "sharded")
 
     def is_sharded(self, obj: object) -> bool:
         """Lightning's test for a module holding FSDP1 modules."""
@@ -158,44 +176,36 @@ class FSDP1StateDicts(StateDictKind):
 
         return bool(_has_fsdp_modules(obj))
 
-    def save_states(self, model: Module, state: Mapping[str, object]) -> dict[str, Any]:
-        """Each model's ``state_dict`` and each optimizer's ``FullyShardedDataParallel.optim_state_dict``,
-        under Lightning's sharded state-dict context."""
+    def state_dict_context(self, model: Module) -> AbstractContextManager[None]:
+        """Lightning's sharded state-dict context (``StateDictType.SHARDED_STATE_DICT``, CPU offload)."""
         from lightning.fabric.strategies.fsdp import _get_sharded_state_dict_context
+
+        return cast(AbstractContextManager[None], _get_sharded_state_dict_context(model))
+
+    def model_state(self, module: Module) -> dict[str, Any]:
+        """The module's own ``state_dict``."""
+        return module.state_dict()
+
+    def optimizer_state(self, model: Module, optimizer: Optimizer) -> dict[str, Any]:
+        """``FullyShardedDataParallel.optim_state_dict``."""
         from torch.distributed.fsdp import FullyShardedDataParallel
 
-        shards: dict[str, Any] = {}
-        with cast(AbstractContextManager[None], _get_sharded_state_dict_context(model)):
-            for key, obj in state.items():
-                if isinstance(obj, Module):
-                    shards[key] = obj.state_dict()
-                elif isinstance(obj, Optimizer):
-                    shards[key] = FullyShardedDataParallel.optim_state_dict(model, obj)
-        return shards
+        return FullyShardedDataParallel.optim_state_dict(model, optimizer)
 
-    def load(
-        self,
-        model: Module,
-        modules: Mapping[str, Module],
-        optimizers: Mapping[str, Optimizer],
-        *,
-        strict: bool,
-        access: S3Access,
-        url: str,
-    ) -> bytes:
+    def load(self, restore: Restore, access: S3Access, url: str) -> bytes:
         """One ``dcp.load`` of the models, then one ``load_sharded_optimizer_state_dict`` per optimizer."""
-        from lightning.fabric.strategies.fsdp import _get_sharded_state_dict_context
         from torch.distributed.checkpoint.optimizer import load_sharded_optimizer_state_dict
         from torch.distributed.fsdp import FullyShardedDataParallel
 
-        with cast(AbstractContextManager[None], _get_sharded_state_dict_context(model)):
-            shards: dict[str, Any] = {key: obj.state_dict() for key, obj in modules.items()}
+        model = restore.model
+        with self.state_dict_context(model):
+            shards: dict[str, Any] = {key: self.model_state(obj) for key, obj in restore.modules.items()}
             shards[LIGHTNING_STATE_KEY] = b""
             dcp_load(shards, storage_reader=access.reader(url))
-            for key, obj in modules.items():
-                obj.load_state_dict(shards[key], strict=strict)
-            model_key = next(key for key, obj in modules.items() if obj is model)
-            for key, optimizer in optimizers.items():
+            for key, obj in restore.modules.items():
+                obj.load_state_dict(shards[key], strict=restore.strict)
+            model_key = next(key for key, obj in restore.modules.items() if obj is model)
+            for key, optimizer in restore.optimizers.items():
                 loaded = load_sharded_optimizer_state_dict(
                     model_state_dict=shards[model_key], optimizer_key=key, storage_reader=access.reader(url)
                 )

@@ -30,7 +30,7 @@ from torch.optim import Optimizer
 
 from s3_checkpoint_io.lightning.compat import override
 from s3_checkpoint_io.strategies.sharded_checkpoints import ShardedCheckpoints
-from s3_checkpoint_io.strategies.state_dicts import DTENSOR, FSDP1, LIGHTNING_STATE_KEY
+from s3_checkpoint_io.strategies.state_dicts import DTENSOR, FSDP1, LIGHTNING_STATE_KEY, Restore
 from s3_dirpath_utils import is_s3_url
 
 __all__ = ["LIGHTNING_STATE_KEY", "S3FSDPStrategy", "S3ModelParallelStrategy"]
@@ -72,13 +72,13 @@ class _TrainerShardedCheckpoints(ShardedCheckpoints):
             return self._load_locally(checkpoint_path, weights_only=weights_only)
         assert self.model is not None
         assert self.lightning_module is not None
-        raw = self._load_shards(
-            url,
+        restore = Restore(
             self.model,
             {self._s3_model_key: self.model},
             self._optimizers_to_restore(),
             strict=self.lightning_module.strict_loading,
         )
+        raw = self._load_shards(url, restore)
         return self._lightning_state(raw, url, weights_only)
 
     def remove_checkpoint(self, filepath: _PATH) -> None:
