@@ -7,41 +7,49 @@ Fabric's ``ModelParallelStrategy`` and ``FSDPStrategy`` save the shards with DCP
 :class:`~s3_checkpoint_io.dcp.S3StorageWriter`, and everything else in the state (step counters,
 schedulers' state, plain values) is one more item of the same save, so the single commit PUT publishes
 all of it at once, as under the Trainer's :mod:`s3_checkpoint_io.strategies.trainer`.
+
+With Fabric's ``S3CheckpointIO(async_checkpointing=True)`` the ``s3://`` saves run in the background as
+the Trainer's do (:mod:`s3_checkpoint_io.strategies.async_saves`): ``fabric.save`` returns once the
+shards are staged in host memory, ``fabric.load``, the next saves beyond ``max_pending_saves``,
+``wait_for_saves()`` and ``teardown()`` wait for them, and ``remove_checkpoint`` waits for the newer
+commits. Fabric tears nothing down itself: call ``fabric.strategy.wait_for_saves()`` before the process
+ends.
+
+The recipe is :mod:`s3_checkpoint_io.strategies.sharded_checkpoints`; this module says which objects
+it saves under Fabric's API.
 """
 
 from __future__ import annotations
 
-import io
-from contextlib import AbstractContextManager
 from typing import Any, Literal, cast
 
-import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.strategies.fsdp import FSDPStrategy
-from lightning.fabric.strategies.model_parallel import ModelParallelStrategy, _has_dtensor_modules
+from lightning.fabric.strategies.model_parallel import ModelParallelStrategy
 from lightning.fabric.strategies.strategy import _validate_keys_for_strict_loading
 from lightning.fabric.utilities.types import _PATH, _Stateful
-from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
-from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.nn import Module
 from torch.optim import Optimizer
 
 from s3_checkpoint_io.lightning.checkpoint_io import S3CheckpointIO
-from s3_checkpoint_io.lightning.compat import override
-from s3_checkpoint_io.strategies.trainer import LIGHTNING_STATE_KEY, _S3ShardedCheckpoints
+from s3_checkpoint_io.strategies.sharded_checkpoints import ShardedCheckpoints
+from s3_checkpoint_io.strategies.state_dicts import DTENSOR, FSDP1, Restore
+from s3_dirpath_utils import is_s3_url
+
+__all__ = ["S3FabricFSDPStrategy", "S3FabricModelParallelStrategy"]
 
 _State = dict[str, Module | Optimizer | Any]
 
 
-class _S3FabricCheckpoints(_S3ShardedCheckpoints):
-    """What both Fabric strategies share: the plugin, the checks, the user's state besides the shards."""
+class _FabricShardedCheckpoints(ShardedCheckpoints):
+    """Fabric's checkpoint methods, routed through the recipe for ``s3://`` paths, and its plugin."""
 
     _checkpoint_io: CheckpointIO | None  # set by Lightning's Strategy.__init__
 
     @property
     def checkpoint_io(self) -> Any:  # Lightning's type, but None when no plugin was given
-        """Fabric's ``S3CheckpointIO`` plugin, whose S3 settings (endpoint, sizes) the saves use, or None
-        (then the ``AWS_*`` environment's apply)."""
+        """Fabric's ``S3CheckpointIO`` plugin, whose S3 settings (endpoint, sizes, asynchronous saves) the
+        saves use, or None (then the ``AWS_*`` environment's apply and saves are synchronous)."""
         return self._checkpoint_io if isinstance(self._checkpoint_io, S3CheckpointIO) else None
 
     @checkpoint_io.setter
@@ -54,39 +62,72 @@ class _S3FabricCheckpoints(_S3ShardedCheckpoints):
             )
         self._checkpoint_io = io
 
-    def _check_s3_save(self, storage_options: Any, filter: Any) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options")
-        if filter is not None:
-            raise NotImplementedError(f"{type(self).__name__} does not save filtered sharded checkpoints")
+    def save_checkpoint(
+        self,
+        path: _PATH,
+        state: _State,
+        storage_options: Any | None = None,
+        filter: dict[str, Any] | None = None,
+    ) -> None:
+        """Save a sharded checkpoint to ``s3://`` (call on all ranks), or defer to Lightning.
 
-    def _commit_to_s3(self, url: str, shards: dict[str, Any], state: _State) -> None:
-        """One DCP save of ``shards`` plus (from rank 0) every non-model, non-optimizer entry of ``state``."""
-        if self.global_rank == 0:  # the other ranks' copies are the same (Lightning keeps rank 0's)
-            rest = {
-                key: obj.state_dict() if isinstance(obj, _Stateful) else obj
-                for key, obj in state.items()
-                if not isinstance(obj, Module | Optimizer)
-            }
-            buffer = io.BytesIO()
-            torch.save(rest, buffer)
-            shards[LIGHTNING_STATE_KEY] = buffer.getvalue()
-        dcp_save(shards, storage_writer=self._s3_writer(url))
+        Raises:
+            BackgroundSaveError: if an earlier asynchronous save failed (then this one is not started).
+        """
+        url = self._s3_url(path)
+        if url is None:
+            cast(Any, super()).save_checkpoint(path, state, storage_options, filter)
+            return None
+        self._check_s3_save(storage_options, filter)
+        shards = self._s3_state_dicts.save_states(self._the_model(state), state)
+        self._commit(url, shards, _the_rest(state) if self.global_rank == 0 else None)
+        return None
 
-    def _load_with_lightning(
-        self, path: _PATH, state: Module | Optimizer | _State | None, strict: bool, weights_only: bool | None
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        state: Module | Optimizer | _State | None = None,
+        strict: bool = True,
+        weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        """Lightning's own load, for a path that is not on S3."""
-        load = cast(Any, super()).load_checkpoint
-        if weights_only is None:  # Lightning 2.4's signature has no weights_only
-            return cast(dict[str, Any], load(path, state, strict))
-        return cast(dict[str, Any], load(path, state, strict, weights_only))
+        """Restore the model and optimizers of ``state`` in place, and its other keys; return the rest.
+
+        Raises:
+            S3NotFoundError: if nothing is committed at an ``s3://`` path.
+            TypeError: if ``state`` is not a dict holding the distributed model (for ``s3://``).
+            KeyError: with ``strict``, if a requested key is not in the checkpoint.
+            BackgroundSaveError: if a background save failed.
+        """
+        url = self._s3_url(path)
+        if url is None:
+            return self._load_locally(path, state, strict, weights_only=weights_only)
+        state = self._require_dict(state)
+        model = self._the_model(state)
+        modules = {key: obj for key, obj in state.items() if isinstance(obj, Module)}
+        optimizers = {key: obj for key, obj in state.items() if isinstance(obj, Optimizer)}
+        raw = self._load_shards(url, Restore(model, modules, optimizers, strict))
+        return self._restore_rest(state, raw, url, strict, weights_only)
+
+    def remove_checkpoint(self, path: _PATH) -> None:
+        """Delete the sharded checkpoint at an ``s3://`` path (commit first, then all its objects).
+
+        Call on every rank (rank 0 deletes). With asynchronous saves it runs once every save started
+        before has committed, and is skipped (with a warning) if one of them fails.
+
+        Raises:
+            ValueError: for a local path (Fabric's strategies remove nothing themselves).
+        """
+        if not is_s3_url(path):
+            raise ValueError(
+                f"{type(self).__name__}.remove_checkpoint removes s3:// checkpoints only: {path}"
+            )
+        self._remove_from_s3(str(path))
 
     def _restore_rest(
         self, state: _State, raw: bytes, url: str, strict: bool, weights_only: bool | None
     ) -> dict[str, Any]:
         """Put the requested non-model, non-optimizer entries back into ``state``; return the others."""
-        rest = self._load_lightning_state(raw, url, weights_only)
+        rest = self._lightning_state(raw, url, weights_only)
         requested = {key for key, obj in state.items() if not isinstance(obj, Module | Optimizer)}
         _validate_keys_for_strict_loading(requested, rest.keys(), strict=strict)
         for key in requested & rest.keys():
@@ -97,30 +138,37 @@ class _S3FabricCheckpoints(_S3ShardedCheckpoints):
                 state[key] = value
         return rest
 
+    def _require_dict(self, state: object) -> _State:
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"{type(self).__name__}.load_checkpoint from s3:// needs state={{'model': model, ...}} "
+                f"(got {type(state).__name__})"
+            )
+        return cast(_State, state)
 
-def _require_dict(strategy: object, state: object) -> _State:
-    if not isinstance(state, dict):
-        raise TypeError(
-            f"{type(strategy).__name__}.load_checkpoint from s3:// needs state={{'model': model, ...}} "
-            f"(got {type(state).__name__})"
-        )
-    return cast(_State, state)
-
-
-def _the_model(state: _State, is_sharded: Any) -> Module:
-    """The one model set up by the strategy in ``state`` (one model per checkpoint, as in Lightning)."""
-    modules = [obj for obj in state.values() if is_sharded(obj)]
-    if len(modules) != 1:
-        raise ValueError(
-            f"found {len(modules)} sharded models in the state: pass exactly one model set up by "
-            "fabric.setup, e.g. state={'model': model, 'optimizer': optimizer, ...}"
-        )
-    module = modules[0]
-    assert isinstance(module, Module)
-    return module
+    def _the_model(self, state: _State) -> Module:
+        """The one model set up by the strategy in ``state`` (one model per checkpoint, as in Lightning)."""
+        modules = [obj for obj in state.values() if self._s3_state_dicts.is_sharded(obj)]
+        if len(modules) != 1:
+            raise ValueError(
+                f"found {len(modules)} sharded models in the state: pass exactly one model set up by "
+                "fabric.setup, e.g. state={'model': model, 'optimizer': optimizer, ...}"
+            )
+        module = modules[0]
+        assert isinstance(module, Module)
+        return module
 
 
-class S3FabricModelParallelStrategy(_S3FabricCheckpoints, ModelParallelStrategy):
+def _the_rest(state: _State) -> dict[str, Any]:
+    """Every entry of ``state`` but the models and optimizers, stateful ones as their ``state_dict()``."""
+    return {
+        key: obj.state_dict() if isinstance(obj, _Stateful) else obj
+        for key, obj in state.items()
+        if not isinstance(obj, Module | Optimizer)
+    }
+
+
+class S3FabricModelParallelStrategy(_FabricShardedCheckpoints, ModelParallelStrategy):
     """Fabric's ``ModelParallelStrategy`` (FSDP2 / tensor parallel) whose checkpoints go to ``s3://``.
 
     Takes the same arguments as Lightning's. ``fabric.save("s3://...", state)`` (all ranks) streams
@@ -136,80 +184,10 @@ class S3FabricModelParallelStrategy(_S3FabricCheckpoints, ModelParallelStrategy)
         TypeError: if Fabric is given a checkpoint plugin other than ``S3CheckpointIO``.
     """
 
-    @override
-    def save_checkpoint(
-        self,
-        path: _PATH,
-        state: _State,
-        storage_options: Any | None = None,
-        filter: dict[str, Any] | None = None,
-    ) -> None:
-        """Save a sharded checkpoint to ``s3://`` (call on all ranks), or defer to Lightning."""
-        url = self._broadcast_url(path)
-        if url is None:
-            return super().save_checkpoint(path, state, storage_options, filter)
-        self._check_s3_save(storage_options, filter)
-        if not self._save_distributed_checkpoint:
-            raise ValueError(
-                f"{type(self).__name__} saves to s3:// only as a sharded checkpoint: leave "
-                "save_distributed_checkpoint=True"
-            )
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-
-        module = _the_model(state, _has_dtensor_modules)
-        shards: dict[str, Any] = {}
-        for key, obj in state.items():
-            if isinstance(obj, Module):
-                shards[key] = get_model_state_dict(obj)
-            elif isinstance(obj, Optimizer):
-                shards[key] = get_optimizer_state_dict(module, obj)
-        self._commit_to_s3(url, shards, state)
-        return None
-
-    @override
-    def load_checkpoint(
-        self,
-        path: _PATH,
-        state: Module | Optimizer | _State | None = None,
-        strict: bool = True,
-        weights_only: bool | None = None,
-    ) -> dict[str, Any]:
-        """Restore the model and optimizers of ``state`` in place, and its other keys; return the rest.
-
-        Raises:
-            S3NotFoundError: if nothing is committed at an ``s3://`` path.
-            TypeError: if ``state`` is not a dict holding the distributed model (for ``s3://``).
-            KeyError: with ``strict``, if a requested key is not in the checkpoint.
-        """
-        url = self._broadcast_url(path)
-        if url is None:
-            return self._load_with_lightning(path, state, strict, weights_only)
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-            set_optimizer_state_dict,
-        )
-
-        state = _require_dict(self, state)
-        module = _the_model(state, _has_dtensor_modules)
-        modules = {key: obj for key, obj in state.items() if isinstance(obj, Module)}
-        optimizers = {key: obj for key, obj in state.items() if isinstance(obj, Optimizer)}
-        self._require_committed(url)
-        shards: dict[str, Any] = {key: get_model_state_dict(obj) for key, obj in modules.items()}
-        shards.update({key: get_optimizer_state_dict(module, obj) for key, obj in optimizers.items()})
-        shards[LIGHTNING_STATE_KEY] = b""
-        dcp_load(shards, storage_reader=self._s3_reader(url))
-        for key, obj in modules.items():
-            obj.load_state_dict(shards[key], strict=strict)
-        for key, optimizer in optimizers.items():
-            set_optimizer_state_dict(
-                module, optimizer, optim_state_dict=shards[key], options=StateDictOptions(cpu_offload=True)
-            )
-        return self._restore_rest(state, shards[LIGHTNING_STATE_KEY], url, strict, weights_only)
+    _s3_state_dicts = DTENSOR
 
 
-class S3FabricFSDPStrategy(_S3FabricCheckpoints, FSDPStrategy):
+class S3FabricFSDPStrategy(_FabricShardedCheckpoints, FSDPStrategy):
     """Fabric's ``FSDPStrategy`` (FSDP version 1) whose sharded checkpoints go to ``s3://``.
 
     Takes the same arguments as Lightning's (as keywords), but ``state_dict_type`` defaults to
@@ -228,81 +206,7 @@ class S3FabricFSDPStrategy(_S3FabricCheckpoints, FSDPStrategy):
         TypeError: if Fabric is given a checkpoint plugin other than ``S3CheckpointIO``.
     """
 
+    _s3_state_dicts = FSDP1
+
     def __init__(self, *, state_dict_type: Literal["full", "sharded"] = "sharded", **kwargs: Any) -> None:
         super().__init__(state_dict_type=state_dict_type, **kwargs)
-
-    @override
-    def save_checkpoint(
-        self,
-        path: _PATH,
-        state: _State,
-        storage_options: Any | None = None,
-        filter: dict[str, Any] | None = None,
-    ) -> None:
-        """Save a sharded checkpoint to ``s3://`` (call on all ranks), or defer to Lightning."""
-        url = self._broadcast_url(path)
-        if url is None:
-            return super().save_checkpoint(path, state, storage_options, filter)
-        self._check_s3_save(storage_options, filter)
-        if self._state_dict_type != "sharded":
-            raise ValueError(
-                f"{type(self).__name__} saves to s3:// only sharded checkpoints: pass "
-                "state_dict_type='sharded' (the default here)"
-            )
-        from lightning.fabric.strategies.fsdp import _get_sharded_state_dict_context, _has_fsdp_modules
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        module = _the_model(state, _has_fsdp_modules)
-        shards: dict[str, Any] = {}
-        with cast(AbstractContextManager[None], _get_sharded_state_dict_context(module)):
-            for key, obj in state.items():
-                if isinstance(obj, Module):
-                    shards[key] = obj.state_dict()
-                elif isinstance(obj, Optimizer):
-                    shards[key] = FullyShardedDataParallel.optim_state_dict(module, obj)
-        self._commit_to_s3(url, shards, state)
-        return None
-
-    @override
-    def load_checkpoint(
-        self,
-        path: _PATH,
-        state: Module | Optimizer | _State | None = None,
-        strict: bool = True,
-        weights_only: bool | None = None,
-    ) -> dict[str, Any]:
-        """Restore the model and optimizers of ``state`` in place, and its other keys; return the rest.
-
-        Raises:
-            S3NotFoundError: if nothing is committed at an ``s3://`` path.
-            TypeError: if ``state`` is not a dict holding the FSDP model (for ``s3://``).
-            KeyError: with ``strict``, if a requested key is not in the checkpoint.
-        """
-        url = self._broadcast_url(path)
-        if url is None:
-            return self._load_with_lightning(path, state, strict, weights_only)
-        from lightning.fabric.strategies.fsdp import _get_sharded_state_dict_context, _has_fsdp_modules
-        from torch.distributed.checkpoint.optimizer import load_sharded_optimizer_state_dict
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        state = _require_dict(self, state)
-        module = _the_model(state, _has_fsdp_modules)
-        modules = {key: obj for key, obj in state.items() if isinstance(obj, Module)}
-        optimizers = {key: obj for key, obj in state.items() if isinstance(obj, Optimizer)}
-        self._require_committed(url)
-        with cast(AbstractContextManager[None], _get_sharded_state_dict_context(module)):
-            shards: dict[str, Any] = {key: obj.state_dict() for key, obj in modules.items()}
-            shards[LIGHTNING_STATE_KEY] = b""
-            dcp_load(shards, storage_reader=self._s3_reader(url))
-            for key, obj in modules.items():
-                obj.load_state_dict(shards[key], strict=strict)
-            model_key = next(key for key, obj in modules.items() if obj is module)
-            for key, optimizer in optimizers.items():
-                loaded = load_sharded_optimizer_state_dict(
-                    model_state_dict=shards[model_key], optimizer_key=key, storage_reader=self._s3_reader(url)
-                )
-                flattened = FullyShardedDataParallel.optim_state_dict_to_load(
-                    optim_state_dict=loaded[key], model=module, optim=optimizer
-                )
-                optimizer.load_state_dict(flattened)
-        return self._restore_rest(state, shards[LIGHTNING_STATE_KEY], url, strict, weights_only)
