@@ -7,6 +7,9 @@ credentials, part size and concurrency; without one, the ``AWS_*`` environment a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import torch.distributed as dist
 
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 from s3_checkpoint_io.lightning.checkpoint_io import S3CheckpointIO
@@ -35,14 +38,19 @@ class S3Access:
         )
 
     def reader(self, url: str) -> S3StorageReader:
-        """A DCP storage reader for the checkpoint at ``url``."""
+        """A DCP storage reader for the checkpoint at ``url``.
+
+        The strategies' ``dcp.load`` runs on the default group, so the reader is told that group and
+        broadcasts the metadata over it without looking for it in torch's call.
+        """
         if self.io is None:
-            return S3StorageReader(url)
+            return S3StorageReader(url, process_group=_default_group())
         return S3StorageReader(
             url,
             chunk_size_MB=self.io.settings.chunk_size_MB,
             max_concurrency=self.io.settings.max_read_concurrency,
             client_config=self.io.client_config,
+            process_group=_default_group(),
         )
 
     def store(self) -> S3Store:
@@ -50,3 +58,8 @@ class S3Access:
         if self.io is None:
             return S3Store(S3ClientConfig.from_env(), TransferConfig())
         return S3Store(self.io.client_config, TransferConfig(chunk_size_MB=self.io.settings.chunk_size_MB))
+
+
+def _default_group() -> Any:
+    """torch.distributed's default group when it is initialised, else None (a one-process load)."""
+    return dist.group.WORLD if dist.is_available() and dist.is_initialized() else None
