@@ -14,7 +14,7 @@ from typing import Any
 from lightning.fabric.plugins import CheckpointIO
 
 from s3_checkpoint_io.background.fork import start_fresh_after_fork
-from s3_checkpoint_io.background.ordered_saves import AsyncSaver
+from s3_checkpoint_io.background.ordered_saves import OrderedSaves
 from s3_checkpoint_io.background.snapshot import HostBufferPool, Snapshot, take_snapshot
 from s3_checkpoint_io.background.upload_process import UploadProcess, upload_process_supported
 from s3_checkpoint_io.engine.load import load_from_buffer
@@ -124,7 +124,7 @@ class S3CheckpointIO(CheckpointIO):
 
     def _start_runtime(self) -> None:
         # Everything but the configuration: what a new object, or one just unpickled, starts with.
-        self._saver = AsyncSaver(self.settings.max_pending_saves)
+        self._saver = OrderedSaves(self.settings.max_pending_saves)
         self._history: collections.deque[SaveStats] = collections.deque(maxlen=self.settings.history_size)
         self._saves_started = 0
         self._start_fresh()
