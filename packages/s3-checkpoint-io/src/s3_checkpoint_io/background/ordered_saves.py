@@ -117,7 +117,7 @@ class OrderedSaves:
         """
         with self._lock:
             self._queue(
-                path, "save", functools.partial(_outcome_of, running), holds_slot=False, reported=False
+                path, "save", functools.partial(_outcome_of, running), holds_slot=False, owner_reports=True
             )
 
     def forget_tracked_failures(self) -> None:
@@ -133,18 +133,18 @@ class OrderedSaves:
         work()
 
     def _queue(
-        self, path: str, what: str, work: Callable[[], None], holds_slot: bool, reported: bool = True
+        self, path: str, what: str, work: Callable[[], None], holds_slot: bool, owner_reports: bool = False
     ) -> Future[None]:
         # Called with self._lock held: _run pops the job under the same lock, so never before it is in.
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-checkpoint-io")
         self._next_token += 1
         token = self._next_token
-        future = self._executor.submit(self._run, token, work, holds_slot, reported)
+        future = self._executor.submit(self._run, token, work, holds_slot, owner_reports)
         self._pending[token] = _Job(path, what, future)
         return future
 
-    def _run(self, token: int, work: Callable[[], None], holds_slot: bool, reported: bool) -> None:
+    def _run(self, token: int, work: Callable[[], None], holds_slot: bool, owner_reports: bool) -> None:
         # Bookkeeping happens inside the job, so that whoever waits on the future sees it done. A
         # failure is recorded before the job leaves _pending, so a removal queued meanwhile sees it.
         try:
@@ -152,8 +152,8 @@ class OrderedSaves:
         except BaseException as error:
             with self._lock:
                 job = self._pending[token]
-                self._failures.append(_Failure(job, error, owner_reports=not reported))
-            if not reported:
+                self._failures.append(_Failure(job, error, owner_reports))
+            if owner_reports:
                 raise  # a tracked save: its owner logs and reports it
             log.error("background checkpoint %s of %s failed: %s", job.what, job.path, error, exc_info=error)
             raise  # into the job's future, which a removal queued behind it reads
