@@ -1,23 +1,26 @@
-"""One background worker that runs saves and removals in order, with bounded pending saves.
+"""The one engine for background saves: saves and the removals behind them, in order, bounded.
 
-Jobs run one at a time in submission order, so a removal queued after a save runs only once that
-save is durable, and it holds the futures of the saves it must not outrun: it is skipped if one of
-them failed. A failure is logged when it happens and kept until :meth:`AsyncSaver.raise_failures`
-hands it to the caller.
+Both kinds of asynchronous save run through :class:`OrderedSaves`: the single-file saves of
+``S3CheckpointIO`` (each a job its worker thread runs: :class:`SaveSlot.submit`) and the sharded saves
+of the strategies (each already running in ``dcp.async_save``, handed in with :meth:`OrderedSaves.track`).
 
-Two process events would otherwise lose work silently, so every live saver is hooked into both:
+Jobs run one at a time in submission order, so a removal (or copy) queued after a save runs only once
+that save is durable, and it holds the futures of the saves it must not outrun: it is skipped if one of
+them failed. A failure of a job the engine ran is logged when it happens and kept until
+:meth:`OrderedSaves.raise_failures` hands it to the caller; a tracked save's failure is its owner's to
+report.
 
-* interpreter exit: ``concurrent.futures`` stops accepting new futures when threading shuts down, which
-  would abort an upload still sending parts. :func:`_finish_before_exit` runs first (threading's own
-  exit hooks run newest first, and ``concurrent.futures.thread`` registered its hook at import, before
-  this module) and waits for every pending save, logging any failure nobody was told about.
+Two process events would otherwise lose work silently, so every live engine is hooked into both:
+
+* interpreter exit: :func:`_finish_before_exit` waits for every pending save before
+  ``concurrent.futures`` stops accepting work (see :mod:`~.before_exit`), logging any failure nobody
+  was told about.
 * ``os.fork``: the child has none of the parent's threads, only their bookkeeping and possibly a lock
-  held mid-update; each saver starts empty in the child (see ``_fork``).
+  held mid-update; each engine starts empty in the child (see :mod:`~.fork`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures.thread  # noqa: F401  (imported first: its exit hook must run after ours)
 import functools
 import logging
 import threading
@@ -26,7 +29,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
+from s3_checkpoint_io.background.before_exit import run_before_thread_shutdown
 from s3_checkpoint_io.background.fork import start_fresh_after_fork
 from s3_checkpoint_io.errors import BackgroundSaveError
 
@@ -49,10 +54,11 @@ class _Job:
 class _Failure:
     job: _Job
     error: BaseException
+    owner_reports: bool  # a tracked save's: its owner raises it, then calls forget_tracked_failures
 
 
-class AsyncSaver:
-    """Owns the worker thread of one ``S3CheckpointIO``; thread-safe for its callers.
+class OrderedSaves:
+    """The ordered background saves of one owner (a plugin, a strategy); thread-safe for its callers.
 
     Args:
         max_pending_saves: saves that may be queued or running at once; :meth:`reserve_slot` blocks
@@ -63,7 +69,7 @@ class AsyncSaver:
         self._max_pending_saves = max_pending_saves
         self._start_fresh()
         _live_savers.add(self)
-        start_fresh_after_fork(self, AsyncSaver._start_fresh)
+        start_fresh_after_fork(self, OrderedSaves._start_fresh)
 
     def _start_fresh(self) -> None:
         # Also what a forked child runs: the parent's worker thread does not exist there and its locks
@@ -101,6 +107,24 @@ class AsyncSaver:
             guarded = functools.partial(self._run_after, path, what, work, after)
             return self._queue(path, what, guarded, holds_slot=False)
 
+    def track(self, path: str, running: Future[Any]) -> None:
+        """Count ``running`` (the save of ``path``, already running elsewhere) as a pending save.
+
+        Jobs queued later run after it and removals or copies behind it are skipped if it fails, as
+        for a save this engine runs, until the owner calls :meth:`forget_tracked_failures`. It takes no
+        slot (its owner bounds those), and its failure is neither logged nor raised by
+        :meth:`raise_failures`: its owner reports it.
+        """
+        with self._lock:
+            self._queue(
+                path, "save", functools.partial(_outcome_of, running), holds_slot=False, owner_reports=True
+            )
+
+    def forget_tracked_failures(self) -> None:
+        """The owner has reported its tracked saves' failures: jobs queued from now on do not wait on them."""
+        with self._lock:
+            self._failures = [failure for failure in self._failures if not failure.owner_reports]
+
     def _run_after(self, path: str, what: str, work: Callable[[], None], after: list[Future[None]]) -> None:
         # The worker runs jobs in order, so every future in ``after`` is done by now.
         if any(future.exception() is not None for future in after):
@@ -108,17 +132,19 @@ class AsyncSaver:
             return
         work()
 
-    def _queue(self, path: str, what: str, work: Callable[[], None], holds_slot: bool) -> Future[None]:
+    def _queue(
+        self, path: str, what: str, work: Callable[[], None], holds_slot: bool, owner_reports: bool = False
+    ) -> Future[None]:
         # Called with self._lock held: _run pops the job under the same lock, so never before it is in.
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-checkpoint-io")
         self._next_token += 1
         token = self._next_token
-        future = self._executor.submit(self._run, token, work, holds_slot)
+        future = self._executor.submit(self._run, token, work, holds_slot, owner_reports)
         self._pending[token] = _Job(path, what, future)
         return future
 
-    def _run(self, token: int, work: Callable[[], None], holds_slot: bool) -> None:
+    def _run(self, token: int, work: Callable[[], None], holds_slot: bool, owner_reports: bool) -> None:
         # Bookkeeping happens inside the job, so that whoever waits on the future sees it done. A
         # failure is recorded before the job leaves _pending, so a removal queued meanwhile sees it.
         try:
@@ -126,7 +152,9 @@ class AsyncSaver:
         except BaseException as error:
             with self._lock:
                 job = self._pending[token]
-                self._failures.append(_Failure(job, error))
+                self._failures.append(_Failure(job, error, owner_reports))
+            if owner_reports:
+                raise  # a tracked save: its owner logs and reports it
             log.error("background checkpoint %s of %s failed: %s", job.what, job.path, error, exc_info=error)
             raise  # into the job's future, which a removal queued behind it reads
         finally:
@@ -160,11 +188,14 @@ class AsyncSaver:
     def raise_failures(self) -> None:
         """Raise the oldest failure not yet reported (and forget them all), if there is one.
 
+        Failures of tracked saves are their owner's to raise and stay (see :meth:`track`).
+
         Raises:
             BackgroundSaveError: naming the path; further failures are counted in the message.
         """
         with self._lock:
-            failures, self._failures = self._failures, []
+            failures = [failure for failure in self._failures if not failure.owner_reports]
+            self._failures = [failure for failure in self._failures if failure.owner_reports]
         if not failures:
             return
         first = failures[0]
@@ -190,6 +221,8 @@ class AsyncSaver:
         with self._lock:
             failures, self._failures = self._failures, []
         for failure in failures:
+            if failure.owner_reports:
+                continue
             log.error(
                 "asynchronous checkpoint %s of %s failed before the interpreter exited (nothing was "
                 "written there): %s: %s",
@@ -201,10 +234,10 @@ class AsyncSaver:
 
 
 class SaveSlot:
-    """A place for one save, taken with :meth:`AsyncSaver.reserve_slot`; freed when the save ends."""
+    """A place for one save, taken with :meth:`OrderedSaves.reserve_slot`; freed when the save ends."""
 
-    def __init__(self, saver: AsyncSaver) -> None:
-        self._saver: AsyncSaver | None = saver
+    def __init__(self, saver: OrderedSaves) -> None:
+        self._saver: OrderedSaves | None = saver
 
     def submit(self, path: str, upload: Callable[[], None]) -> Future[None]:
         """Queue ``upload`` (the save of ``path``) on the worker; the slot is freed when it finishes.
@@ -236,7 +269,7 @@ class SaveSlot:
             saver._slots.release()
 
 
-_live_savers: weakref.WeakSet[AsyncSaver] = weakref.WeakSet()
+_live_savers: weakref.WeakSet[OrderedSaves] = weakref.WeakSet()
 
 
 def _finish_before_exit() -> None:
@@ -244,4 +277,11 @@ def _finish_before_exit() -> None:
         saver._finish_before_exit()
 
 
-threading._register_atexit(_finish_before_exit)  # type: ignore[attr-defined]
+def _outcome_of(running: Future[Any]) -> None:
+    """Wait for a save running elsewhere; raise what it raised (DCP's error is a BaseException)."""
+    error = running.exception()
+    if error is not None:
+        raise error
+
+
+run_before_thread_shutdown(_finish_before_exit)

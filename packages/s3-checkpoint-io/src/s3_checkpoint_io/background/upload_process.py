@@ -14,7 +14,8 @@ tensor. The slabs' descriptors go over once per slab (``SCM_RIGHTS``). The uploa
 pages and ``torch.save`` reads them in place: no copy of the tensor bytes anywhere.
 
 A checkpoint holding objects defined in the training script's ``__main__`` cannot be unpickled in
-another interpreter; such a save is written on the worker thread instead (logged once).
+another interpreter: :meth:`UploadProcess.upload` raises :class:`NeedsThisInterpreter` for it, before
+anything is sent, and the caller writes it itself (:mod:`~s3_checkpoint_io.background.snapshot_writer`).
 
 A helper that dies (OOM-killed, SIGKILL) is noticed at once (its socket closes, its pidfd becomes
 readable): that save fails with :class:`~s3_checkpoint_io.errors.UploadProcessError` naming the
@@ -35,7 +36,6 @@ import socket
 import subprocess
 import sys
 import types
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,12 @@ def upload_process_supported() -> bool:
     return shared_slabs_supported() and hasattr(socket, "send_fds")
 
 
-class _NeedsThisInterpreter(Exception):
-    """The checkpoint holds an object defined in ``__main__``, which another interpreter cannot load."""
+class NeedsThisInterpreter(Exception):
+    """The checkpoint holds an object defined in ``__main__``, which another interpreter cannot load.
+
+    Raised by :meth:`UploadProcess.upload` before anything reaches the helper; its message names the
+    object.
+    """
 
 
 class UploadProcess:
@@ -77,19 +81,11 @@ class UploadProcess:
     Args:
         client_config: where S3 is (the helper builds its own ``S3Store`` from it).
         transfer_config: part size, concurrency, retries and checksums for the uploads.
-        write_here: writes a checkpoint from this process (for checkpoints the helper cannot load).
     """
 
-    def __init__(
-        self,
-        client_config: S3ClientConfig,
-        transfer_config: TransferConfig,
-        write_here: Callable[[Any, str], TransferStats],
-    ) -> None:
+    def __init__(self, client_config: S3ClientConfig, transfer_config: TransferConfig) -> None:
         self._client_config = client_config
         self._transfer_config = transfer_config
-        self._write_here = write_here
-        self._told_about_main = False
         self._reset()
         start_fresh_after_fork(self, UploadProcess._forget_after_fork)
 
@@ -121,22 +117,13 @@ class UploadProcess:
             The upload's statistics, as counted by the writer in the helper.
 
         Raises:
+            NeedsThisInterpreter: if ``state`` holds an object of ``__main__`` (nothing was sent).
             UploadProcessError: if the helper died during the upload (nothing is published), or
                 raised an exception that could not be sent back as itself.
             Exception: what pickling the checkpoint raised, or the helper's exception (an S3 error
                 keeps its class), with the helper's traceback as its ``__cause__``.
         """
-        try:
-            payload, slab_ids = _pickle_snapshot(state, pool)
-        except _NeedsThisInterpreter as needs:
-            if not self._told_about_main:
-                self._told_about_main = True
-                log.info(
-                    "the checkpoint holds %s, defined in the training script (__main__), which the upload "
-                    "process cannot import; such checkpoints are written from a thread of this process",
-                    needs,
-                )
-            return self._write_here(state, url)
+        payload, slab_ids = _pickle_snapshot(state, pool)
         self._ensure_started()
         try:
             self._send_slabs(pool, slab_ids)
@@ -282,7 +269,7 @@ class _SnapshotPickler(pickle.Pickler):
             untyped, dtype = obj, None
         else:
             if isinstance(obj, type | types.FunctionType) and obj.__module__ == "__main__":
-                raise _NeedsThisInterpreter(f"{obj.__qualname__!r}")
+                raise NeedsThisInterpreter(f"{obj.__qualname__!r}")
             return None
         if untyped.nbytes() == 0 and untyped.device.type == "cpu":
             # Empty storages have no buffer; each is still its own storage (slab id -1, -2, ...).

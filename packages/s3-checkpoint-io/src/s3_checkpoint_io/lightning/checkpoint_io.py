@@ -14,9 +14,9 @@ from typing import Any
 from lightning.fabric.plugins import CheckpointIO
 
 from s3_checkpoint_io.background.fork import start_fresh_after_fork
-from s3_checkpoint_io.background.ordered_saves import AsyncSaver
-from s3_checkpoint_io.background.snapshot import HostBufferPool, Snapshot, take_snapshot
-from s3_checkpoint_io.background.upload_process import UploadProcess, upload_process_supported
+from s3_checkpoint_io.background.ordered_saves import OrderedSaves
+from s3_checkpoint_io.background.snapshot import Snapshot, take_snapshot
+from s3_checkpoint_io.background.snapshot_writer import SnapshotWriter
 from s3_checkpoint_io.engine.load import load_from_buffer
 from s3_checkpoint_io.engine.memory_file import MemoryFile, memory_files_supported
 from s3_checkpoint_io.engine.write import write_checkpoint
@@ -124,7 +124,10 @@ class S3CheckpointIO(CheckpointIO):
 
     def _start_runtime(self) -> None:
         # Everything but the configuration: what a new object, or one just unpickled, starts with.
-        self._saver = AsyncSaver(self.settings.max_pending_saves)
+        self._saver = OrderedSaves(self.settings.max_pending_saves)
+        self._snapshot_writer = SnapshotWriter(
+            self.client_config, self._write_transfer, self.settings.async_uploader == "process"
+        )
         self._history: collections.deque[SaveStats] = collections.deque(maxlen=self.settings.history_size)
         self._saves_started = 0
         self._start_fresh()
@@ -148,14 +151,13 @@ class S3CheckpointIO(CheckpointIO):
         self._start_runtime()
 
     def _start_fresh(self) -> None:
-        # Also what a forked child runs (the saver resets itself): the parent's clients, their
-        # connection pools and threads, and any lock held at the fork are left to the parent.
+        # Also what a forked child runs (the saver and the snapshot writer reset themselves): the
+        # parent's clients, their connection pools and threads, and any lock held at the fork are left
+        # to the parent.
         self._stores_lock = threading.Lock()
         self._write_store: S3Store | None = None
         self._read_store: S3Store | None = None
-        self._buffers = HostBufferPool()
         self._history_lock = threading.Lock()
-        self._upload_process: UploadProcess | None = None  # the parent's helper is the parent's
 
     def __repr__(self) -> str:
         return (
@@ -246,34 +248,23 @@ class S3CheckpointIO(CheckpointIO):
             self._finish_save(SaveStats.of_upload(sequence, url, upload, stall_s, False))
             return
 
+        # The asynchronous save, in the order its data flows: snapshot (here, into reused host
+        # buffers), then serialize and upload (the snapshot writer, on the saver's worker thread).
         with self._saver.reserve_slot() as slot:  # backpressure: max_pending_saves
-            snapshot = take_snapshot(checkpoint, self._buffers)
+            snapshot = take_snapshot(checkpoint, self._snapshot_writer.buffers)
             stall_s = time.perf_counter() - started
-            slot.submit(url, functools.partial(self._upload_snapshot, snapshot, url, sequence, stall_s))
+            slot.submit(url, functools.partial(self._write_snapshot, snapshot, url, sequence, stall_s))
 
-    def _upload_snapshot(self, snapshot: Snapshot, url: str, sequence: int, stall_s: float) -> None:
-        # Runs on the background worker; the snapshot's buffers go back to the pool whatever happens.
-        try:
-            if self.settings.async_uploader == "process" and upload_process_supported():
-                upload = self._uploader().upload(snapshot.state, url, self._buffers)
-            else:
-                upload = self._write(snapshot.state, url)
-        finally:
-            snapshot.state = None
-            self._buffers.give_back(snapshot.borrowed)
-            snapshot.borrowed = []
+    def _write_snapshot(self, snapshot: Snapshot, url: str, sequence: int, stall_s: float) -> None:
+        # The job the saver's worker runs: write the snapshot, then record the save as a synchronous
+        # save records its own.
+        upload = self._snapshot_writer.write(snapshot, url)
         self._finish_save(SaveStats.of_upload(sequence, url, upload, stall_s, True))
-
-    def _uploader(self) -> UploadProcess:
-        # Only the saver's single worker thread gets here.
-        if self._upload_process is None:
-            self._upload_process = UploadProcess(self.client_config, self._write_transfer, self._write)
-        return self._upload_process
 
     @property
     def upload_process_pid(self) -> int | None:
         """The process id of the helper uploading asynchronous saves, while it runs (for pinning it)."""
-        return self._upload_process.pid if self._upload_process is not None else None
+        return self._snapshot_writer.upload_process_pid
 
     @override
     def load_checkpoint(
@@ -433,10 +424,10 @@ class S3CheckpointIO(CheckpointIO):
         try:
             self._saver.close()
         finally:
-            if self._upload_process is not None:
-                self._upload_process.close()
-            self._buffers.trim()
-            self._close_stores()
+            try:
+                self._snapshot_writer.close()
+            finally:
+                self._close_stores()
         self._saver.raise_failures()
 
     # -- helpers for S3ModelCheckpoint ---------------------------------------------------------------
@@ -518,14 +509,13 @@ class S3CheckpointIO(CheckpointIO):
 
 _RUNTIME_ATTRIBUTES = (
     "_saver",
+    "_snapshot_writer",
     "_history",
     "_saves_started",
     "_stores_lock",
     "_write_store",
     "_read_store",
-    "_buffers",
     "_history_lock",
-    "_upload_process",
 )
 """What ``__getstate__`` leaves out: state of one live object, rebuilt by ``_start_runtime``."""
 

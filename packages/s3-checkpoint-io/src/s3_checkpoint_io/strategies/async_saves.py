@@ -1,17 +1,20 @@
-"""Asynchronous sharded saves of the Lightning strategies: ``dcp.async_save`` with backpressure.
+"""Asynchronous sharded saves of the Lightning strategies: ``dcp.async_save`` on the ordered-saves engine.
 
-Every rank keeps the futures of its own saves in flight. DCP hands a save's failure to every rank
-(the coordinator scatters it), and every rank waits at the same points (the next save beyond
-``max_pending``, a load, teardown), so all ranks raise the same :class:`BackgroundSaveError` at the same
-call and none is left waiting in a collective. Removals (rank 0 only) wait for every save submitted
-before them and are dropped if one of those failed: an older checkpoint is never deleted before the
-newer one is committed.
+What is particular to DCP lives here: staging through :class:`~s3_checkpoint_io.dcp.S3AsyncStager`,
+the saves' own process group, and when a failure is raised. Every rank keeps the futures of its own
+saves in flight; DCP hands a save's failure to every rank (the coordinator scatters it), and every rank
+waits at the same points (the next save beyond ``max_pending``, a load, teardown), so all ranks raise
+the same :class:`BackgroundSaveError` at the same call and none is left waiting in a collective.
+
+The ordering is the engine's (:class:`~s3_checkpoint_io.background.ordered_saves.OrderedSaves`, the
+one the single-file plugin uses too): each save is tracked there, and a removal (rank 0 only) queued
+behind it runs once every save submitted before it has committed and is skipped if one of them failed,
+so an older checkpoint is never deleted before the newer one is committed.
 """
 
 from __future__ import annotations
 
 import collections
-import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -20,10 +23,9 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_saver import async_save as dcp_async_save
 
+from s3_checkpoint_io.background.ordered_saves import OrderedSaves
 from s3_checkpoint_io.dcp import S3AsyncStager, S3StorageWriter
 from s3_checkpoint_io.errors import BackgroundSaveError
-
-log = logging.getLogger(__name__)
 
 
 class ShardedAsyncSaves:
@@ -36,9 +38,8 @@ class ShardedAsyncSaves:
 
     def __init__(self, max_pending: int) -> None:
         self.max_pending = max_pending
-        self._pending: collections.deque[tuple[str, Future[Any], int]] = collections.deque()
-        self._removals: collections.deque[tuple[str, Callable[[], None], int]] = collections.deque()
-        self._submitted = 0
+        self._in_flight: collections.deque[tuple[str, Future[Any]]] = collections.deque()
+        self._ordered = OrderedSaves(max_pending)
         self._stager = S3AsyncStager(max_buffer_sets=max_pending + 1)
         self._group: Any = None
 
@@ -46,7 +47,8 @@ class ShardedAsyncSaves:
         """Stage ``state`` (blocks until copied) and upload it in the background (all ranks).
 
         Raises:
-            BackgroundSaveError: if an earlier save failed (then this one is not started).
+            BackgroundSaveError: if an earlier save failed (then this one is not started), or, on
+                rank 0, a removal behind the saves.
         """
         self.wait(keep=self.max_pending - 1)
         future = dcp_async_save(
@@ -54,39 +56,44 @@ class ShardedAsyncSaves:
         )
         # A stager that returns the staged state (ours does) makes async_save return the upload future.
         assert isinstance(future, Future)
-        self._submitted += 1
-        self._pending.append((url, future, self._submitted))
+        self._in_flight.append((url, future))
+        self._ordered.track(url, future)
 
     def remove_after_pending(self, url: str, remove: Callable[[], None]) -> None:
-        """Run ``remove`` once every save submitted so far has committed (now, if none is pending)."""
-        self._removals.append((url, remove, self._submitted))
-        self._run_due_removals(completed=self._completed())
+        """Run ``remove`` (in the background) once every save submitted so far has committed.
+
+        It is skipped, with a warning, if one of those saves fails; if it raises, the next
+        :meth:`save`, :meth:`wait` or :meth:`close` raises a :class:`BackgroundSaveError` naming ``url``.
+        """
+        self._ordered.submit_after_saves(url, "removal", remove)
 
     def wait(self, keep: int = 0) -> None:
-        """Wait until at most ``keep`` saves are in flight, running the removals that became due.
+        """Wait until at most ``keep`` saves are in flight (with ``keep=0``, for the removals too).
 
         Raises:
-            BackgroundSaveError: naming the first failed save; the removals behind it are dropped.
+            BackgroundSaveError: naming the first failed save (the removals behind it are skipped), or
+                a removal that failed.
         """
-        while len(self._pending) > keep:
-            url, future, number = self._pending.popleft()
+        while len(self._in_flight) > keep:
+            url, future = self._in_flight.popleft()
             try:
                 future.result()
             except (Exception, CheckpointException) as error:  # DCP's is a BaseException
                 self._fail(url, error)
-            self._run_due_removals(completed=number)
-        if not self._pending:
-            self._run_due_removals(completed=self._submitted)
+        if not self._in_flight:
+            self._ordered.wait()
+        self._ordered.raise_failures()
 
     def close(self) -> None:
         """Wait for everything outstanding, then drop the staging buffers and the saves' process group.
 
         Raises:
-            BackgroundSaveError: if a save failed.
+            BackgroundSaveError: if a save or a removal failed.
         """
         try:
             self.wait()
         finally:
+            self._ordered.close()
             self._stager.close()
             # A group left for interpreter exit to destroy can abort the process there (its C++
             # threads outlive Python's); nothing uses it once every save has finished.
@@ -94,24 +101,14 @@ class ShardedAsyncSaves:
             if group is not None and dist.is_initialized():
                 dist.destroy_process_group(group)
 
-    def _completed(self) -> int:
-        return self._pending[0][2] - 1 if self._pending else self._submitted
-
-    def _run_due_removals(self, completed: int) -> None:
-        while self._removals and self._removals[0][2] <= completed:
-            _, remove, _ = self._removals.popleft()
-            remove()
-
     def _fail(self, url: str, error: BaseException) -> None:
-        """Wait for the later saves too (they use the same process group), drop every queued removal
-        and raise ``error`` as a :class:`BackgroundSaveError`."""
-        for _, later, _ in self._pending:
+        """Wait for the later saves too (they use the same process group) and raise ``error`` as a
+        :class:`BackgroundSaveError`; the engine skips every removal queued behind the failed save."""
+        for _, later in self._in_flight:
             later.exception()
-        self._pending.clear()
-        dropped = [removed for removed, _, _ in self._removals]
-        self._removals.clear()
-        if dropped:
-            log.warning("skipped removing %s: the newer save %s failed", ", ".join(dropped), url)
+        self._in_flight.clear()
+        self._ordered.wait()  # the removals behind the failed save are skipped before it is reported
+        self._ordered.forget_tracked_failures()
         raise BackgroundSaveError(
             f"the asynchronous sharded save to {url} failed, nothing was committed there (the checkpoints "
             f"before it were kept): {error}",
