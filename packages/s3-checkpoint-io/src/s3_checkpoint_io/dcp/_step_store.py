@@ -36,10 +36,12 @@ class StepStore:
     def get(self) -> S3Store:
         """The open store (opened now if this process has none)."""
         if self._store is None or self._pid != os.getpid():
-            # A forked child leaves the parent's store alone (its threads are the parent's).
+            if self._closer is not None:
+                self._closer.detach()  # a forked child leaves the parent's store (and threads) alone
             self._store = self._settings.open_store()
             self._pid = os.getpid()
             self._closer = weakref.finalize(self, self._store.close)
+            self._closer.atexit = False  # at exit a save may still be uploading in a background thread
         return self._store
 
     def close(self) -> None:
@@ -50,13 +52,9 @@ class StepStore:
         elif closer is not None:
             closer.detach()
 
-    @property
-    def is_open(self) -> bool:
-        """Whether a store is open in this process."""
-        return self._store is not None and self._pid == os.getpid()
-
     def __getstate__(self) -> dict[str, Any]:
         return {"_settings": self._settings}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["_settings"])  # type: ignore[misc]
+        self._settings = state["_settings"]
+        self._store, self._pid, self._closer = None, 0, None
