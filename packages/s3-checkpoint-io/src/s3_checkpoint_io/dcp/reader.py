@@ -20,6 +20,7 @@ from s3_checkpoint_io.dcp._layout import CheckpointLayout
 from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_reader import read_items
+from s3_checkpoint_io.dcp._step_store import StepStore
 from s3_checkpoint_io.dcp._stored_items import CommittedCheckpoint, committed_checkpoint
 from s3_checkpoint_io.dcp._torch_load_frame import group_of_running_load
 from s3_checkpoint_io.errors import CorruptCheckpointError
@@ -46,6 +47,9 @@ class S3StorageReader(StorageReader):
     two saves.
 
     The metadata is unpickled: load only checkpoints you trust, as with ``torch.load``.
+
+    One ``S3Store`` serves a whole load: opened on first use, closed when ``read_data`` ends (or when
+    reading the metadata fails).
 
     Args:
         checkpoint_id: ``s3://bucket/prefix`` of the checkpoint; or pass it to ``dcp.load``.
@@ -90,6 +94,7 @@ class S3StorageReader(StorageReader):
         self._commit: CommittedCheckpoint | None = None
         self.bytes_read = 0
         """Shard bytes this rank downloaded in its last ``read_data`` (the metadata not counted)."""
+        self._store = StepStore(self.settings)
         self.reset(checkpoint_id)
 
     def __repr__(self) -> str:
@@ -121,6 +126,7 @@ class S3StorageReader(StorageReader):
         if checkpoint_id is not None:
             self._layout = CheckpointLayout.parse(checkpoint_id, "S3StorageReader checkpoint_id")
         self._commit = None
+        self._store.close()  # an earlier load that failed before read_data left it open
 
     def read_metadata(self) -> Metadata:
         """GET (on the load's coordinator, then broadcast) and unpickle the committed metadata.
@@ -147,19 +153,22 @@ class S3StorageReader(StorageReader):
         return metadata  # type: ignore[no-any-return]
 
     def _download_metadata(self) -> bytearray:
-        """GET the metadata object with a store of this reader's settings.
+        """GET the metadata object with this load's store (closed if the GET fails: so does the load).
 
         Raises:
             S3NotFoundError: saying that nothing was committed at the prefix.
         """
         try:
-            with self.settings.open_store() as store:
-                return store.download_bytes(self.layout.metadata_url)
+            return self._store.get().download_bytes(self.layout.metadata_url)
         except S3NotFoundError as exc:
+            self._store.close()
             raise S3NotFoundError(
                 f"no committed checkpoint at {self.layout.prefix_url}: {exc}. Check the checkpoint_id; a "
                 "save that did not finish commits nothing"
             ) from exc
+        except BaseException:
+            self._store.close()
+            raise
 
     def set_up_storage_reader(
         self, metadata: Metadata, is_coordinator: bool, *args: object, **kwargs: object
@@ -204,8 +213,10 @@ class S3StorageReader(StorageReader):
                 f"{self.commit.save_id}, the coordinator {plan.storage_data}); load again"
             )
         started = time.monotonic()
-        with self.settings.open_store() as store:
-            size = read_items(store, self.layout, plan.items, self.commit.items, planner)
+        try:
+            size = read_items(self._store.get(), self.layout, plan.items, self.commit.items, planner)
+        finally:
+            self._store.close()  # this rank's part of the load is done
         self.bytes_read = size
         seconds = time.monotonic() - started
         mib = size / 2**20

@@ -5,6 +5,9 @@ the copy in a background thread or process. Allocating that copy afresh every sa
 copying it (page faults, and for pinned memory a slow registration). This stager keeps the copies:
 a save whose state has the structure, shapes and dtypes of an earlier one copies into that earlier
 save's buffers, once the earlier save no longer uses them.
+
+torch's public ``DefaultStager`` does not keep buffers that way; why, and the private torch helpers
+used instead, are in :mod:`s3_checkpoint_io.dcp.torch_internals`.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ import weakref
 from typing import Any
 
 import torch
-from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
 from torch.distributed.checkpoint.staging import AsyncStager
-from torch.utils._pytree import tree_flatten, tree_map
+
+from s3_checkpoint_io.dcp.torch_internals import (
+    copy_into_host_buffers,
+    host_buffers_like,
+    tree_flatten,
+    tree_map,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +98,7 @@ class S3AsyncStager(AsyncStager):
             A copy that later changes to ``state_dict`` do not reach.
         """
         buffer_set = self._free_set_for(state_dict)
-        copied = _copy_state_dict(state_dict, buffer_set.buffers, non_blocking=False, type_check=False)
+        copied = copy_into_host_buffers(state_dict, buffer_set.buffers)
         staged = _Staged(tree_map(_copy_if_not_tensor, copied))
         buffer_set.user = weakref.ref(staged)
         return staged
@@ -100,7 +108,9 @@ class S3AsyncStager(AsyncStager):
         for buffer_set in self._sets:
             if not buffer_set.in_use() and _fits(state_dict, buffer_set.buffers):
                 return buffer_set
-        fresh = _BufferSet(_create_cpu_state_dict(state_dict, self.pin_memory, self.share_memory))
+        fresh = _BufferSet(
+            host_buffers_like(state_dict, pin_memory=self.pin_memory, share_memory=self.share_memory)
+        )
         if len(self._sets) < self.max_buffer_sets:
             self._sets.append(fresh)
         else:

@@ -26,6 +26,7 @@ from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
 from s3_checkpoint_io.dcp._records import RankTarget
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_writer import WrittenItem, expected_shard_bytes, write_items
+from s3_checkpoint_io.dcp._step_store import StepStore
 from s3_checkpoint_io.dcp._stored_items import storage_meta_with_layout
 from s3_checkpoint_io.errors import CheckpointExistsError
 from s3_utils import S3ClientConfig, S3Error, S3NotFoundError, S3ObjectChangedError, S3Store
@@ -67,6 +68,9 @@ class S3StorageWriter(StorageWriter):
             save racing to the same empty prefix also loses. True (the default, as torch's
             ``FileSystemWriter``) replaces a committed checkpoint in one step.
 
+    One ``S3Store`` serves a whole save: opened on first use, closed when the save ends (after the
+    commit on the coordinator, after ``write_data`` on the other ranks, or when a step fails).
+
     Raises:
         ValueError: if ``checkpoint_id`` is not an ``s3://bucket/prefix`` URL or a setting is invalid.
     """
@@ -99,6 +103,7 @@ class S3StorageWriter(StorageWriter):
         self._is_coordinator = False
         self._save_id: str | None = None
         self._committed_etag: str | None = None
+        self._store = StepStore(self.settings)
         self.reset(checkpoint_id)
 
     def __repr__(self) -> str:
@@ -123,6 +128,7 @@ class S3StorageWriter(StorageWriter):
         if checkpoint_id is not None:
             self._layout = CheckpointLayout.parse(checkpoint_id, "S3StorageWriter checkpoint_id")
         self._save_id = None
+        self._store.close()  # an earlier save that failed before its end left it open
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: object, **kwargs: object) -> None:
         """Remember whether this rank commits the save."""
@@ -145,8 +151,13 @@ class S3StorageWriter(StorageWriter):
             f"S3StorageWriter(max_concurrency=..., key_prefix_strategy={self.key_prefix_strategy!r})",
         )
         self._save_id = new_save_id()
-        self._committed_etag = self._read_committed_etag()
+        try:
+            self._committed_etag = self._read_committed_etag()
+        except BaseException:
+            self._store.close()
+            raise
         if self._committed_etag is not None and not self.overwrite:
+            self._store.close()
             raise CheckpointExistsError(
                 f"{self.layout.prefix_url} already holds a committed checkpoint and this S3StorageWriter has "
                 "overwrite=False: save to another checkpoint_id, delete it first (s3ckpt rm), or pass "
@@ -170,22 +181,33 @@ class S3StorageWriter(StorageWriter):
         target = plan.storage_data
         if not isinstance(target, RankTarget):
             raise ValueError("S3StorageWriter got a save plan it did not prepare: save through dcp.save")
-        results: list[WriteResult] = []
-        if plan.items:
-            name = shard_name(target.save_id, target.rank, self.key_prefix_strategy)
-            started = time.monotonic()
-            url, size_hint = self.layout.url_of(name), expected_shard_bytes(plan.items)
-            with self.settings.open_store() as store, store.open_writer(url, expected_size=size_hint) as out:
-                results = write_items(out, name, plan.items, planner)
-            size = sum(result.size_in_bytes for result in results)
-            seconds = time.monotonic() - started
-            mib = size / 2**20
-            log.info(
-                "DCP shard %s: %.1f MiB in %.2f s (%.1f MiB/s)", name, mib, seconds, mib / max(seconds, 1e-9)
-            )
+        try:
+            results = self._write_shard(target, plan, planner)
+        except BaseException:
+            self._store.close()  # the save fails: DCP does not call finish
+            raise
+        if not self._is_coordinator:
+            self._store.close()  # this rank's part of the save is done
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
         return future
+
+    def _write_shard(self, target: RankTarget, plan: SavePlan, planner: SavePlanner) -> list[WriteResult]:
+        """Upload this rank's items as one shard object (none if it has no items)."""
+        if not plan.items:
+            return []
+        name = shard_name(target.save_id, target.rank, self.key_prefix_strategy)
+        started = time.monotonic()
+        url, size_hint = self.layout.url_of(name), expected_shard_bytes(plan.items)
+        with self._store.get().open_writer(url, expected_size=size_hint) as out:
+            results = write_items(out, name, plan.items, planner)
+        size = sum(result.size_in_bytes for result in results)
+        seconds = time.monotonic() - started
+        mib = size / 2**20
+        log.info(
+            "DCP shard %s: %.1f MiB in %.2f s (%.1f MiB/s)", name, mib, seconds, mib / max(seconds, 1e-9)
+        )
+        return results
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
         """Commit: PUT the metadata naming this save's shards, then delete every other shard object.
@@ -201,6 +223,13 @@ class S3StorageWriter(StorageWriter):
                 ``If-None-Match: *`` when nothing was committed); this save's shards are deleted.
             S3Error: if the metadata PUT fails; the previous checkpoint (if any) stays committed.
         """
+        try:
+            self._commit(metadata, results)
+        finally:
+            self._store.close()
+
+    def _commit(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        """:meth:`finish` with the save's store."""
         if self._save_id is None:
             raise ValueError(
                 "S3StorageWriter.finish ran without prepare_global_plan: call it through dcp.save"
@@ -225,33 +254,32 @@ class S3StorageWriter(StorageWriter):
         metadata.storage_meta = storage_meta_with_layout(
             metadata.storage_meta or self.storage_meta(), self._save_id, raw_offsets
         )
-        with self.settings.open_store() as store:
-            try:
-                store.put_if_unchanged(
-                    self.layout.metadata_url, pickle.dumps(metadata), expected_etag=self._committed_etag
-                )
-            except S3ObjectChangedError as exc:
-                self._delete_shards(store, names)
-                raise S3ObjectChangedError(
-                    f"{self.layout.prefix_url}: another save committed here while this one ran, so this save "
-                    f"(save {self._save_id}) was not committed and its shards were deleted; the other "
-                    f"save's checkpoint stands. Run one save at a time per prefix. ({exc})"
-                ) from exc
-            log.info(
-                "DCP checkpoint committed: %s (save %s, %d shards)",
-                self.layout.prefix_url,
-                self._save_id,
-                len(names),
+        store = self._store.get()
+        try:
+            store.put_if_unchanged(
+                self.layout.metadata_url, pickle.dumps(metadata), expected_etag=self._committed_etag
             )
-            self._delete_unreferenced_shards(store, set(names))
+        except S3ObjectChangedError as exc:
+            self._delete_shards(store, names)
+            raise S3ObjectChangedError(
+                f"{self.layout.prefix_url}: another save committed here while this one ran, so this save "
+                f"(save {self._save_id}) was not committed and its shards were deleted; the other "
+                f"save's checkpoint stands. Run one save at a time per prefix. ({exc})"
+            ) from exc
+        log.info(
+            "DCP checkpoint committed: %s (save %s, %d shards)",
+            self.layout.prefix_url,
+            self._save_id,
+            len(names),
+        )
+        self._delete_unreferenced_shards(store, set(names))
 
     def _read_committed_etag(self) -> str | None:
         """The ETag of the committed metadata (None: nothing committed), for the conditional commit."""
-        with self.settings.open_store() as store:
-            try:
-                return store.head(self.layout.metadata_url).etag
-            except S3NotFoundError:
-                return None
+        try:
+            return self._store.get().head(self.layout.metadata_url).etag
+        except S3NotFoundError:
+            return None
 
     def _delete_shards(self, store: S3Store, names: tuple[str, ...]) -> None:
         """Best effort: delete this save's shard objects after it lost the race to commit."""

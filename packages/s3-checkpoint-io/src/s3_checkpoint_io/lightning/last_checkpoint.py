@@ -8,19 +8,16 @@ missing or dead ``AWS_ENDPOINT_URL``) it finds nothing, training restarts at ste
 ``last.ckpt``.
 
 S3ModelCheckpoint lists through the trainer's ``S3CheckpointIO`` and returns its pick as a
-:class:`ListedCheckpoint`, a ``str`` that also carries the LastModified it was listed with. The
-connector's ``get_filesystem`` is wrapped once (:func:`answer_connector_probes`) to answer for exactly
-those objects from what is already known; every other path goes to Lightning's function unchanged.
+:class:`ListedCheckpoint`, a ``str`` that also carries the LastModified it was listed with, and
+:class:`ListedFileSystem` answers the connector's probes of it from what is already known. How that
+answer reaches the connector (for that one probe, never for the whole process) is Lightning-private:
+:func:`s3_checkpoint_io.lightning.lightning_internals.answer_probes_for`.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-
-from lightning.pytorch.trainer.connectors import checkpoint_connector
 
 
 class ListedCheckpoint(str):
@@ -41,29 +38,15 @@ class ListedCheckpoint(str):
         return (ListedCheckpoint, (str(self), self.last_modified))
 
 
-class _ListedFileSystem:
+class ListedFileSystem:
     """Answers the connector's two questions about a :class:`ListedCheckpoint` without a request."""
 
     @staticmethod
     def exists(path: ListedCheckpoint) -> bool:
+        """Always: the listing found it."""
         return True
 
     @staticmethod
     def modified(path: ListedCheckpoint) -> datetime:
+        """The LastModified the listing gave."""
         return path.last_modified
-
-
-def answer_connector_probes() -> None:
-    """Make Lightning's checkpoint connector take a :class:`ListedCheckpoint` as found (idempotent)."""
-    current: Callable[..., Any] = checkpoint_connector.get_filesystem  # type: ignore[attr-defined]
-    if getattr(current, "answers_listed_checkpoints", False):
-        return
-
-    @functools.wraps(current)
-    def get_filesystem(path: Any, **kwargs: Any) -> Any:
-        if isinstance(path, ListedCheckpoint):
-            return _ListedFileSystem()
-        return current(path, **kwargs)
-
-    get_filesystem.answers_listed_checkpoints = True  # type: ignore[attr-defined]
-    checkpoint_connector.get_filesystem = get_filesystem  # type: ignore[attr-defined]

@@ -24,16 +24,19 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
-from weakref import proxy
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from s3_checkpoint_io.lightning.checkpoint_io import PathLike, S3CheckpointIO
 from s3_checkpoint_io.lightning.compat import override
-from s3_checkpoint_io.lightning.last_checkpoint import ListedCheckpoint, answer_connector_probes
+from s3_checkpoint_io.lightning.last_checkpoint import ListedCheckpoint
+from s3_checkpoint_io.lightning.lightning_internals import (
+    ModelCheckpointHooks,
+    answer_probes_for,
+    stop_answering_probes,
+)
 from s3_checkpoint_io.lightning.stats_logger import find_s3_checkpoint_io
 from s3_checkpoint_io.rank_zero import share_from_rank_zero
 from s3_checkpoint_io.removal import may_remove_checkpoint
@@ -59,7 +62,7 @@ class SavesShardedToS3:
     """
 
 
-class S3ModelCheckpoint(ModelCheckpoint):
+class S3ModelCheckpoint(ModelCheckpointHooks):
     """``ModelCheckpoint`` that saves under an ``s3://`` dirpath through ``S3CheckpointIO``.
 
     Use it with an ``S3CheckpointIO`` plugin on the trainer::
@@ -99,7 +102,6 @@ class S3ModelCheckpoint(ModelCheckpoint):
                 "of it (one upload per step)"
             )
         super().__init__(dirpath=url.rstrip("/"), **kwargs)
-        answer_connector_probes()
         self._topk_candidates: dict[str, Tensor] | None = None
         self._copy_last_from: str | None = None
 
@@ -111,6 +113,7 @@ class S3ModelCheckpoint(ModelCheckpoint):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Lightning's own setup lists the directory through fsspec; do the same through S3CheckpointIO.
+        stop_answering_probes()  # "last" is resolved by now, whether or not the connector probed our pick
         io = self._checkpoint_io(trainer)
         self.dirpath = trainer.strategy.broadcast(self.dir_url)
         if stage != "fit" or self.save_top_k == 0:
@@ -132,40 +135,39 @@ class S3ModelCheckpoint(ModelCheckpoint):
             self.last_model_path = resumed
 
     @override
-    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+    def save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        """Lightning's top-k save, remembering this call's metrics to tell its last save apart."""
         # Lightning computes monitor_candidates once per hook call and hands the same dict to the top-k
         # and the last save: seeing it again tells that both saves belong to one call, so one state.
         self._topk_candidates = monitor_candidates
-        super()._save_topk_checkpoint(trainer, monitor_candidates)
+        super().save_topk_checkpoint(trainer, monitor_candidates)
 
     @override
-    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+    def save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        """Lightning's last save, as a copy of the top-k checkpoint saved in the same call if any."""
         same_call = monitor_candidates is self._topk_candidates
-        saved_now = self._last_checkpoint_saved and self._last_global_step_saved == trainer.global_step
+        last_path, last_step = self.last_saved
+        saved_now = bool(last_path) and last_step == trainer.global_step
         # A sharded strategy's checkpoint is a prefix of shards and a commit: no single object to copy.
         one_object = not isinstance(trainer.strategy, SavesShardedToS3)
-        self._copy_last_from = self._last_checkpoint_saved if same_call and saved_now and one_object else None
+        self._copy_last_from = last_path if same_call and saved_now and one_object else None
         self._topk_candidates = None
         try:
-            super()._save_last_checkpoint(trainer, monitor_candidates)
+            super().save_last_checkpoint(trainer, monitor_candidates)
         finally:
             self._copy_last_from = None
 
     @override
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+    def save_checkpoint_at(self, trainer: pl.Trainer, filepath: str) -> None:
+        """Lightning's save, or a server-side copy of the top-k checkpoint when it is this step's last."""
         source = self._copy_last_from
         if source is None or source == filepath:
-            super()._save_checkpoint(trainer, filepath)
+            super().save_checkpoint_at(trainer, filepath)
             return
-        # What Lightning's _save_checkpoint does, with a server-side copy instead of a second upload.
         if trainer.is_global_zero:
             self._checkpoint_io(trainer).copy_checkpoint(source, filepath)
         trainer.strategy.barrier("S3ModelCheckpoint.copy_checkpoint")
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
+        self.record_save(trainer, filepath)
 
     @override
     def file_exists(self, filepath: PathLike, trainer: pl.Trainer) -> bool:
@@ -182,16 +184,20 @@ class S3ModelCheckpoint(ModelCheckpoint):
         return io.exists(commit_url(str(filepath)))
 
     @override
-    def _find_last_checkpoints(self, trainer: pl.Trainer) -> set[str]:
+    def find_last_checkpoints(self, trainer: pl.Trainer) -> set[str]:
+        """The newest last checkpoint in the dirpath, listed once on rank 0 (none: an empty set)."""
         # Lightning picks the newest of these by modification time, probing each through fsspec; hand it
-        # only the one we choose, as a ListedCheckpoint that answers those probes itself.
+        # only the one we choose, as a ListedCheckpoint whose probes are answered from the listing.
         io = self._checkpoint_io(trainer)
         prefix = self.dir_url + "/"
         found = share_from_rank_zero(
             lambda: self._newest_last(io.list_objects(prefix)),
             what=f"listing {prefix} for the last checkpoint",
         )
-        return set() if found is None else {found}
+        if found is None:
+            return set()
+        answer_probes_for(found)
+        return {found}
 
     def _is_last_name(self, url: str) -> bool:
         """Whether ``url`` lies directly in the dirpath and has a last checkpoint's name."""
@@ -219,7 +225,8 @@ class S3ModelCheckpoint(ModelCheckpoint):
         return ListedCheckpoint(info.url, modified)
 
     @override
-    def _should_remove_checkpoint(self, trainer: pl.Trainer, previous: str, current: str) -> bool:
+    def may_remove_previous(self, trainer: pl.Trainer, previous: str, current: str) -> bool:
+        """Only inside the dirpath, and never the checkpoint the run resumed from."""
         return may_remove_checkpoint(previous, current, dirpath=self.dir_url, resumed_from=trainer.ckpt_path)
 
     def _checkpoint_io(self, trainer: pl.Trainer) -> S3CheckpointIO:
