@@ -14,6 +14,10 @@ module is the only one that touches them:
 - :func:`answer_probes_for` replaces the connector's ``get_filesystem`` only from the moment
   ``find_last_checkpoints`` returns its pick until the connector has probed it (or the callback's
   ``setup`` runs, whichever is first), never for the whole process.
+- The sharded strategies (:mod:`s3_checkpoint_io.strategies`) ask Lightning's strategy modules the
+  same questions Lightning's own ``save_checkpoint`` / ``load_checkpoint`` ask, through the functions
+  at the end of this module (each imports its Lightning module when first called, so importing this
+  one loads no strategy module).
 
 :func:`require_lightning_internals` checks all of them against the installed Lightning when an
 ``S3ModelCheckpoint`` is created, so an upgrade that renames one fails there, naming the version,
@@ -205,3 +209,41 @@ def stop_answering_probes() -> None:
     current = checkpoint_connector.get_filesystem  # type: ignore[attr-defined]
     if isinstance(current, _ConnectorProbes):
         checkpoint_connector.get_filesystem = current.lightning_get_filesystem  # type: ignore[attr-defined]
+
+
+def has_dtensor_modules(module: object) -> bool:
+    """Lightning's test for a module holding DTensor parameters (``ModelParallelStrategy``)."""
+    from lightning.fabric.strategies.model_parallel import _has_dtensor_modules
+
+    return bool(_has_dtensor_modules(module))
+
+
+def has_fsdp_modules(module: object) -> bool:
+    """Lightning's test for a module holding FSDP1-wrapped modules (``FSDPStrategy``)."""
+    from lightning.fabric.strategies.fsdp import _has_fsdp_modules
+
+    return bool(_has_fsdp_modules(module))
+
+
+def fsdp_sharded_state_dict_context(module: Any) -> Any:
+    """Lightning's FSDP1 sharded state-dict context (``SHARDED_STATE_DICT``, offloaded to CPU)."""
+    from lightning.fabric.strategies.fsdp import _get_sharded_state_dict_context
+
+    return _get_sharded_state_dict_context(module)
+
+
+def validate_keys_for_strict_loading(requested: Any, loaded: Any, strict: bool) -> None:
+    """Lightning's check that a Fabric load restores every key asked for (and only those, if strict)."""
+    from lightning.fabric.strategies.strategy import _validate_keys_for_strict_loading
+
+    _validate_keys_for_strict_loading(requested, loaded, strict=strict)
+
+
+def saves_distributed_checkpoint(strategy: Any) -> bool:
+    """A ``ModelParallelStrategy``'s ``save_distributed_checkpoint`` argument."""
+    return bool(strategy._save_distributed_checkpoint)
+
+
+def fsdp_state_dict_type(strategy: Any) -> str:
+    """An ``FSDPStrategy``'s ``state_dict_type`` argument (``"full"`` or ``"sharded"``)."""
+    return str(strategy._state_dict_type)

@@ -26,11 +26,11 @@ from typing import Any, Literal, cast
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.strategies.fsdp import FSDPStrategy
 from lightning.fabric.strategies.model_parallel import ModelParallelStrategy
-from lightning.fabric.strategies.strategy import _validate_keys_for_strict_loading
 from lightning.fabric.utilities.types import _PATH, _Stateful
 from torch.nn import Module
 from torch.optim import Optimizer
 
+from s3_checkpoint_io.lightning import lightning_internals
 from s3_checkpoint_io.lightning.checkpoint_io import S3CheckpointIO
 from s3_checkpoint_io.strategies.sharded_checkpoints import ShardedCheckpoints
 from s3_checkpoint_io.strategies.state_dicts import DTENSOR, FSDP1, Restore
@@ -129,7 +129,7 @@ class _FabricShardedCheckpoints(ShardedCheckpoints):
         """Put the requested non-model, non-optimizer entries back into ``state``; return the others."""
         rest = self._lightning_state(raw, url, weights_only)
         requested = {key for key, obj in state.items() if not isinstance(obj, Module | Optimizer)}
-        _validate_keys_for_strict_loading(requested, rest.keys(), strict=strict)
+        lightning_internals.validate_keys_for_strict_loading(requested, rest.keys(), strict=strict)
         for key in requested & rest.keys():
             value = rest.pop(key)
             if isinstance(state[key], _Stateful):

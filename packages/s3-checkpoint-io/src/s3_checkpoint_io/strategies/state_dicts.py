@@ -27,6 +27,7 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.nn import Module
 from torch.optim import Optimizer
 
+from s3_checkpoint_io.lightning import lightning_internals
 from s3_checkpoint_io.strategies.s3_access import S3Access
 
 LIGHTNING_STATE_KEY = "lightning_checkpoint"
@@ -119,13 +120,11 @@ class DTensorStateDicts(StateDictKind):
 
     def saves_sharded(self, strategy: Any) -> bool:
         """``save_distributed_checkpoint=True``."""
-        return bool(strategy._save_distributed_checkpoint)
+        return lightning_internals.saves_distributed_checkpoint(strategy)
 
     def is_sharded(self, obj: object) -> bool:
         """Lightning's test for a module holding DTensor parameters."""
-        from lightning.fabric.strategies.model_parallel import _has_dtensor_modules
-
-        return bool(_has_dtensor_modules(obj))
+        return lightning_internals.has_dtensor_modules(obj)
 
     def state_dict_context(self, model: Module) -> AbstractContextManager[None]:
         """None needed: torch's ``get_*_state_dict`` return the sharded states."""
@@ -168,19 +167,15 @@ class FSDP1StateDicts(StateDictKind):
 
     def saves_sharded(self, strategy: Any) -> bool:
         """``state_dict_type="sharded"``."""
-        return bool(strategy._state_dict_type == "sharded")
+        return lightning_internals.fsdp_state_dict_type(strategy) == "sharded"
 
     def is_sharded(self, obj: object) -> bool:
         """Lightning's test for a module holding FSDP1 modules."""
-        from lightning.fabric.strategies.fsdp import _has_fsdp_modules
-
-        return bool(_has_fsdp_modules(obj))
+        return lightning_internals.has_fsdp_modules(obj)
 
     def state_dict_context(self, model: Module) -> AbstractContextManager[None]:
         """Lightning's sharded state-dict context (``StateDictType.SHARDED_STATE_DICT``, CPU offload)."""
-        from lightning.fabric.strategies.fsdp import _get_sharded_state_dict_context
-
-        return cast(AbstractContextManager[None], _get_sharded_state_dict_context(model))
+        return cast(AbstractContextManager[None], lightning_internals.fsdp_sharded_state_dict_context(model))
 
     def model_state(self, module: Module) -> dict[str, Any]:
         """The module's own ``state_dict``."""
