@@ -27,7 +27,9 @@ def test_keeping_one_small_tensor_does_not_keep_the_whole_checkpoint_resident(
     io.save_checkpoint({"w": torch.ones(4)}, url + ".warmup")
     io.teardown()
     out = tmp_path / "resident.json"
-    child = spawn("checkpoint_io.lifecycle_targets:resident_after_keeping_one_small_tensor", [url, str(out)])
+    child = spawn(
+        "checkpoint_io.background.lifecycle_targets:resident_after_keeping_one_small_tensor", [url, str(out)]
+    )
     output, _ = child.communicate(timeout=120)
     assert child.returncode == 0, output.decode(errors="replace")
     measured = json.loads(out.read_text())

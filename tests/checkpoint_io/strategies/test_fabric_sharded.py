@@ -21,7 +21,7 @@ from support.s3_objects import object_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-TARGETS = "checkpoint_io.fabric_sharded_targets"
+TARGETS = "checkpoint_io.strategies.fabric_sharded_targets"
 
 
 def _same(out: pathlib.Path, name: str, other: str, rank: int) -> None:

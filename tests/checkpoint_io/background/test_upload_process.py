@@ -12,9 +12,9 @@ import psutil
 import pytest
 import torch
 
-from checkpoint_io.lifecycle_targets import MULTIPART_BYTES, multipart_state
+from checkpoint_io.background.lifecycle_targets import MULTIPART_BYTES, multipart_state
+from checkpoint_io.background.test_async_lifecycle import load_exactly, run_script, wait_for_child
 from checkpoint_io.s3_helpers import Gate, keys, state, wait_until_idle
-from checkpoint_io.test_async_lifecycle import load_exactly, run_script, wait_for_child
 from s3_checkpoint_io import BackgroundSaveError, S3CheckpointIO
 from s3_checkpoint_io.errors import UploadProcessError
 from support.fault_proxy import FaultProxy
@@ -140,7 +140,7 @@ def test_a_script_ending_with_a_pending_save_lands_it_and_leaves_no_helper_behin
 ) -> None:
     url = f"s3://{bucket}/run/final.ckpt"
     output = run_script(
-        "checkpoint_io.upload_process_targets:async_save_as_last_statement_reporting_helper", url
+        "checkpoint_io.background.upload_process_targets:async_save_as_last_statement_reporting_helper", url
     )
     helper = int(output.strip().splitlines()[-1])
     assert keys(s3_client, bucket) == {"run/final.ckpt"}

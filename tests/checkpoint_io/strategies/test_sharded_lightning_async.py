@@ -23,7 +23,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning"),
 ]
 
-TARGET = "checkpoint_io.sharded_lightning_targets:fit_async"
+TARGET = "checkpoint_io.strategies.sharded_lightning_targets:fit_async"
 
 
 def _outcomes(out: pathlib.Path) -> list[dict[str, Any]]:

@@ -57,7 +57,7 @@ def test_ranks_find_the_last_checkpoint_with_one_listing_on_rank_zero(
 
     with FaultProxy(s3_server.endpoint_url) as proxy:
         launch(
-            "checkpoint_io.resume_targets:resume_last_on_every_rank",
+            "checkpoint_io.lightning.resume_targets:resume_last_on_every_rank",
             3,
             [dirpath, proxy.url, str(out), "6"],
             timeout_s=240,

@@ -14,7 +14,7 @@ from support.s3_objects import object_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-TARGET = "checkpoint_io.sharded_lightning_targets:fit"
+TARGET = "checkpoint_io.strategies.sharded_lightning_targets:fit"
 STRAY = "__0123456789abcdef0123456789abcdef_0_0badf00d.distcp"
 
 
