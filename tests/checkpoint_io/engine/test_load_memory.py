@@ -28,7 +28,7 @@ def test_keeping_one_small_tensor_does_not_keep_the_whole_checkpoint_resident(
     io.teardown()
     out = tmp_path / "resident.json"
     child = spawn(
-        "checkpoint_io.background.lifecycle_targets:resident_after_keeping_one_small_tensor", [url, str(out)]
+        "checkpoint_io.engine.load_memory_targets:resident_after_keeping_one_small_tensor", [url, str(out)]
     )
     output, _ = child.communicate(timeout=120)
     assert child.returncode == 0, output.decode(errors="replace")
