@@ -22,6 +22,7 @@ from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from checkpoint_io.dcp import interop_targets
 from checkpoint_io.dcp.dcp_rank_targets import plain_state
 from checkpoint_io.dcp.interop_targets import assert_same_state, load_in_one_process, upload_folder
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
@@ -38,8 +39,8 @@ pytestmark = [
 ]
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "dcp_format1"
-SAVE = "checkpoint_io.dcp.interop_targets:save"
-LOAD = "checkpoint_io.dcp.interop_targets:load"
+SAVE = interop_targets.save
+LOAD = interop_targets.load
 
 
 def _save_on_two_ranks(kind: str, location: str, version: int, endpoint: str) -> None:
