@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 
+from checkpoint_io.rank_zero_targets import share_outcomes
 from s3_checkpoint_io.rank_zero import share_from_rank_zero
 from support.ranks import launch
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_every_rank_gets_rank_zeros_result_or_an_equivalent_error(tmp_path: pathlib.Path) -> None:
-    launch("checkpoint_io.rank_zero_targets:share_outcomes", 3, [str(tmp_path)], timeout_s=90)
+    launch(share_outcomes, 3, [str(tmp_path)], timeout_s=90)
 
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(3)]
     assert [r["result"] for r in results] == ["from rank 0"] * 3

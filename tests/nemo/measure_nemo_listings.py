@@ -18,6 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+from nemo_app import discovery_rank_main, nemo_only_rank_main  # noqa: E402
 from rank_env import rank_pythonpath  # noqa: E402
 
 from support.fault_proxy import FaultProxy  # noqa: E402
@@ -35,8 +36,8 @@ def main() -> None:
         client.put_object(Bucket=bucket, Key="run/checkpoints/run--step=8-last.ckpt", Body=b"x")
         dirpath = f"s3://{bucket}/run/checkpoints"
         for label, target, args in (
-            ("NeMo 3.0.0 exp_manager", "nemo_app:nemo_only_rank_main", [f"{tmp}/nemo-logs", dirpath]),
-            ("nemo_s3_integration", "nemo_app:discovery_rank_main", [f"{tmp}/our-logs", dirpath]),
+            ("NeMo 3.0.0 exp_manager", nemo_only_rank_main, [f"{tmp}/nemo-logs", dirpath]),
+            ("nemo_s3_integration", discovery_rank_main, [f"{tmp}/our-logs", dirpath]),
         ):
             with FaultProxy(server.endpoint_url) as proxy:
                 env = s3_environment(proxy.url)

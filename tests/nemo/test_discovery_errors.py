@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from rank_env import rank_pythonpath
+from rank_probes import check_resume_failure_main
 
 from support.ranks import launch
 from support.s3_server import s3_environment
@@ -64,7 +65,7 @@ def test_access_denied_on_rank_zero_is_raised_on_every_rank(
 ) -> None:
     url, seen = denying_endpoint
     launch(
-        "rank_probes:check_resume_failure_main",
+        check_resume_failure_main,
         WORLD_SIZE,
         [str(tmp_path), "s3://locked-bucket/run/checkpoints"],
         # far below the 120 s collective timeout the ranks set: a rank left waiting would be killed

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from nemo_app import TinyRegression
+from nemo_app import TinyRegression, rank_main
 from rank_env import rank_pythonpath
 
 from support.fault_proxy import FaultProxy
@@ -69,7 +69,7 @@ def test_four_ranks_resume_from_one_listing_on_rank_zero(
 
     with FaultProxy(s3_server.endpoint_url) as proxy:
         ranks = launch(
-            "nemo_app:rank_main",
+            rank_main,
             WORLD_SIZE,
             [str(out), str(tmp_path / "logs"), dirpath, "14", "1"],
             timeout_s=240,

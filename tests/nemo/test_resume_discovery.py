@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from rank_env import rank_pythonpath
+from rank_probes import broadcast_main, check_resume_main
 
 from nemo_s3_integration import find_resume_checkpoint
 from s3_checkpoint_io.rank_zero import broadcast_object, is_global_rank_zero
@@ -137,7 +138,7 @@ def _rank_results(out: Path, world: int) -> list[dict[str, Any]]:
 
 def test_broadcast_gives_every_rank_rank_zeros_object(tmp_path: Path) -> None:
     launch(
-        "rank_probes:broadcast_main",
+        broadcast_main,
         3,
         [str(tmp_path)],
         timeout_s=90,
@@ -155,7 +156,7 @@ def test_with_a_process_group_rank_zeros_choice_reaches_every_rank(
     with FaultProxy(s3_server.endpoint_url) as proxy:
         env = {"AWS_ENDPOINT_URL": proxy.url, "AWS_ENDPOINT_URL_S3": proxy.url}
         env["PYTHONPATH"] = rank_pythonpath()
-        launch("rank_probes:check_resume_main", 2, [str(tmp_path), dirpath, "1"], timeout_s=90, env=env)
+        launch(check_resume_main, 2, [str(tmp_path), dirpath, "1"], timeout_s=90, env=env)
         assert proxy.count("ListObjectsV2") == 1
     for result in _rank_results(tmp_path, 2):
         # NeMo's own check_resume is then called without resume_if_exists, with the chosen path
@@ -169,7 +170,7 @@ def test_with_a_process_group_rank_zeros_error_reaches_every_rank(
 ) -> None:
     dirpath = _put(s3_client, bucket, "gpt--step=8-end.ckpt")
     env = {"PYTHONPATH": rank_pythonpath()}
-    launch("rank_probes:check_resume_main", 2, [str(tmp_path), dirpath, "0"], timeout_s=90, env=env)
+    launch(check_resume_main, 2, [str(tmp_path), dirpath, "0"], timeout_s=90, env=env)
     for result in _rank_results(tmp_path, 2):
         assert "resume_past_end=True" in result["error"]
 

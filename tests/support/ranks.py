@@ -3,11 +3,15 @@
 Each rank is a fresh ``python`` process (no fork of the test process) with the usual variables set
 (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``), so both
 plain ``torch.distributed`` code and a Lightning ``Trainer`` (which sees ``LOCAL_RANK`` and does not
-launch processes itself) work unchanged. The target is named ``"module:function"`` and is called with
-the string arguments given. Every launch is bounded: when one rank fails the others get a short grace
-period, then every straggler is killed, so a rank stuck in a collective never hangs the test run.
+launch processes itself) work unchanged. The target is a module-level function, passed as itself and
+called with the string arguments given; the child imports it by its module and name, from the folder its
+module was imported from here, so it is the same module under the same name. Every launch is bounded:
+when one rank fails the others get a short grace period, then every straggler is killed, so a rank
+stuck in a collective never hangs the test run.
 
-    results = launch("checkpoint_io.ddp_train:main", world_size=2, args=[url], timeout_s=120)
+    from checkpoint_io.rank_targets import all_reduce_rank_ids
+
+    results = launch(all_reduce_rank_ids, world_size=2, args=[str(tmp_path)], timeout_s=90)
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from support.s3_server import free_port
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
+RankTarget = Callable[..., object]
+"""A module-level function of an importable module; the child calls it with string arguments."""
 GRACE_AFTER_FAILURE_S = 5.0
 _ENTRY = (
     "import importlib, sys\n"
@@ -78,21 +84,46 @@ def init_process_group(timeout_s: float = 60.0) -> None:
     dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
 
 
-def command(target: str, args: Sequence[str] = ()) -> list[str]:
+def target_name(target: RankTarget) -> str:
+    """``"module:function"``: the name a fresh interpreter imports ``target`` by.
+
+    Raises:
+        ValueError: ``target`` is not reachable by that name (a nested function, a lambda, a partial,
+            or a function of ``__main__``).
+    """
+    module = getattr(target, "__module__", None)
+    name = getattr(target, "__qualname__", None)
+    if module is None or name is None or getattr(sys.modules.get(module), name, None) is not target:
+        raise ValueError(f"{target!r} is not a module-level function a fresh interpreter can import by name")
+    return f"{module}:{name}"
+
+
+def _import_root(target: RankTarget) -> Path:
+    """The ``sys.path`` folder ``target``'s module was imported from (``tests/`` for ``checkpoint_io.x``)."""
+    path = getattr(sys.modules[target.__module__], "__file__", None)
+    if path is None:
+        raise ValueError(f"{target.__module__} has no file a fresh interpreter could import")
+    file = Path(path).resolve()
+    depth = target.__module__.count(".") + (1 if file.name == "__init__.py" else 0)
+    return file.parents[depth]
+
+
+def command(target: RankTarget, args: Sequence[str] = ()) -> list[str]:
     """The command line that runs ``target(*args)`` in a fresh interpreter (see :func:`spawn`)."""
-    return [sys.executable, "-c", _ENTRY, target, *args]
+    return [sys.executable, "-c", _ENTRY, target_name(target), *args]
 
 
-def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment plus ``env``, with ``tests/`` on ``PYTHONPATH``."""
+def child_env(target: RankTarget, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus ``env``, ``target``'s import root and ``tests/`` on ``PYTHONPATH``."""
     merged = dict(os.environ)
     merged.update(env or {})
-    merged["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), merged.get("PYTHONPATH")]))
+    roots = dict.fromkeys([str(_import_root(target)), str(TESTS_DIR)])  # in order, once each
+    merged["PYTHONPATH"] = os.pathsep.join(filter(None, [*roots, merged.get("PYTHONPATH")]))
     return merged
 
 
 def spawn(
-    target: str, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    target: RankTarget, args: Sequence[str] = (), env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start one process running ``target(*args)`` (not a rank: no distributed variables), output piped.
 
@@ -100,7 +131,7 @@ def spawn(
     """
     return subprocess.Popen(
         command(target, args),
-        env=child_env(env),
+        env=child_env(target, env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -108,7 +139,7 @@ def spawn(
 
 
 def launch(
-    target: str,
+    target: RankTarget,
     world_size: int,
     args: Sequence[str] = (),
     *,
@@ -119,7 +150,7 @@ def launch(
     """Run ``target(*args)`` on ``world_size`` ranks and wait for all of them (at most ``timeout_s``).
 
     Args:
-        target: ``"package.module:function"``, importable with ``tests/`` on the path.
+        target: a module-level function (see :func:`target_name`).
         world_size: number of ranks (processes).
         args: strings passed to the function.
         timeout_s: wall-clock limit for the whole launch; stragglers are killed after it.
@@ -132,8 +163,9 @@ def launch(
     Raises:
         RanksFailed: if ``check`` and a rank failed or had to be killed.
     """
+    name = target_name(target)
     port = free_port()
-    base_env = child_env(env)
+    base_env = child_env(target, env)
     with tempfile.TemporaryDirectory(prefix="ranks-") as logs:
         processes: list[subprocess.Popen[bytes]] = []
         files = []
@@ -154,7 +186,7 @@ def launch(
                 files.append(log_file)
                 processes.append(
                     subprocess.Popen(
-                        [sys.executable, "-c", _RANK_ENTRY, target, *args],
+                        [sys.executable, "-c", _RANK_ENTRY, name, *args],
                         env=rank_env,
                         stdout=log_file,
                         stderr=subprocess.STDOUT,
@@ -176,7 +208,7 @@ def launch(
     failed = [r for r in results if r.returncode != 0]
     if check and failed:
         details = "\n".join(f"--- rank {r.rank} exited {r.returncode}:\n{r.output[-4000:]}" for r in failed)
-        raise RanksFailed(f"{len(failed)} of {world_size} ranks failed running {target}:\n{details}")
+        raise RanksFailed(f"{len(failed)} of {world_size} ranks failed running {name}:\n{details}")
     return results
 
 

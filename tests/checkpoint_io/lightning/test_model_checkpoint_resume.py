@@ -9,6 +9,7 @@ from typing import Any
 import fsspec
 import pytest
 
+from checkpoint_io.lightning.resume_targets import resume_last_on_every_rank
 from checkpoint_io.lit_helpers import CaptureAtTrainStart, TinyModel, data, topk_callback, trainer
 from s3_checkpoint_io import S3CheckpointIO
 from support.fault_proxy import FaultProxy
@@ -57,7 +58,7 @@ def test_ranks_find_the_last_checkpoint_with_one_listing_on_rank_zero(
 
     with FaultProxy(s3_server.endpoint_url) as proxy:
         launch(
-            "checkpoint_io.resume_targets:resume_last_on_every_rank",
+            resume_last_on_every_rank,
             3,
             [dirpath, proxy.url, str(out), "6"],
             timeout_s=240,

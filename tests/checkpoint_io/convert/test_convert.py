@@ -12,7 +12,8 @@ import torch.distributed.checkpoint as dcp
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from checkpoint_io.convert_rank_targets import full_state
+from checkpoint_io.convert import convert_rank_targets
+from checkpoint_io.convert.convert_rank_targets import full_state
 from s3_checkpoint_io.convert import (
     DestinationExistsError,
     IncompleteCheckpointError,
@@ -60,7 +61,7 @@ def sharded_url(s3_server: Any) -> str:
     client = s3_server.client()
     client.create_bucket(Bucket="convert-sharded")
     url = "s3://convert-sharded/run/step-3"
-    launch("checkpoint_io.convert_rank_targets:save", world_size=2, args=[url], timeout_s=120)
+    launch(convert_rank_targets.save, world_size=2, args=[url], timeout_s=120)
     return url
 
 

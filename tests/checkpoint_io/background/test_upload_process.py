@@ -12,9 +12,10 @@ import psutil
 import pytest
 import torch
 
-from checkpoint_io.lifecycle_targets import MULTIPART_BYTES, multipart_state
+from checkpoint_io.background.lifecycle_targets import MULTIPART_BYTES, multipart_state
+from checkpoint_io.background.test_async_lifecycle import load_exactly, run_script, wait_for_child
+from checkpoint_io.background.upload_process_targets import async_save_as_last_statement_reporting_helper
 from checkpoint_io.s3_helpers import Gate, keys, state, wait_until_idle
-from checkpoint_io.test_async_lifecycle import load_exactly, run_script, wait_for_child
 from s3_checkpoint_io import BackgroundSaveError, S3CheckpointIO
 from s3_checkpoint_io.errors import UploadProcessError
 from support.fault_proxy import FaultProxy
@@ -139,9 +140,7 @@ def test_a_script_ending_with_a_pending_save_lands_it_and_leaves_no_helper_behin
     s3_server: Any, bucket: str, s3_client: Any
 ) -> None:
     url = f"s3://{bucket}/run/final.ckpt"
-    output = run_script(
-        "checkpoint_io.upload_process_targets:async_save_as_last_statement_reporting_helper", url
-    )
+    output = run_script(async_save_as_last_statement_reporting_helper, url)
     helper = int(output.strip().splitlines()[-1])
     assert keys(s3_client, bucket) == {"run/final.ckpt"}
     assert torch.equal(load_exactly(url)["w"], multipart_state()["w"])

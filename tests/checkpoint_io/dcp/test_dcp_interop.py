@@ -22,8 +22,9 @@ from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from checkpoint_io.dcp_rank_targets import plain_state
-from checkpoint_io.interop_targets import assert_same_state, load_in_one_process, upload_folder
+from checkpoint_io.dcp import interop_targets
+from checkpoint_io.dcp.dcp_rank_targets import plain_state
+from checkpoint_io.dcp.interop_targets import assert_same_state, load_in_one_process, upload_folder
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 from s3_checkpoint_io.errors import CheckpointExistsError, CorruptCheckpointError
 from s3_utils.cli import exit_codes
@@ -37,9 +38,9 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning"),
 ]
 
-DATA = pathlib.Path(__file__).resolve().parent.parent / "data" / "dcp_format1"
-SAVE = "checkpoint_io.interop_targets:save"
-LOAD = "checkpoint_io.interop_targets:load"
+DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "dcp_format1"
+SAVE = interop_targets.save
+LOAD = interop_targets.load
 
 
 def _save_on_two_ranks(kind: str, location: str, version: int, endpoint: str) -> None:
@@ -90,7 +91,7 @@ def test_ours_from_two_ranks_loads_with_s3torchconnectors_reader(
     s3_server: MotoServer, bucket: str, tmp_path: pathlib.Path, kind: str
 ) -> None:
     pytest.importorskip("s3torchconnector", reason="s3torchconnector is installed only in some nox sessions")
-    from checkpoint_io.interop_targets import reader
+    from checkpoint_io.dcp.interop_targets import reader
 
     url = f"s3://{bucket}/run/step-3"
     _save_on_two_ranks(kind, url, 3, s3_server.endpoint_url)

@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 import torch
 
+from checkpoint_io.strategies.fabric_sharded_targets import first_run, resume_then_fail_a_save
 from s3_utils.sharded import COMMIT_NAME
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
 from support.s3_objects import object_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-TARGETS = "checkpoint_io.fabric_sharded_targets"
 
 
 def _same(out: pathlib.Path, name: str, other: str, rank: int) -> None:
@@ -36,7 +35,7 @@ def test_a_sharded_fabric_loop_resumes_from_s3_and_a_refused_save_keeps_the_prev
     bucket: str, s3_client: Any, tmp_path: pathlib.Path, fault_proxy: FaultProxy
 ) -> None:
     dirpath = f"s3://{bucket}/fabric"
-    launch(f"{TARGETS}:first_run", world_size=2, args=[dirpath, str(tmp_path)], timeout_s=90)
+    launch(first_run, world_size=2, args=[dirpath, str(tmp_path)], timeout_s=90)
     names = {key.rpartition("/")[2] for key in object_keys(s3_client, bucket, "fabric/latest.ckpt/")}
     assert COMMIT_NAME in names, names
     assert "meta.pt" not in names, names
@@ -45,7 +44,7 @@ def test_a_sharded_fabric_loop_resumes_from_s3_and_a_refused_save_keeps_the_prev
 
     fault_proxy.add_fault("PutObject", "access_denied")  # these small shards' PUTs and the commit PUT
     proxied = {"AWS_ENDPOINT_URL": fault_proxy.url, "AWS_ENDPOINT_URL_S3": fault_proxy.url}
-    launch(f"{TARGETS}:resume_then_fail_a_save", world_size=2, args=[dirpath, str(tmp_path)], env=proxied)
+    launch(resume_then_fail_a_save, world_size=2, args=[dirpath, str(tmp_path)], env=proxied)
 
     assert fault_proxy.injected >= 1
     assert s3_client.head_object(Bucket=bucket, Key=f"fabric/latest.ckpt/{COMMIT_NAME}")["ETag"] == committed

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from checkpoint_io.dcp_rank_targets import COLS, plain_state
+from checkpoint_io.dcp import dcp_rank_targets
+from checkpoint_io.dcp.dcp_rank_targets import COLS, plain_state
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 from s3_checkpoint_io.dcp.commit_references import read_commit
 from support.fault_proxy import FaultProxy
@@ -41,7 +42,7 @@ def test_dcp_save_on_two_ranks_loads_resharded_on_three_with_one_metadata_get_an
     bucket: str, s3_client: Any, tmp_path: pathlib.Path, fault_proxy: FaultProxy
 ) -> None:
     url = f"s3://{bucket}/run/step-1"
-    launch("checkpoint_io.dcp_rank_targets:save", world_size=2, args=[url, "1"], timeout_s=120)
+    launch(dcp_rank_targets.save, world_size=2, args=[url, "1"], timeout_s=120)
 
     keys = object_keys(s3_client, bucket, "run/step-1/")
     shards = {
@@ -53,7 +54,7 @@ def test_dcp_save_on_two_ranks_loads_resharded_on_three_with_one_metadata_get_an
     assert "run/step-1/.metadata" in keys
 
     launch(
-        "checkpoint_io.dcp_rank_targets:load",
+        dcp_rank_targets.load,
         world_size=3,
         args=[url, "1", str(tmp_path), fault_proxy.url],
         timeout_s=120,
@@ -83,7 +84,7 @@ def test_dcp_rank_failing_mid_save_commits_nothing_and_previous_checkpoint_loads
     before = object_keys(s3_client, bucket)
 
     results = launch(
-        "checkpoint_io.dcp_rank_targets:save_with_failing_rank",
+        dcp_rank_targets.save_with_failing_rank,
         world_size=2,
         args=[url, how, str(tmp_path)],
         timeout_s=90,
@@ -112,7 +113,7 @@ def test_dcp_save_and_load_on_four_ranks_succeed_through_a_503_storm(
     fault_proxy.add_fault(None, "slowdown", probability=0.3, times=60, seed=7)  # every kind of request
 
     launch(
-        "checkpoint_io.dcp_rank_targets:save_and_load",
+        dcp_rank_targets.save_and_load,
         world_size=4,
         args=[url, fault_proxy.url, str(tmp_path)],
         timeout_s=150,

@@ -1,4 +1,4 @@
-"""Rank bodies for tests/checkpoint_io/test_multirank_faults.py (run by support.ranks.launch)."""
+"""Rank bodies for test_multirank_faults.py (run by support.ranks.launch)."""
 
 from __future__ import annotations
 

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 import torch
 
+from checkpoint_io.strategies.sharded_lightning_targets import fit
 from s3_utils.sharded import COMMIT_NAME
 from support.ranks import launch
 from support.s3_objects import object_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-TARGET = "checkpoint_io.sharded_lightning_targets:fit"
 STRAY = "__0123456789abcdef0123456789abcdef_0_0badf00d.distcp"
 
 
@@ -31,9 +31,7 @@ def test_sharded_fit_killed_resumes_from_s3_last_and_top_k_removes_whole_checkpo
     bucket: str, s3_client: Any, tmp_path: pathlib.Path
 ) -> None:
     dirpath = f"s3://{bucket}/run"
-    killed = launch(
-        TARGET, world_size=2, args=[dirpath, str(tmp_path), "12", "3"], timeout_s=150, check=False
-    )
+    killed = launch(fit, world_size=2, args=[dirpath, str(tmp_path), "12", "3"], timeout_s=150, check=False)
     assert killed[0].returncode < 0, killed[0].output[-3000:]  # SIGKILLed at the start of step 3
 
     saved = _checkpoints(s3_client, bucket)
@@ -45,7 +43,7 @@ def test_sharded_fit_killed_resumes_from_s3_last_and_top_k_removes_whole_checkpo
     # A newer save that never committed: ckpt_path="last" must not pick it.
     s3_client.put_object(Bucket=bucket, Key=f"run/epoch=0-step=9-last.ckpt/{STRAY}", Body=b"x" * 64)
 
-    launch(TARGET, world_size=2, args=[dirpath, str(tmp_path), "5", "0"], timeout_s=150)
+    launch(fit, world_size=2, args=[dirpath, str(tmp_path), "5", "0"], timeout_s=150)
 
     for rank in (0, 1):
         info = (tmp_path / f"resumed-rank{rank}.json").read_text()

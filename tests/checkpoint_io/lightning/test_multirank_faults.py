@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from checkpoint_io.lightning.multirank_targets import save_shard_then_barrier
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
 from support.s3_objects import object_keys
@@ -26,7 +27,7 @@ def test_slowdown_on_create_multipart_upload_for_one_rank_retries_and_nobody_han
     with FaultProxy(s3_server.endpoint_url) as proxy:
         proxy.add_fault("CreateMultipartUpload", "slowdown", times=2)
         launch(
-            "checkpoint_io.multirank_targets:save_shard_then_barrier",
+            save_shard_then_barrier,
             world_size=WORLD_SIZE,
             args=[dirpath, s3_server.endpoint_url, proxy.url, str(FAULTY_RANK), mode, str(tmp_path)],
             timeout_s=150,

@@ -1,4 +1,4 @@
-"""Rank bodies for tests/checkpoint_io/test_fabric_sharded.py: a Fabric loop, FSDP2 on 2 gloo CPU ranks."""
+"""Rank bodies for test_fabric_sharded.py: a Fabric loop, FSDP2 on 2 gloo CPU ranks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run on each rank by tests/checkpoint_io/test_model_checkpoint_resume.py (via support.ranks.launch)."""
+"""Run on each rank by test_model_checkpoint_resume.py (via support.ranks.launch)."""
 
 from __future__ import annotations
 

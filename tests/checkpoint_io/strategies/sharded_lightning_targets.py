@@ -1,4 +1,4 @@
-"""Rank bodies for tests/checkpoint_io/test_sharded_lightning.py: FSDP2 on 2 gloo CPU ranks, S3 saves."""
+"""Rank bodies for test_sharded_lightning.py: FSDP2 on 2 gloo CPU ranks, S3 saves."""
 
 from __future__ import annotations
 

@@ -13,13 +13,18 @@ from typing import Any
 import pytest
 import torch
 
-from checkpoint_io.lifecycle_targets import MULTIPART_BYTES, multipart_state
+from checkpoint_io.background.lifecycle_targets import (
+    MULTIPART_BYTES,
+    async_save_as_last_statement,
+    multipart_state,
+    trainer_save_after_fit,
+)
 from checkpoint_io.s3_helpers import Gate, keys, state, wait_until_idle
 from s3_checkpoint_io import BackgroundSaveError, S3CheckpointIO
-from support.ranks import spawn
+from support.ranks import RankTarget, spawn
 
 
-def run_script(target: str, *args: str, timeout_s: float = 180) -> str:
+def run_script(target: RankTarget, *args: str, timeout_s: float = 180) -> str:
     child = spawn(target, list(args))
     try:
         output, _ = child.communicate(timeout=timeout_s)
@@ -45,7 +50,7 @@ def test_async_save_as_the_last_statement_of_a_script_completes_before_exit(
     s3_server: Any, bucket: str, s3_client: Any
 ) -> None:
     url = f"s3://{bucket}/run/final.ckpt"
-    run_script("checkpoint_io.lifecycle_targets:async_save_as_last_statement", url)
+    run_script(async_save_as_last_statement, url)
     assert keys(s3_client, bucket) == {"run/final.ckpt"}
     loaded = load_exactly(url)
     assert torch.equal(loaded["w"], multipart_state()["w"])
@@ -57,7 +62,7 @@ def test_trainer_save_checkpoint_after_fit_completes_before_exit(
     s3_server: Any, bucket: str, s3_client: Any, tmp_path: pathlib.Path
 ) -> None:
     url = f"s3://{bucket}/run/final.ckpt"
-    run_script("checkpoint_io.lifecycle_targets:trainer_save_after_fit", url, str(tmp_path))
+    run_script(trainer_save_after_fit, url, str(tmp_path))
     assert keys(s3_client, bucket) == {"run/final.ckpt"}
     loaded = load_exactly(url)
     assert loaded["global_step"] == 2
@@ -69,7 +74,7 @@ def test_an_async_save_failing_at_exit_is_reported_with_its_url(
     s3_server: Any, bucket: str, s3_client: Any
 ) -> None:
     missing = f"s3://missing-{bucket}/run/final.ckpt"  # the bucket does not exist: the upload fails
-    output = run_script("checkpoint_io.lifecycle_targets:async_save_as_last_statement", missing)
+    output = run_script(async_save_as_last_statement, missing)
     assert f"asynchronous checkpoint save of {missing} failed" in output
 
 

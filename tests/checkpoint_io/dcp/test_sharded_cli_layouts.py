@@ -13,8 +13,8 @@ import pytest
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 
-from checkpoint_io.dcp_rank_targets import plain_state
-from checkpoint_io.interop_targets import assert_same_state, load_in_one_process, upload_folder
+from checkpoint_io.dcp.dcp_rank_targets import plain_state
+from checkpoint_io.dcp.interop_targets import assert_same_state, load_in_one_process, upload_folder
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 from s3_utils.cli import exit_codes, sharded
 from support.cli import s3ckpt

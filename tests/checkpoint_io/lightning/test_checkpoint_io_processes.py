@@ -12,6 +12,12 @@ from typing import Any
 import pytest
 import torch
 
+from checkpoint_io.lightning.train_targets import (
+    ddp_save_and_resume,
+    load_peak_memory,
+    run_until_killed,
+    sync_save_peak_memory,
+)
 from checkpoint_io.lit_helpers import resume
 from checkpoint_io.s3_helpers import keys
 from s3_checkpoint_io import S3CheckpointIO
@@ -27,7 +33,7 @@ def test_two_rank_ddp_saves_and_resumes_from_last(
 ) -> None:
     dirpath = f"s3://{bucket}/ddp"
     launch(
-        "checkpoint_io.train_targets:ddp_save_and_resume",
+        ddp_save_and_resume,
         world_size=2,
         args=[dirpath, str(tmp_path), mode],
         timeout_s=150,
@@ -49,7 +55,7 @@ def test_trainer_killed_mid_async_upload_leaves_the_previous_checkpoint_and_resu
     dirpath = f"s3://{bucket}/run"
     with FaultProxy(s3_server.endpoint_url) as proxy:
         proxy.add_fault("UploadPart", "delay", delay_s=1.0)  # only the big step-4 checkpoint has parts
-        child = spawn("checkpoint_io.train_targets:run_until_killed", [dirpath, proxy.url, str(tmp_path)])
+        child = spawn(run_until_killed, [dirpath, proxy.url, str(tmp_path)])
         try:
             deadline = time.monotonic() + 90
             while True:
@@ -83,7 +89,7 @@ def test_sync_save_streams_without_a_whole_checkpoint_copy_in_memory(
     tensor_mib = 96
     out = tmp_path / "peak.json"
     url = f"s3://{bucket}/run/big.ckpt"
-    child = spawn("checkpoint_io.train_targets:sync_save_peak_memory", [url, str(out), str(tensor_mib)])
+    child = spawn(sync_save_peak_memory, [url, str(out), str(tensor_mib)])
     output, _ = child.communicate(timeout=120)
     assert child.returncode == 0, output.decode(errors="replace")
     measured = json.loads(out.read_text())
@@ -102,7 +108,7 @@ def test_load_needs_one_checkpoint_of_memory_not_two(
     io.save_checkpoint({"w": torch.arange(tensor_mib * 2**20 // 4, dtype=torch.int32)}, url)
     io.save_checkpoint({"w": torch.ones(4)}, url + ".warmup")
     out = tmp_path / "peak.json"
-    child = spawn("checkpoint_io.train_targets:load_peak_memory", [url, str(out)])
+    child = spawn(load_peak_memory, [url, str(out)])
     output, _ = child.communicate(timeout=120)
     assert child.returncode == 0, output.decode(errors="replace")
     measured = json.loads(out.read_text())

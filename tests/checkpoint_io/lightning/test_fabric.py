@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from checkpoint_io.fabric_loop import fabric_on_s3, model_and_optimizer, train
+from checkpoint_io.fabric_loop import fabric_on_s3, model_and_optimizer, train, two_ranks_save_then_load
 from checkpoint_io.s3_helpers import keys, wait_until_idle
 from s3_checkpoint_io import BackgroundSaveError, S3CheckpointIO
 from support.ranks import launch
@@ -123,7 +123,7 @@ def test_two_gloo_ranks_save_on_rank_zero_and_both_load(
 ) -> None:
     mode = "async" if asynchronous else "sync"
     launch(
-        "checkpoint_io.fabric_loop:two_ranks_save_then_load",
+        two_ranks_save_then_load,
         world_size=2,
         args=[f"s3://{bucket}/fabric", mode, str(tmp_path)],
         timeout_s=180,

@@ -23,7 +23,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
-from checkpoint_io.dcp_rank_targets import SAVED_RANKS, full_tensor, plain_state
+from checkpoint_io.dcp.dcp_rank_targets import SAVED_RANKS, full_tensor, plain_state
 from support.ranks import init_process_group
 
 WRITERS = ("ours", "ours-rank-hash", "torch", "fsspec", "s3torch")

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
+from checkpoint_io.strategies.sharded_lightning_targets import fit_async
 from s3_checkpoint_io.dcp import S3StorageReader
 from s3_utils.sharded import COMMIT_NAME
 from support.fault_proxy import FaultProxy
@@ -22,8 +23,6 @@ pytestmark = [
     pytest.mark.timeout(240),
     pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning"),
 ]
-
-TARGET = "checkpoint_io.sharded_lightning_targets:fit_async"
 
 
 def _outcomes(out: pathlib.Path) -> list[dict[str, Any]]:
@@ -50,7 +49,9 @@ def test_async_sharded_fit_returns_before_commits_removes_after_them_and_the_las
     bucket: str, s3_client: Any, fault_proxy: FaultProxy, tmp_path: pathlib.Path
 ) -> None:
     fault_proxy.add_fault("PutObject", "delay", delay_s=0.5, path_contains="/.metadata")
-    launch(TARGET, world_size=2, args=[f"s3://{bucket}/run", str(tmp_path), fault_proxy.url, "6", "2", "1"])
+    launch(
+        fit_async, world_size=2, args=[f"s3://{bucket}/run", str(tmp_path), fault_proxy.url, "6", "2", "1"]
+    )
 
     outcomes = _outcomes(tmp_path)
     assert [o["error"] for o in outcomes] == [None, None]
@@ -99,7 +100,7 @@ def test_async_sharded_save_failure_is_raised_later_on_every_rank_and_keeps_the_
 ) -> None:
     fault_proxy.add_fault("PutObject", "access_denied", path_contains=f"step=4.ckpt/{COMMIT_NAME}")
     launch(
-        TARGET,
+        fit_async,
         world_size=2,
         args=[f"s3://{bucket}/run", str(tmp_path), fault_proxy.url, max_steps, "2", load_at_end],
     )

@@ -10,7 +10,7 @@ import pytest
 
 from s3_utils.cli import build_parser, exit_codes
 
-CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+CLI_DOC = Path(__file__).resolve().parents[3] / "docs" / "cli.md"
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from checkpoint_io.engine.load_memory_targets import resident_after_keeping_one_small_tensor
 from s3_checkpoint_io import S3CheckpointIO
 from support.ranks import spawn
 
@@ -27,7 +28,7 @@ def test_keeping_one_small_tensor_does_not_keep_the_whole_checkpoint_resident(
     io.save_checkpoint({"w": torch.ones(4)}, url + ".warmup")
     io.teardown()
     out = tmp_path / "resident.json"
-    child = spawn("checkpoint_io.lifecycle_targets:resident_after_keeping_one_small_tensor", [url, str(out)])
+    child = spawn(resident_after_keeping_one_small_tensor, [url, str(out)])
     output, _ = child.communicate(timeout=120)
     assert child.returncode == 0, output.decode(errors="replace")
     measured = json.loads(out.read_text())

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
+from checkpoint_io.convert import convert_memory_targets
 from s3_checkpoint_io.dcp import S3StorageWriter
 from support.ranks import spawn
 
@@ -27,7 +28,7 @@ def test_safetensors_conversion_peak_memory_stays_under_half_the_model(bucket: s
     dcp.save(state, storage_writer=S3StorageWriter(url, chunk_size_MB=16))
     del state
 
-    child = spawn("checkpoint_io.convert_memory_targets:convert", [url, f"s3://{bucket}/hf"])
+    child = spawn(convert_memory_targets.convert, [url, f"s3://{bucket}/hf"])
     output, _ = child.communicate(timeout=300)
     text = output.decode()
     assert child.returncode == 0, text

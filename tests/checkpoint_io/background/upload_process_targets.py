@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from checkpoint_io.lifecycle_targets import multipart_state
+from checkpoint_io.background.lifecycle_targets import multipart_state
 from s3_checkpoint_io import S3CheckpointIO
 
 

@@ -12,6 +12,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
+from checkpoint_io.dcp.dcp_rank_targets import async_save_in_process
 from s3_checkpoint_io.dcp import S3AsyncStager, S3StorageReader, S3StorageWriter
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
@@ -99,6 +100,6 @@ def test_dcp_async_save_with_the_process_executor_on_two_ranks_commits_and_loads
     bucket: str, tmp_path: pathlib.Path
 ) -> None:
     url = f"s3://{bucket}/process"
-    launch("checkpoint_io.dcp_rank_targets:async_save_in_process", world_size=2, args=[url, str(tmp_path)])
+    launch(async_save_in_process, world_size=2, args=[url, str(tmp_path)])
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"early": True, "loaded": True}

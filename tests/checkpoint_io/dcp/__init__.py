@@ -1,0 +1,1 @@
+"""Tests of s3_checkpoint_io.dcp."""
