@@ -4,7 +4,7 @@
 steps only as private helpers of ``torch.distributed._state_dict_utils`` (they handle DTensor and
 ShardedTensor, pinned and shared memory). torch 2.13's public ``DefaultStager`` / ``StagingOptions``
 do not fit (measured on 2.13.0 CPU with every ``StagingOptions`` flag off; pinned by
-``tests/checkpoint_io/test_dcp_public_stager_gaps.py``):
+``tests/checkpoint_io/dcp/test_dcp_public_stager_gaps.py``):
 
 - its cache is keyed by the *source* storage, so the next save of the same tensors copies into the
   buffers a save still in flight is uploading (it has no notion of a save holding them);

@@ -11,7 +11,7 @@ import torch
 from lightning.fabric import Fabric
 
 from checkpoint_io.fabric_loop import train
-from checkpoint_io.fabric_sharded_targets import _local_state, _model_and_optimizer, _shard
+from checkpoint_io.strategies.fabric_sharded_targets import _local_state, _model_and_optimizer, _shard
 from s3_checkpoint_io import S3CheckpointIO
 from s3_checkpoint_io.strategies import S3FabricModelParallelStrategy
 from s3_utils.sharded import commit_url

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from checkpoint_io.strategies.fabric_sharded_async_targets import save_in_the_background
 from s3_utils.sharded import COMMIT_NAME
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
@@ -22,7 +23,7 @@ from support.s3_objects import object_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-TARGET = "checkpoint_io.fabric_sharded_async_targets:save_in_the_background"
+TARGET = save_in_the_background
 
 
 def _first_success(proxy: FaultProxy, operation: str, path_end: str) -> int:

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
 import s3_checkpoint_io.dcp.reader as reader_module
-from checkpoint_io.dcp_rank_targets import plain_state
+from checkpoint_io.dcp.dcp_rank_targets import plain_state
 from s3_checkpoint_io.dcp import S3StorageReader
 from support.ranks import init_process_group
 

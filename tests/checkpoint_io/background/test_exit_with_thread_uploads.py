@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import torch
 
-from checkpoint_io.lifecycle_targets import multipart_state
+from checkpoint_io.background.lifecycle_targets import multipart_state
+from checkpoint_io.background.test_async_lifecycle import load_exactly, run_script
 from checkpoint_io.s3_helpers import keys
-from checkpoint_io.test_async_lifecycle import load_exactly, run_script
 from s3_checkpoint_io import S3CheckpointIO
 
 
@@ -31,6 +31,6 @@ def test_a_thread_uploaded_save_as_the_last_statement_of_a_script_completes_befo
     s3_server: Any, bucket: str, s3_client: Any
 ) -> None:
     url = f"s3://{bucket}/run/final.ckpt"
-    run_script("checkpoint_io.test_exit_with_thread_uploads:thread_upload_as_last_statement", url)
+    run_script(thread_upload_as_last_statement, url)
     assert keys(s3_client, bucket) == {"run/final.ckpt"}
     assert torch.equal(load_exactly(url)["w"], multipart_state()["w"])

@@ -12,7 +12,8 @@ import pytest
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
-from checkpoint_io.dcp_rank_targets import plain_state
+from checkpoint_io.dcp.dcp_group_targets import load_with_explicit_groups
+from checkpoint_io.dcp.dcp_rank_targets import plain_state
 from s3_checkpoint_io.dcp import S3StorageWriter, _torch_load_frame
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
@@ -27,7 +28,7 @@ def test_a_reader_given_the_group_reads_the_metadata_once_per_load(
     dcp.save(plain_state(1), storage_writer=S3StorageWriter(url), no_dist=True)
 
     launch(
-        "checkpoint_io.dcp_group_targets:load_with_explicit_groups",
+        load_with_explicit_groups,
         world_size=3,
         args=[url, str(tmp_path), fault_proxy.url],
         timeout_s=120,
