@@ -5,6 +5,7 @@ Each check runs in a fresh interpreter, so modules the test process already impo
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -14,14 +15,15 @@ import pytest
 SHARDED = ("s3_checkpoint_io.dcp", "s3_checkpoint_io.strategies", "torch.distributed.checkpoint")
 
 
-def _modules_after(statement: str) -> set[str]:
+@functools.cache  # one fresh interpreter per statement, shared by the tests that ask
+def _modules_after(statement: str) -> frozenset[str]:
     code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
     command = [sys.executable, "-c", code]
     out = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-    return set(json.loads(out.stdout.splitlines()[-1]))
+    return frozenset(json.loads(out.stdout.splitlines()[-1]))
 
 
-def _loaded(modules: set[str], package: str) -> list[str]:
+def _loaded(modules: frozenset[str], package: str) -> list[str]:
     return sorted(m for m in modules if m == package or m.startswith(package + "."))
 
 
