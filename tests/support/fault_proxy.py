@@ -486,6 +486,18 @@ class FaultProxy:
         with self._state.lock:
             return sum(1 for r in self._state.records if r.operation == operation)
 
+    def first_success(self, operation: str, path_end: str) -> int:
+        """The arrival index of the first successful ``operation`` on a path ending in ``path_end``.
+
+        Raises:
+            StopIteration: if no such request succeeded.
+        """
+        return next(
+            i
+            for i, r in enumerate(self.requests)
+            if r.operation == operation and urllib.parse.unquote(r.path).endswith(path_end) and r.status < 300
+        )
+
     def counts(self) -> dict[str, int]:
         """How many requests of each operation were seen, e.g. ``{"ListObjectsV2": 1}``."""
         with self._state.lock:

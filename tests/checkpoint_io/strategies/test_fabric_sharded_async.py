@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import urllib.parse
 from typing import Any
 
 import pytest
@@ -24,14 +23,6 @@ from support.s3_objects import object_keys
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 TARGET = save_in_the_background
-
-
-def _first_success(proxy: FaultProxy, operation: str, path_end: str) -> int:
-    return next(
-        i
-        for i, r in enumerate(proxy.requests)
-        if r.operation == operation and urllib.parse.unquote(r.path).endswith(path_end) and r.status < 300
-    )
 
 
 def test_a_fabric_async_sharded_save_returns_before_its_commit_and_is_committed_and_loadable_after_the_wait(
@@ -53,6 +44,6 @@ def test_a_fabric_async_sharded_save_returns_before_its_commit_and_is_committed_
         assert report["step_6_loads"], report
     prefixes = {key.split("/")[1] for key in object_keys(s3_client, bucket, "fabric/")}
     assert prefixes == {"step-4.ckpt", "step-6.ckpt"}
-    committed = _first_success(fault_proxy, "PutObject", f"step-4.ckpt/{COMMIT_NAME}")
-    deleted = _first_success(fault_proxy, "DeleteObject", f"step-2.ckpt/{COMMIT_NAME}")
+    committed = fault_proxy.first_success("PutObject", f"step-4.ckpt/{COMMIT_NAME}")
+    deleted = fault_proxy.first_success("DeleteObject", f"step-2.ckpt/{COMMIT_NAME}")
     assert committed < deleted  # the older checkpoint's deletion starts after the newer commit

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import urllib.parse
 from typing import Any
 
 import pytest
@@ -37,14 +36,6 @@ def _prefixes(s3_client: Any, bucket: str) -> dict[str, set[str]]:
     return found
 
 
-def _request_index(proxy: FaultProxy, operation: str, path_end: str) -> int:
-    return next(
-        i
-        for i, r in enumerate(proxy.requests)
-        if r.operation == operation and urllib.parse.unquote(r.path).endswith(path_end) and r.status < 300
-    )
-
-
 def test_async_sharded_fit_returns_before_commits_removes_after_them_and_the_last_loads(
     bucket: str, s3_client: Any, fault_proxy: FaultProxy, tmp_path: pathlib.Path
 ) -> None:
@@ -59,8 +50,8 @@ def test_async_sharded_fit_returns_before_commits_removes_after_them_and_the_las
     assert outcomes[0]["committed_on_return"] == [False, False, False]  # each save returned first
     assert set(_prefixes(s3_client, bucket)) == {"epoch=0-step=6.ckpt"}  # top-1: older ones removed
     for older, newer in ((2, 4), (4, 6)):  # the older checkpoint's deletion starts after the newer commit
-        committed = _request_index(fault_proxy, "PutObject", f"step={newer}.ckpt/{COMMIT_NAME}")
-        deleted = _request_index(fault_proxy, "DeleteObject", f"step={older}.ckpt/{COMMIT_NAME}")
+        committed = fault_proxy.first_success("PutObject", f"step={newer}.ckpt/{COMMIT_NAME}")
+        deleted = fault_proxy.first_success("DeleteObject", f"step={older}.ckpt/{COMMIT_NAME}")
         assert committed < deleted
 
     finals = [torch.load(tmp_path / f"final-rank{rank}.pt") for rank in (0, 1)]
