@@ -14,6 +14,7 @@ through a small counting proxy to count the GETs of the metadata object.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -40,8 +41,9 @@ def _ours(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
     from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 
     common = {"chunk_size_MB": cfg["chunk_size_MB"], "endpoint_url": endpoint}
+    layout = cfg.get("key_prefix_strategy", "flat")
     return (
-        S3StorageWriter(url, max_concurrency=cfg["write_concurrency"], **common),
+        S3StorageWriter(url, max_concurrency=cfg["write_concurrency"], key_prefix_strategy=layout, **common),
         S3StorageReader(url, max_concurrency=cfg["read_concurrency"], **common),
     )
 
@@ -324,6 +326,42 @@ def requests_so_far(metrics_url: str, bucket: str) -> dict[str, int]:
     return totals
 
 
+def launch_ranks(script: str, cfg: dict[str, Any], env: dict[str, str], timeout_s: float = 1200) -> None:
+    """Run ``script`` once per rank (``cfg["ranks"]`` gloo CPU processes on this host, ``rank_mode`` set
+    in their config, RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE in their environment) and wait
+    for all of them. Rank r's output goes to ``<out>.rank<r>.log``: to a file, not a pipe, so no rank
+    blocks on a full pipe while another one is waited for.
+
+    Raises:
+        RuntimeError: a rank exited non-zero; the message ends with its output.
+    """
+    ranks = cfg["ranks"]
+    log_paths = [f"{cfg['out']}.rank{rank}.log" for rank in range(ranks)]
+    with contextlib.ExitStack() as stack:
+        children = []
+        for rank, log_path in enumerate(log_paths):
+            rank_env = dict(
+                env, RANK=str(rank), WORLD_SIZE=str(ranks), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(ranks)
+            )
+            log = stack.enter_context(open(log_path, "w"))
+            command = [sys.executable, script, json.dumps({**cfg, "rank_mode": True})]
+            children.append(subprocess.Popen(command, env=rank_env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + timeout_s
+        try:
+            for child in children:
+                child.wait(timeout=max(deadline - time.monotonic(), 1))
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+    failed = next((rank for rank, child in enumerate(children) if child.returncode), None)
+    if failed is not None:
+        with open(log_paths[failed]) as log:
+            output = log.read()[-3000:]
+        raise RuntimeError(f"rank {failed} exited {children[failed].returncode}: {output}")
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     if cfg.get("rank_mode"):
@@ -338,25 +376,7 @@ def main() -> None:
             json.dump(msc_config(cfg["bucket"], os.environ["AWS_ENDPOINT_URL"], proxy.url), out)
         env["MSC_CONFIG"] = config_path
     try:
-        children = []
-        for rank in range(cfg["ranks"]):
-            rank_cfg = {**cfg, "rank_mode": True, "proxy_url": proxy.url}
-            rank_env = dict(env, RANK=str(rank), WORLD_SIZE=str(cfg["ranks"]), LOCAL_RANK=str(rank))
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, __file__, json.dumps(rank_cfg)],
-                    env=rank_env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-            )
-        outputs = [child.communicate(timeout=1200)[0] for child in children]
-        if any(child.returncode for child in children):
-            failed = next(i for i, child in enumerate(children) if child.returncode)
-            raise RuntimeError(
-                f"rank {failed} exited {children[failed].returncode}: {outputs[failed][-3000:]}"
-            )
+        launch_ranks(__file__, {**cfg, "proxy_url": proxy.url}, env)
         with open(cfg["out"] + ".rank0") as rank0:
             rank0_result = json.load(rank0)
         result["reps"], result["async"] = rank0_result["reps"], rank0_result["async"]
