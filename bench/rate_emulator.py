@@ -25,7 +25,12 @@ RESET_PATH = "/__rates__/reset"
 
 @contextlib.contextmanager
 def emulator_proxy(
-    python: pathlib.Path, upstream: str, put_per_s: float, get_per_s: float, workdir: pathlib.Path
+    python: pathlib.Path,
+    upstream: str,
+    put_per_s: float,
+    get_per_s: float,
+    workdir: pathlib.Path,
+    split_after_s: float | None = None,
 ) -> Iterator[str]:
     """Start the emulator's CLI proxy in front of ``upstream``; yield its endpoint URL; stop it on exit.
 
@@ -35,11 +40,15 @@ def emulator_proxy(
         put_per_s: PUT-class requests per second allowed per prefix partition.
         get_per_s: GET-class requests per second allowed per prefix partition.
         workdir: where its port file and log go.
+        split_after_s: None: every key prefix is a partition of its own; a number: each bucket starts
+            as one partition and a prefix busy this long is split off (as S3 does, scaled down).
     """
     port_file = workdir / "rate-emulator.port"
     log_path = workdir / "rate-emulator.log"
     command = [str(python), str(CLI), "--upstream", upstream, "--port-file", str(port_file)]
     command += ["--put-per-s", f"{put_per_s:g}", "--get-per-s", f"{get_per_s:g}"]
+    if split_after_s is not None:
+        command += ["--split-after-s", f"{split_after_s:g}"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -59,14 +68,15 @@ def emulator_proxy(
 
 
 def reset(url: str) -> None:
-    """Zero the emulator's counts and refill its token buckets (a new phase starts from rest)."""
+    """Zero the emulator's counts and forget its buckets and splits (a new phase starts from rest)."""
     request = urllib.request.Request(url + RESET_PATH, method="POST", data=b"")
     with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
 
 
 def stats(url: str) -> dict[str, Any]:
-    """The emulator's counts since the last ``reset``, as it reports them."""
+    """The emulator's counts since the last ``reset``: ``requests`` and ``throttled`` per operation,
+    ``get_body_bytes``, ``classes`` (admitted and throttled per rate class) and ``rates``."""
     with urllib.request.urlopen(url + STATS_PATH, timeout=10) as response:
         result: dict[str, Any] = json.loads(response.read())
     return result

@@ -4,6 +4,7 @@
     ./bench/run --quick         # smoke run: 16 MiB only, one repetition
     ./bench/run --sizes 16M,512M,2G
     ./bench/run --dcp [--quick]  # sharded (DCP) saves and loads on 1, 2, 4 ranks (bench/dcp_bench.py)
+    ./bench/run --scale [--scale-ranks 8,16]  # 8 to 32 ranks through the request-rate emulator
 
 It builds what it needs (one virtualenv per peer under bench/.venvs/, reused when unchanged), starts
 SeaweedFS on 127.0.0.1, runs each peer in a subprocess of its own venv, and writes
@@ -30,6 +31,7 @@ sys.path.insert(0, str(BENCH))
 
 import dcp_bench  # noqa: E402
 import harness  # noqa: E402
+import scale_bench  # noqa: E402
 import venvs  # noqa: E402
 from server import SeaweedServer  # noqa: E402
 
@@ -74,9 +76,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=pathlib.Path, default=BENCH / "results")
     parser.add_argument("--dcp", action="store_true", help="the DCP (sharded) benchmark instead")
+    scale = parser.add_argument_group(
+        "--scale: many ranks through the request-rate emulator (bench/scale_bench.py)"
+    )
+    scale.add_argument("--scale", action="store_true", help="the scale benchmark instead")
+    scale.add_argument("--scale-ranks", default="8,16,32", help="rank counts (default 8,16,32)")
+    scale.add_argument("--scale-size", default="256M", help="sharded state, in all (default 256M)")
+    scale.add_argument("--scale-resume-size", default="64M", help="single-file checkpoint (default 64M)")
+    scale.add_argument("--scale-chunk-MB", type=int, default=8, help="our part size (default 8)")
+    scale.add_argument("--scale-put-per-s", type=float, default=10.0, help="PUT/s per prefix (default 10)")
+    scale.add_argument("--scale-get-per-s", type=float, default=20.0, help="GET/s per prefix (default 20)")
+    scale.add_argument(
+        "--scale-split-after-s",
+        type=float,
+        help="start each bucket as one partition, split a prefix off after this many busy seconds "
+        "(default: every prefix its own partition)",
+    )
     args = parser.parse_args(argv)
     try:
         args.sizes = [harness.parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
+        args.scale_size = harness.parse_size(args.scale_size)
+        args.scale_resume_size = harness.parse_size(args.scale_resume_size)
+        args.scale_ranks = [int(r) for r in args.scale_ranks.split(",")]
     except ValueError as exc:
         parser.error(str(exc))
     known = dcp_bench.DCP_PEER_VENVS if args.dcp else PEER_VENVS
@@ -214,6 +235,8 @@ def main(argv: list[str]) -> int:
     bootstrap_tools_venv()
     if args.dcp:
         return dcp_bench.run(args.sizes, args.quick, args.out, args.peers)
+    if args.scale:
+        return scale_bench.run(args)
     return run(args)
 
 
