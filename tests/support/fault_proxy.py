@@ -192,6 +192,7 @@ class _State:
     faults: list[_Fault] = field(default_factory=list)
     records: list[RequestRecord] = field(default_factory=list)
     keep_requests: bool = True
+    keep_upstream_alive: bool = False
     operations: Counter[str] = field(default_factory=Counter)
     throttled: Counter[str] = field(default_factory=Counter)
     get_body_bytes: int = 0
@@ -397,13 +398,35 @@ class _Handler(BaseHTTPRequestHandler):
             data += self.rfile.read(size)
             self.rfile.readline()
 
+    def setup(self) -> None:
+        super().setup()
+        self._kept_upstream: http.client.HTTPConnection | None = None
+
+    def finish(self) -> None:
+        super().finish()
+        if self._kept_upstream is not None:
+            self._kept_upstream.close()
+
     def _forward(
         self, parsed: urllib.parse.SplitResult, body: bytes
     ) -> tuple[int, list[tuple[str, str]], bytes]:
+        kept, self._kept_upstream = self._kept_upstream, None
+        if kept is not None:
+            try:
+                return self._exchange(kept, parsed, body)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                pass  # the upstream closed the kept connection while it was idle: send on a new one
         upstream = self.server.upstream
         connection = http.client.HTTPConnection(
             upstream.hostname or "127.0.0.1", upstream.port, timeout=_UPSTREAM_TIMEOUT_S
         )
+        return self._exchange(connection, parsed, body)
+
+    def _exchange(
+        self, connection: http.client.HTTPConnection, parsed: urllib.parse.SplitResult, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send this request on ``connection`` and read the answer; keep the connection for this client
+        connection's next request if the proxy keeps upstream connections alive, else close it."""
         try:
             target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
             connection.putrequest(self.command, target, skip_host=True, skip_accept_encoding=True)
@@ -415,9 +438,14 @@ class _Handler(BaseHTTPRequestHandler):
             connection.endheaders(body)
             response = connection.getresponse()
             answer = response.read()
-            return response.status, response.getheaders(), answer
-        finally:
+        except BaseException:
             connection.close()
+            raise
+        if self.server.state.keep_upstream_alive and not response.will_close:
+            self._kept_upstream = connection
+        else:
+            connection.close()
+        return response.status, response.getheaders(), answer
 
     def _send_head(self, status: int, headers: list[tuple[str, str]], length: int | None) -> None:
         self.send_response_only(status)
@@ -472,14 +500,21 @@ class FaultProxy:
             :meth:`set_request_rates`.
         keep_requests: keep every request in :attr:`requests` (False: only the counts, for a long
             benchmark whose millions of requests would fill memory).
+        keep_upstream_alive: send each client connection's requests on one kept-alive upstream
+            connection (a benchmark's throughput) instead of a new one per request (False: each request
+            is on its own upstream connection, so a fault or restart never meets a stale one).
     """
 
     def __init__(
-        self, upstream_url: str, request_rates: S3RequestRates | None = None, keep_requests: bool = True
+        self,
+        upstream_url: str,
+        request_rates: S3RequestRates | None = None,
+        keep_requests: bool = True,
+        keep_upstream_alive: bool = False,
     ) -> None:
         self.upstream_url = upstream_url
         self._upstream = urllib.parse.urlsplit(upstream_url)
-        self._state = _State(keep_requests=keep_requests)
+        self._state = _State(keep_requests=keep_requests, keep_upstream_alive=keep_upstream_alive)
         self.set_request_rates(request_rates)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

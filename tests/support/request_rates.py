@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with FaultProxy(args.upstream, request_rates=rates, keep_requests=False) as proxy:
+    with FaultProxy(args.upstream, rates, keep_requests=False, keep_upstream_alive=True) as proxy:
         port = proxy.url.rsplit(":", 1)[1]
         if args.port_file is not None:
             partial = args.port_file.with_name(args.port_file.name + ".partial")

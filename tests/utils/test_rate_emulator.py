@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s3_utils.limits import GET_REQUESTS_PER_PREFIX_PER_S, PUT_REQUESTS_PER_PREFIX_PER_S
-from support.fault_proxy import OPERATIONS
+from support.fault_proxy import OPERATIONS, rate_key
 from support.request_rates import OPERATION_CLASSES, RequestRateEmulator, S3RequestRates
 
 
@@ -175,3 +175,19 @@ def test_admitted_over_any_span_is_at_most_rate_times_span_plus_the_burst(
         passed += rates.admit("PutObject", "b/p/k")
     assert passed <= rate * clock.now + max(1.0, rate * burst_s) + 1e-9
     assert passed >= 1  # the first request meets a full bucket
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "partition"),
+    [
+        ("/bkt/3f2a/rank0/model.pt", {}, "bkt/3f2a/rank0/"),
+        ("/bkt/top%20level.pt", {}, "bkt/"),
+        ("/bkt", {"list-type": "2", "prefix": "ckpt/step-9/"}, "bkt/ckpt/step-9/"),
+        ("/bkt", {"delete": ""}, "bkt/"),
+    ],
+)
+def test_the_proxy_charges_a_request_to_the_partition_of_its_key_or_listed_prefix(
+    path: str, query: dict[str, str], partition: str
+) -> None:
+    rates, _ = emulator()
+    assert rates.partition_of(rate_key(path, query)) == partition

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from support.fault_proxy import THROTTLED, FaultProxy
 from support.request_rates import S3RequestRates
-from support.s3_server import TEST_REGION, MotoServer
+from support.s3_server import TEST_REGION, MotoServer, running_moto_server
 from support.stores import small_store
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "support" / "request_rates.py"
@@ -141,3 +141,16 @@ def test_the_cli_proxy_serves_its_stats_to_another_process_and_exits_0_on_sigter
     assert stats["rates"] == {"put_per_s": 1.0, "get_per_s": 1.0, "burst_s": 1.0, "split_after_s": None}
     assert after_reset["requests"] == {}
     assert after_reset["classes"]["PUT"] == {"admitted": 0, "throttled": 0}
+
+
+def test_a_kept_upstream_connection_that_the_server_closed_is_replaced_transparently() -> None:
+    with running_moto_server() as server, FaultProxy(server.endpoint_url, keep_upstream_alive=True) as proxy:
+        client = one_attempt_client(proxy.url)
+        client.create_bucket(Bucket="kept")
+        client.put_object(Bucket="kept", Key="k", Body=b"before")
+        server.restart()  # the upstream end of the kept connection is gone
+        client.create_bucket(Bucket="kept")  # a fresh moto process has no buckets
+        client.put_object(Bucket="kept", Key="k", Body=b"after")
+        assert client.get_object(Bucket="kept", Key="k")["Body"].read() == b"after"
+
+    assert [r.status for r in proxy.requests] == [200, 200, 200, 200, 200]
