@@ -148,7 +148,7 @@ def _phases(results: list[dict[str, Any]]) -> dict[tuple[int, str, str, str], di
     for result in results:
         for phase in result.get("phases", []):
             key = (result["ranks"], result["peer"], phase["case"], phase["phase"])
-            table[key] = phase_figures(phase)
+            table[key] = {**phase_figures(phase), "how": phase.get("how")}
     return table
 
 
@@ -179,8 +179,9 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     ]
     for (ranks, peer, case, phase), fig in table.items():
         vs_bound = f"{fig['vs_bound']:.2f}x" if fig["vs_bound"] else "n/a"
+        how = f" ({fig['how']})" if fig["how"] else ""
         lines.append(
-            f"| {ranks} | {peer} | {case} | {phase} | {fig['seconds']:.2f} | {fig['sent']} "
+            f"| {ranks} | {peer} | {case}{how} | {phase} | {fig['seconds']:.2f} | {fig['sent']} "
             f"| {fig['slowdown']} | {fig['needed']} | {fig['bound_s']:.2f} | {vs_bound} "
             f"| {100 * fig['refused_share']:.0f}% | {fig['get_MiB']:.0f} |"
         )
@@ -234,9 +235,10 @@ def targets(
             fig = table.get((ranks, peer, "resume", "load"))
             if fig:
                 fetches = fig["get_MiB"] / resume_mib[ranks]
+                once = _met(fetches <= 1.05)
                 lines.append(
-                    f"- {ranks} ranks, single-file resume, {peer}: fetched {fetches:.1f}x the checkpoint "
-                    f"from S3 in {fig['seconds']:.2f} s (target: once per node, 1x: {_met(fetches <= 1.05)})"
+                    f"- {ranks} ranks, single-file resume, {peer} ({fig['how']}): fetched {fetches:.1f}x the "
+                    f"checkpoint from S3 in {fig['seconds']:.2f} s (target: once per node, 1x: {once})"
                 )
     return lines
 

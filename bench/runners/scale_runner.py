@@ -61,7 +61,9 @@ def check_resumed(checkpoint: dict[str, Any], rank: int, peer: str) -> None:
 
 
 class OursResume:
-    """Ours: ``S3CheckpointIO`` writes the file; every rank loads it through ``load_checkpoint``."""
+    """Ours: ``S3CheckpointIO`` writes the file; every rank loads it through
+    ``load_checkpoint_on_every_rank`` (once per node, the others get its bytes over gloo) where our
+    packages have it, else through ``load_checkpoint`` (every rank downloads it)."""
 
     def __init__(self, cfg: dict[str, Any], dirpath: str) -> None:
         from s3_checkpoint_io import S3CheckpointIO
@@ -77,7 +79,14 @@ class OursResume:
     def save(self, checkpoint: dict[str, Any], url: str) -> None:
         self.io.save_checkpoint(checkpoint, url)
 
+    @property
+    def how(self) -> str:
+        """How the load reads the file: ``once per node`` or ``every rank``."""
+        return "once per node" if hasattr(self.io, "load_checkpoint_on_every_rank") else "every rank"
+
     def load(self, url: str) -> Any:
+        if hasattr(self.io, "load_checkpoint_on_every_rank"):
+            return self.io.load_checkpoint_on_every_rank(url, weights_only=True)
         return self.io.load_checkpoint(url, weights_only=True)
 
 
@@ -92,6 +101,8 @@ class S3torchResume:
             endpoint=os.environ["AWS_ENDPOINT_URL"],
             s3client_config=S3ClientConfig(force_path_style=True),
         )
+
+    how = "every rank"
 
     def save(self, checkpoint: dict[str, Any], url: str) -> None:
         import torch
@@ -179,7 +190,7 @@ def rank_main(cfg: dict[str, Any]) -> None:
     if rank == 0:
         resumer.save(resume_state(cfg["resume_bytes"]), url)
     record, checkpoint = timed_phase(cfg, "resume", "load", functools.partial(resumer.load, url))
-    phases.append(record)
+    phases.append({**record, "how": resumer.how})
     check_resumed(checkpoint, rank, cfg["peer"])
     if rank == 0:
         with open(cfg["out"] + ".rank0", "w") as out:
