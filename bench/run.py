@@ -83,6 +83,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     scale.add_argument("--scale-ranks", default="8,16,32", help="rank counts (default 8,16,32)")
     scale.add_argument("--scale-size", default="256M", help="sharded state, in all (default 256M)")
     scale.add_argument("--scale-resume-size", default="64M", help="single-file checkpoint (default 64M)")
+    scale.add_argument(
+        "--scale-replicated-size", default="32M", help="items every rank holds alike (default 32M; 0M: none)"
+    )
     scale.add_argument("--scale-chunk-MB", type=int, default=8, help="our part size (default 8)")
     scale.add_argument("--scale-put-per-s", type=float, default=10.0, help="PUT/s per prefix (default 10)")
     scale.add_argument("--scale-get-per-s", type=float, default=20.0, help="GET/s per prefix (default 20)")
@@ -97,6 +100,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.sizes = [harness.parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]
         args.scale_size = harness.parse_size(args.scale_size)
         args.scale_resume_size = harness.parse_size(args.scale_resume_size)
+        args.scale_replicated_size = harness.parse_size(args.scale_replicated_size)
         args.scale_ranks = [int(r) for r in args.scale_ranks.split(",")]
     except ValueError as exc:
         parser.error(str(exc))

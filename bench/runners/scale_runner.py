@@ -1,7 +1,8 @@
 """Measure one peer at one rank count through the request-rate emulator; run by the peer's venv python.
 
 ``python scale_runner.py '<json config>'`` with keys: peer (``ours`` or ``s3torch``), ranks, size_bytes
-(the sharded state, split evenly over the ranks), resume_bytes (the single-file checkpoint every rank
+(the sharded state, split evenly over the ranks), replicated_bytes (items every rank holds alike, for
+the ``dcp-replicated`` case; 0: no such case), resume_bytes (the single-file checkpoint every rank
 loads), layouts (our ``key_prefix_strategy`` values to save with; s3torchconnector has one layout,
 ``flat``), bucket, chunk_size_MB, write_concurrency, read_concurrency, dist_port, tag, rates_url (the
 emulator proxy, which is also the endpoint in the environment), out (a file for the JSON).
@@ -14,6 +15,8 @@ from a barrier before it to a barrier after it:
 
 - ``dcp-<layout>`` save then load: ``dcp.save`` / ``dcp.load`` of the sharded state (the load checked
   tensor by tensor against what was saved);
+- ``dcp-replicated``: the same with ``replicated_bytes`` of items every rank holds alike added to
+  each rank's state (flat layout);
 - ``resume``: every rank loads one ``torch.save`` file, as a DDP job resuming does (ours: through
   ``S3CheckpointIO.load_checkpoint``; s3torchconnector: ``torch.load`` from its ``S3Checkpoint`` reader).
 """
@@ -158,10 +161,37 @@ def warm_up(cfg: dict[str, Any]) -> None:
     dcp.load(state, storage_reader=reader)
 
 
-def rank_main(cfg: dict[str, Any]) -> None:
+def replicated_state(size_bytes: int) -> dict[str, Any]:
+    """Items every rank holds alike (same keys, same values), ``size_bytes`` of them: DCP saves each
+    once (on one rank) and, on a load, every rank reads them."""
     import torch
-    import torch.distributed as dist
+
+    gen = torch.Generator().manual_seed(99)
+    count = max(size_bytes // RESUME_TENSOR_BYTES, 1)
+    n = min(RESUME_TENSOR_BYTES, size_bytes) // 4
+    return {f"replicated.layer{i}": torch.randn(n, generator=gen) for i in range(count)}
+
+
+def sharded_case(cfg: dict[str, Any], case: str, layout: str, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """One timed ``dcp.save`` and one timed ``dcp.load`` of ``state`` with ``layout``; the load is
+    checked tensor by tensor against what was saved."""
+    import torch
     import torch.distributed.checkpoint as dcp
+
+    url = f"s3://{cfg['bucket']}/scale/{cfg['tag']}-{case}"
+    writer, reader = dcp_runner.PEERS[DCP_PEERS[cfg["peer"]]](
+        {**cfg, "key_prefix_strategy": layout}, url, os.environ["AWS_ENDPOINT_URL"]
+    )
+    saved, _ = timed_phase(cfg, case, "save", functools.partial(dcp.save, state, storage_writer=writer))
+    loaded = {key: torch.empty_like(value) for key, value in state.items()}
+    read, _ = timed_phase(cfg, case, "load", functools.partial(dcp.load, loaded, storage_reader=reader))
+    if not all(torch.equal(loaded[key], state[key]) for key in state):
+        raise RuntimeError(f"{cfg['peer']}: a rank loaded other bytes than it saved ({case})")
+    return [saved, read]
+
+
+def rank_main(cfg: dict[str, Any]) -> None:
+    import torch.distributed as dist
 
     dist.init_process_group("gloo")
     rank, ranks = dist.get_rank(), dist.get_world_size()
@@ -169,19 +199,10 @@ def rank_main(cfg: dict[str, Any]) -> None:
     warm_up(cfg)
     state = dcp_runner.rank_state(rank, ranks, cfg["size_bytes"])
     for layout in cfg["layouts"]:
-        case = f"dcp-{layout}"
-        url = f"s3://{cfg['bucket']}/scale/{cfg['tag']}-{layout}"
-        writer, reader = dcp_runner.PEERS[DCP_PEERS[cfg["peer"]]](
-            {**cfg, "key_prefix_strategy": layout}, url, os.environ["AWS_ENDPOINT_URL"]
-        )
-        record, _ = timed_phase(cfg, case, "save", functools.partial(dcp.save, state, storage_writer=writer))
-        phases.append(record)
-        loaded = {key: torch.empty_like(value) for key, value in state.items()}
-        record, _ = timed_phase(cfg, case, "load", functools.partial(dcp.load, loaded, storage_reader=reader))
-        phases.append(record)
-        if not all(torch.equal(loaded[key], state[key]) for key in state):
-            raise RuntimeError(f"{cfg['peer']}: rank {rank} loaded other bytes than it saved ({case})")
-        del loaded
+        phases += sharded_case(cfg, f"dcp-{layout}", layout, state)
+    if cfg["replicated_bytes"]:
+        state.update(replicated_state(cfg["replicated_bytes"]))
+        phases += sharded_case(cfg, "dcp-replicated", "flat", state)
     del state
 
     dirpath = f"s3://{cfg['bucket']}/scale/{cfg['tag']}-resume"
