@@ -141,6 +141,7 @@ def phase_figures(phase: dict[str, Any]) -> dict[str, Any]:
         "vs_bound": phase["seconds"] / bound_s if bound_s > 0 else None,
         "refused_share": counts["throttled"] / needed if needed else 0.0,
         "get_MiB": stats["get_body_bytes"] / MiB,
+        "loadavg": phase.get("loadavg"),
     }
 
 
@@ -177,8 +178,8 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['resume_size']}, loaded by every rank (one node)",
         "",
         "| ranks | peer | case | phase | time s | requests sent | SlowDown | needed | bound s | time / bound "
-        "| refused / needed | MiB fetched |",
-        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| refused / needed | MiB fetched | host load |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (ranks, peer, case, phase), fig in table.items():
         vs_bound = f"{fig['vs_bound']:.2f}x" if fig["vs_bound"] else "n/a"
@@ -186,7 +187,7 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(
             f"| {ranks} | {peer} | {case}{how} | {phase} | {fig['seconds']:.2f} | {fig['sent']} "
             f"| {fig['slowdown']} | {fig['needed']} | {fig['bound_s']:.2f} | {vs_bound} "
-            f"| {100 * fig['refused_share']:.0f}% | {fig['get_MiB']:.0f} |"
+            f"| {100 * fig['refused_share']:.0f}% | {fig['get_MiB']:.0f} | {fig['loadavg']:.1f} |"
         )
     lines += ["", "## Targets", "", *targets(table, results), ""]
     failures = [r for r in results if "error" in r]
@@ -200,7 +201,8 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "durable and committed; load: until every rank holds its tensors). Requests, SlowDown and bytes "
         "are the emulator's counts of that phase alone (reset before it). needed = the phase's "
         "class (PUT for a save, GET for a load) sent less refused; bound = (needed - burst) / rate "
-        "of one partition; MiB fetched = GetObject body bytes.",
+        "of one partition; MiB fetched = GetObject body bytes; host load = the 1-minute load average "
+        "before the phase (2 cores: above about 3, other work on the host slows the phase down).",
         "",
     ]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ It starts ``ranks`` gloo CPU processes (this file again, in rank mode, launched 
 launches them), which warm up with one small untimed save and load. Each case runs as timed phases;
 before each, rank 0 resets the emulator's counts and token buckets while every rank waits at a
 barrier, so a phase's requests, SlowDown answers and bytes are its own. A phase is timed on rank 0
-from a barrier before it to a barrier after it:
+from a barrier before it to a barrier after it (the host's 1-minute load average noted before it):
 
 - ``dcp-<layout>`` save then load: ``dcp.save`` / ``dcp.load`` of the sharded state (the load checked
   tensor by tensor against what was saved);
@@ -137,6 +137,7 @@ def timed_phase(
 
     rank = dist.get_rank()
     dist.barrier()
+    load_before = os.getloadavg()[0]
     if rank == 0:
         rate_emulator.reset(cfg["rates_url"])
     dist.barrier()
@@ -145,7 +146,8 @@ def timed_phase(
     dist.barrier()
     seconds = time.perf_counter() - started
     stats = rate_emulator.stats(cfg["rates_url"]) if rank == 0 else {}
-    return {"case": case, "phase": phase, "seconds": seconds, "stats": stats}, value
+    record = {"case": case, "phase": phase, "seconds": seconds, "stats": stats, "loadavg": load_before}
+    return record, value
 
 
 def warm_up(cfg: dict[str, Any]) -> None:
