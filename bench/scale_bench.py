@@ -25,6 +25,13 @@ log = logging.getLogger("bench.scale")
 BENCH = pathlib.Path(__file__).resolve().parent
 SCALE_PEER_VENVS = {"ours": "ours", "s3torch": "s3torch"}
 PEER_LAYOUTS = {"ours": ("flat", "rank-hash"), "s3torch": ("flat",)}  # s3torchconnector has one layout
+COMPARED = (  # the phases both peers run, ours against s3torchconnector's
+    ("dcp-flat", "save"),
+    ("dcp-flat", "load"),
+    ("dcp-replicated", "save"),
+    ("dcp-replicated", "load"),
+    ("resume", "load"),
+)
 PHASE_CLASS = {"save": "PUT", "load": "GET"}  # the request class a phase is bounded by
 REFUSED_TARGET = 0.15  # at most this share of the requests a save needs may be refused
 BOUND_TARGET = 1.3  # a save within this multiple of its request-rate lower bound
@@ -228,13 +235,13 @@ def targets(
                 + (f"{fig['vs_bound']:.2f}x" if fig["vs_bound"] else "n/a")
                 + f" the bound (target <= {BOUND_TARGET}x: {_met(bound_ok)})"
             )
-        for phase in ("save", "load"):
-            ours = table.get((ranks, "ours", "dcp-flat", phase))
-            theirs = table.get((ranks, "s3torch", "dcp-flat", phase))
+        for case, phase in COMPARED:
+            ours = table.get((ranks, "ours", case, phase))
+            theirs = table.get((ranks, "s3torch", case, phase))
             if ours and theirs:
                 no_slower = _met(ours["seconds"] <= theirs["seconds"])
                 lines.append(
-                    f"- {ranks} ranks, sharded {phase}, flat: ours {ours['seconds']:.2f} s vs "
+                    f"- {ranks} ranks, {case} {phase}: ours {ours['seconds']:.2f} s vs "
                     f"s3torchconnector {theirs['seconds']:.2f} s (target: no slower: {no_slower})"
                 )
         for peer in ("ours", "s3torch"):

@@ -230,7 +230,7 @@ def main() -> None:
         rank_main(cfg)
         return
     result: dict[str, Any] = {"peer": cfg["peer"], "ranks": cfg["ranks"], "size_bytes": cfg["size_bytes"]}
-    result["resume_bytes"] = cfg["resume_bytes"]
+    result.update(resume_bytes=cfg["resume_bytes"], replicated_bytes=cfg["replicated_bytes"])
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(cfg["dist_port"]))
     try:
         dcp_runner.launch_ranks(__file__, cfg, env, timeout_s=cfg.get("timeout_s", 1200))
