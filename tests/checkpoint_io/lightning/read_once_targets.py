@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import traceback
 
 import torch
 import torch.distributed as dist
@@ -34,21 +33,5 @@ def resume_ddp(dirpath: str, endpoint_url: str, ckpt_path: str, out_dir: str, re
     )
     fit.fit(TinyModel(), data(batches=8), ckpt_path=ckpt_path)
     torch.save(seen.state, pathlib.Path(out_dir, f"rank{rank}.pt"))
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-def load_on_every_rank(url: str, endpoint_url: str, out_dir: str) -> None:
-    """``load_checkpoint_on_every_rank(url)``; write the error this rank got (or "loaded") to a file."""
-    init_process_group()
-    rank = int(os.environ["RANK"])
-    io = S3CheckpointIO(url.rsplit("/", 1)[0], endpoint_url=endpoint_url)
-    try:
-        io.load_checkpoint_on_every_rank(url)
-        outcome = "loaded"
-    except Exception as exc:  # what this rank raised, for the test to read
-        outcome = "".join(traceback.format_exception_only(exc)) + "\n".join(getattr(exc, "__notes__", []))
-        outcome = f"{type(exc).__name__}|{isinstance(exc, FileNotFoundError)}|{outcome}"
-    pathlib.Path(out_dir, f"rank{rank}.txt").write_text(outcome)
     dist.barrier()
     dist.destroy_process_group()

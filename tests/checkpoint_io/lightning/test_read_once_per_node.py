@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from checkpoint_io.lightning.read_once_targets import load_on_every_rank, resume_ddp
+from checkpoint_io.lightning.read_once_targets import resume_ddp
 from checkpoint_io.lit_helpers import assert_same, first_run
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
@@ -126,19 +126,3 @@ def test_access_denied_on_the_readers_get_is_raised_on_every_rank_naming_the_url
         assert f"{dirpath}/last.ckpt" in result.output
         if result.rank:
             assert "raised on global rank 0 while downloading" in result.output
-
-
-def test_a_missing_checkpoint_is_file_not_found_on_every_rank_after_one_head(
-    s3_server: Any, bucket: str, tmp_path: pathlib.Path
-) -> None:
-    url = f"s3://{bucket}/run/nothing-here.ckpt"
-    with FaultProxy(s3_server.endpoint_url) as proxy:
-        launch(load_on_every_rank, 2, [url, proxy.url, str(tmp_path)], timeout_s=60)
-        heads = _requests_for(proxy, "HeadObject", "run/nothing-here.ckpt")
-
-    assert heads == 1
-    for rank in range(2):
-        kind, is_not_found, message = (tmp_path / f"rank{rank}.txt").read_text().split("|", 2)
-        assert (kind, is_not_found) == ("FileNotFoundError", "True")
-        assert f"checkpoint not found: no object at {url}" in message
-        assert ("raised on global rank 0" in message) == (rank == 1)
