@@ -4,8 +4,10 @@ Every rank of an N-rank gloo job (CPU processes on this machine) makes the load 
 makes, ``S3CheckpointIO.load_checkpoint`` inside ``every_rank_loads()``, with
 ``read_once_per_node=False`` (each rank downloads: the behaviour before) and ``True`` (one rank per node
 downloads, the node's others receive its bytes over gloo). S3 is moto's server behind the tests'
-FaultProxy, which counts the GETs; bytes fetched are the ranged GETs times the range size (the object is
-a whole number of ranges). Resume time is the slowest rank's load, from a barrier to the loaded dict.
+FaultProxy, which counts the requests: each download is one HEAD and the object's ranged GETs, so MiB
+fetched is the HEADs times the object's size. Resume time is the slowest rank's load, from a barrier to
+the loaded dict; load peak is the most a rank's resident memory grew during it (``VmHWM`` reset through
+``/proc/self/clear_refs`` just before, minus ``VmRSS`` then).
 
     python bench/resume_once.py --ranks 4 8 --size-mib 64 --repeat 2
 
@@ -19,7 +21,6 @@ import io
 import json
 import os
 import pathlib
-import resource
 import statistics
 import sys
 import tempfile
@@ -47,6 +48,8 @@ def rank_load(url: str, endpoint_url: str, read_once: str, out_dir: str) -> None
         read_once_per_node=read_once == "1",
     )
     dist.barrier()
+    pathlib.Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = _status_kib("VmRSS")
     started = time.perf_counter()
     with plugin.every_rank_loads():
         loaded = plugin.load_checkpoint(url, weights_only=True)
@@ -55,11 +58,26 @@ def rank_load(url: str, endpoint_url: str, read_once: str, out_dir: str) -> None
     result = {
         "rank": rank,
         "seconds": seconds,
-        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "load_peak_mib": (_status_kib("VmHWM") - before) / 1024,
     }
     pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _status_kib(field: str) -> int:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _requests(proxy: object, operation: str) -> int:
+    return sum(
+        1
+        for r in proxy.requests  # type: ignore[attr-defined]
+        if r.operation == operation and urllib.parse.unquote(r.path).endswith("/run/last.ckpt")
+    )
 
 
 def main() -> None:
@@ -86,30 +104,28 @@ def main() -> None:
         client.put_object(Bucket="bench", Key="run/last.ckpt", Body=buffer.getvalue())
         url = "s3://bench/run/last.ckpt"
         print(f"checkpoint: {len(buffer.getvalue()) / 2**20:.1f} MiB, ranged GETs of {CHUNK_MIB} MiB\n")
-        print("| ranks | loads | GET requests | MiB fetched | resume s (slowest rank) | max RSS/rank MiB |")
-        print("|---|---|---|---|---|---|")
+        size_mib = len(buffer.getvalue()) / 2**20
+        print(
+            "| ranks | loads | downloads | GET requests | MiB fetched | resume s (slowest rank) "
+            "| load peak/rank MiB |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for ranks in args.ranks:
             for read_once in ("0", "1"):
-                times, gets, rss = [], [], []
+                times, heads, gets, peaks = [], [], [], []
                 for _ in range(args.repeat):
                     with tempfile.TemporaryDirectory() as out, FaultProxy(server.endpoint_url) as proxy:
                         launch(resume_once.rank_load, ranks, [url, proxy.url, read_once, out], timeout_s=600)
                         results = [json.loads(p.read_text()) for p in pathlib.Path(out).glob("rank*.json")]
-                        gets.append(
-                            sum(
-                                1
-                                for r in proxy.requests
-                                if r.operation == "GetObject"
-                                and urllib.parse.unquote(r.path).endswith("/run/last.ckpt")
-                            )
-                        )
+                        heads.append(_requests(proxy, "HeadObject"))
+                        gets.append(_requests(proxy, "GetObject"))
                     times.append(max(r["seconds"] for r in results))
-                    rss.append(max(r["max_rss_mib"] for r in results))
+                    peaks.append(max(r["load_peak_mib"] for r in results))
                 mode = "once per node" if read_once == "1" else "every rank (before)"
                 print(
-                    f"| {ranks} | {mode} | {statistics.median(gets):.0f} | "
-                    f"{statistics.median(gets) * CHUNK_MIB:.0f} | {statistics.median(times):.2f} "
-                    f"({', '.join(f'{t:.2f}' for t in times)}) | {max(rss):.0f} |",
+                    f"| {ranks} | {mode} | {statistics.median(heads):.0f} | {statistics.median(gets):.0f} | "
+                    f"{statistics.median(heads) * size_mib:.0f} | {statistics.median(times):.2f} "
+                    f"({', '.join(f'{t:.2f}' for t in times)}) | {max(peaks):.0f} |",
                     flush=True,
                 )
     finally:
