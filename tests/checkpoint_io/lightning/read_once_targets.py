@@ -17,7 +17,8 @@ from support.ranks import init_process_group
 def resume_ddp(dirpath: str, endpoint_url: str, ckpt_path: str, out_dir: str, read_once: str) -> None:
     """Fit from ``ckpt_path`` under DDP (gloo); save what this rank restored to ``rank<r>.pt``.
 
-    Writes its pid to ``pid<r>`` first, so a test can kill it mid-read.
+    Writes its pid to ``pid<r>`` first, so a test can kill it mid-read. Then rank 0 alone loads the
+    checkpoint once more (a plain load: the others wait at a barrier).
     """
     init_process_group()
     rank = int(os.environ["RANK"])
@@ -33,5 +34,9 @@ def resume_ddp(dirpath: str, endpoint_url: str, ckpt_path: str, out_dir: str, re
     )
     fit.fit(TinyModel(), data(batches=8), ckpt_path=ckpt_path)
     torch.save(seen.state, pathlib.Path(out_dir, f"rank{rank}.pt"))
+    # the resume's arming is gone: a load on one rank alone is that rank's own (no collective, no hang)
+    assert "resume_start" not in vars(fit._checkpoint_connector)
+    if rank == 0:
+        io.load_checkpoint(ckpt_path)
     dist.barrier()
     dist.destroy_process_group()

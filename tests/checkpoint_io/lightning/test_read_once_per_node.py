@@ -50,9 +50,10 @@ def test_a_ddp_resume_downloads_once_even_throttled_and_every_rank_restores_the_
         gets = _requests_for(proxy, "GetObject", "run/last.ckpt")
         heads = _requests_for(proxy, "HeadObject", "run/last.ckpt")
 
-    # one download (one HEAD, one ranged GET asked again after each of the two SlowDowns), not three;
-    # the second HEAD is the last save's check whether its name is taken (on rank 0, after training)
-    assert (heads, gets, proxy.injected) == (2, 3, 2)
+    # the resume: one download (one HEAD, one ranged GET asked again after each of the two SlowDowns),
+    # not three; then the last save's check whether its name is taken (a HEAD on rank 0), and rank 0's
+    # lone load after training (a HEAD and a GET)
+    assert (heads, gets, proxy.injected) == (3, 4, 2)
     for rank in range(WORLD_SIZE):
         restored = torch.load(out / f"rank{rank}.pt", weights_only=False)
         assert_same(saved, restored, f"rank {rank}")

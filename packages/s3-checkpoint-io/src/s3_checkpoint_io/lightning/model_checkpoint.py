@@ -84,6 +84,10 @@ class S3ModelCheckpoint(ModelCheckpointHooks):
     checkpoint even from an earlier step, which top-k rotation may then delete; ``save_last=True``
     already stores each step's bytes once.
 
+    Its ``setup``, which runs on every rank before Lightning's resume, arms that resume's load as a
+    collective, so a DDP resume downloads the checkpoint once per node, not once per rank
+    (``S3CheckpointIO(read_once_per_node=False)`` turns it off).
+
     Args:
         dirpath: where checkpoints go, ``s3://bucket/prefix``.
         **kwargs: every other ``ModelCheckpoint`` argument (``save_last="link"`` is not supported).
