@@ -39,3 +39,20 @@ class WeightsOnlyLoadError(CheckpointIOError, pickle.UnpicklingError):
 
 class CheckpointExistsError(CheckpointIOError, FileExistsError):
     """A save was asked not to overwrite, and a checkpoint is already committed where it would go."""
+
+
+class NodeReaderLostError(CheckpointIOError, ConnectionError):
+    """A rank stopped answering (killed, say) while a checkpoint read once per node was shared.
+
+    Attributes:
+        url: the checkpoint being loaded.
+        reader: the global rank that reads it for this rank's node.
+    """
+
+    def __init__(self, message: str, url: str, reader: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reader = reader
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.url, self.reader))
