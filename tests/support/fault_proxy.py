@@ -20,6 +20,11 @@ Actions:
     ``stall``: read the request, then answer nothing: hold the connection open until the client gives
         up, the proxy stops, or ``delay_s`` seconds pass (then close it), as a silent server would.
 
+S3's request-rate limits: ``FaultProxy(upstream, request_rates=S3RequestRates(...).scaled(0.01))``
+(``support.request_rates``) answers 503 SlowDown, unforwarded, to each request past the limits of its
+key's partition; :attr:`FaultProxy.throttled` counts them per operation. ``GET /__rates__/stats`` and
+``POST /__rates__/reset`` on the proxy answer and reset :meth:`FaultProxy.stats` (for another process).
+
 The API (constructor, start/stop, url, requests, count, add_fault, clear_faults, injected) is used by
 every layer's tests: keep it stable.
 """
@@ -27,7 +32,9 @@ every layer's tests: keep it stable.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
+import json
 import random
 import select
 import socket
@@ -39,7 +46,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # support.request_rates imports s3_utils, which not every nox session has
+    from support.request_rates import RequestRateEmulator, S3RequestRates
 
 ACTIONS = (
     "slowdown",
@@ -80,6 +90,10 @@ _HOP_BY_HOP = {
 }
 _UPSTREAM_TIMEOUT_S = 60.0
 _STALL_POLL_S = 0.1
+CONTROL_PATH = "/__rates__/"
+"""Paths under this one are the proxy's own (``stats``, ``reset``); no S3 bucket name has underscores."""
+THROTTLED = "request_rate"
+"""The ``fault`` of a request the request-rate emulator answered 503 SlowDown."""
 
 _ERROR_BODY = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -164,12 +178,57 @@ class _Fault:
         return self.rng.random() < self.probability
 
 
+def rate_key(path: str, query: dict[str, str]) -> str:
+    """The ``bucket/key`` whose partition serves a path-style request (a listing: its prefix)."""
+    key = urllib.parse.unquote(path).lstrip("/")
+    if "/" not in key.rstrip("/"):
+        return f"{key.rstrip('/')}/{query.get('prefix', '')}"
+    return key
+
+
 @dataclass
 class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     faults: list[_Fault] = field(default_factory=list)
     records: list[RequestRecord] = field(default_factory=list)
+    keep_requests: bool = True
+    keep_upstream_alive: bool = False
+    operations: Counter[str] = field(default_factory=Counter)
+    throttled: Counter[str] = field(default_factory=Counter)
+    get_body_bytes: int = 0
     injected: int = 0
+    emulator: RequestRateEmulator | None = None
+
+    def record(self, request: RequestRecord, get_body_bytes: int = 0) -> None:
+        with self.lock:
+            if self.keep_requests:
+                self.records.append(request)
+            self.operations[request.operation] += 1
+            if request.fault == THROTTLED:
+                self.throttled[request.operation] += 1
+            self.get_body_bytes += get_body_bytes
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            emulator = self.emulator
+            stats: dict[str, Any] = {
+                "requests": dict(self.operations),
+                "throttled": dict(self.throttled),
+                "get_body_bytes": self.get_body_bytes,
+            }
+        stats["classes"] = emulator.counts() if emulator is not None else None
+        stats["rates"] = dataclasses.asdict(emulator.rates) if emulator is not None else None
+        return stats
+
+    def reset_stats(self) -> None:
+        with self.lock:
+            self.records.clear()
+            self.operations.clear()
+            self.throttled.clear()
+            self.get_body_bytes = 0
+            emulator = self.emulator
+        if emulator is not None:
+            emulator.reset()
 
 
 class _Server(ThreadingHTTPServer):
@@ -226,6 +285,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         parsed = urllib.parse.urlsplit(self.path)
+        if parsed.path.startswith(CONTROL_PATH):
+            self._control(parsed.path[len(CONTROL_PATH) :])
+            return
         query = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
         operation = classify(self.command, parsed.path, query, "x-amz-copy-source" in self.headers)
         state = self.server.state
@@ -236,13 +298,21 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 fault.injected += 1
                 state.injected += 1
+            emulator = state.emulator
         action = fault.action if fault is not None else None
+        reaches_s3 = action in (None, "delay")
+        if (
+            reaches_s3
+            and emulator is not None
+            and not emulator.admit(operation, rate_key(parsed.path, query))
+        ):
+            action = THROTTLED
 
-        def record(status: int) -> None:
-            with state.lock:
-                state.records.append(
-                    RequestRecord(self.command, parsed.path, query, operation, status, action)
-                )
+        def record(status: int, sent: int = 0) -> None:
+            get_body_bytes = sent if operation == "GetObject" else 0
+            state.record(
+                RequestRecord(self.command, parsed.path, query, operation, status, action), get_body_bytes
+            )
 
         length = int(self.headers.get("Content-Length") or 0)
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
@@ -252,7 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
             return
         body = self._read_chunked() if chunked else self.rfile.read(length) if length else b""
-        if action == "slowdown":
+        if action in ("slowdown", THROTTLED):
             record(503)
             self._answer_error(503, "SlowDown", "Please reduce your request rate.")
             return
@@ -283,16 +353,39 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer_error(502, "BadGateway", "The upstream S3 server did not answer.")
             return
         if action == "reset_mid_body" and answer:
-            record(0)
+            record(0, len(answer) // 2)
             self._send_head(status, headers, len(answer))
             self.wfile.write(answer[: len(answer) // 2])
             self.wfile.flush()
             self._reset()
             return
-        record(status)
+        record(status, len(answer) if self.command != "HEAD" else 0)
         self._send_head(status, headers, len(answer) if self.command != "HEAD" else None)
         if self.command != "HEAD":
             self.wfile.write(answer)
+
+    def _control(self, name: str) -> None:
+        """Answer ``GET stats`` (JSON) or ``POST reset`` (204) on the proxy's own paths."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        state = self.server.state
+        if self.command == "GET" and name == "stats":
+            body = json.dumps(state.stats()).encode()
+            self.send_response_only(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.command == "POST" and name == "reset":
+            state.reset_stats()
+            self.send_response_only(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self._answer_error(
+                404, "NoSuchControl", f"{self.command} {CONTROL_PATH}{name}: use GET stats or POST reset"
+            )
 
     def _read_chunked(self) -> bytes:
         data = bytearray()
@@ -305,13 +398,35 @@ class _Handler(BaseHTTPRequestHandler):
             data += self.rfile.read(size)
             self.rfile.readline()
 
+    def setup(self) -> None:
+        super().setup()
+        self._kept_upstream: http.client.HTTPConnection | None = None
+
+    def finish(self) -> None:
+        super().finish()
+        if self._kept_upstream is not None:
+            self._kept_upstream.close()
+
     def _forward(
         self, parsed: urllib.parse.SplitResult, body: bytes
     ) -> tuple[int, list[tuple[str, str]], bytes]:
+        kept, self._kept_upstream = self._kept_upstream, None
+        if kept is not None:
+            try:
+                return self._exchange(kept, parsed, body)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                pass  # the upstream closed the kept connection while it was idle: send on a new one
         upstream = self.server.upstream
         connection = http.client.HTTPConnection(
             upstream.hostname or "127.0.0.1", upstream.port, timeout=_UPSTREAM_TIMEOUT_S
         )
+        return self._exchange(connection, parsed, body)
+
+    def _exchange(
+        self, connection: http.client.HTTPConnection, parsed: urllib.parse.SplitResult, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send this request on ``connection`` and read the answer; keep the connection for this client
+        connection's next request if the proxy keeps upstream connections alive, else close it."""
         try:
             target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
             connection.putrequest(self.command, target, skip_host=True, skip_accept_encoding=True)
@@ -323,9 +438,14 @@ class _Handler(BaseHTTPRequestHandler):
             connection.endheaders(body)
             response = connection.getresponse()
             answer = response.read()
-            return response.status, response.getheaders(), answer
-        finally:
+        except BaseException:
             connection.close()
+            raise
+        if self.server.state.keep_upstream_alive and not response.will_close:
+            self._kept_upstream = connection
+        else:
+            connection.close()
+        return response.status, response.getheaders(), answer
 
     def _send_head(self, status: int, headers: list[tuple[str, str]], length: int | None) -> None:
         self.send_response_only(status)
@@ -376,12 +496,26 @@ class FaultProxy:
 
     Args:
         upstream_url: the real server, e.g. ``s3_server.endpoint_url``.
+        request_rates: S3's request-rate limits to emulate (None: no limit); see
+            :meth:`set_request_rates`.
+        keep_requests: keep every request in :attr:`requests` (False: only the counts, for a long
+            benchmark whose millions of requests would fill memory).
+        keep_upstream_alive: send each client connection's requests on one kept-alive upstream
+            connection (a benchmark's throughput) instead of a new one per request (False: each request
+            is on its own upstream connection, so a fault or restart never meets a stale one).
     """
 
-    def __init__(self, upstream_url: str) -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        request_rates: S3RequestRates | None = None,
+        keep_requests: bool = True,
+        keep_upstream_alive: bool = False,
+    ) -> None:
         self.upstream_url = upstream_url
         self._upstream = urllib.parse.urlsplit(upstream_url)
-        self._state = _State()
+        self._state = _State(keep_requests=keep_requests, keep_upstream_alive=keep_upstream_alive)
+        self.set_request_rates(request_rates)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
@@ -469,6 +603,50 @@ class FaultProxy:
         with self._state.lock:
             self._state.faults.clear()
 
+    def set_request_rates(self, request_rates: S3RequestRates | None) -> None:
+        """Emulate ``request_rates`` from now on, with fresh (full) token buckets; None: no limits.
+
+        A request past its partition's limit is answered 503 SlowDown (S3's body) without being
+        forwarded, recorded with ``fault="request_rate"`` and counted in :attr:`throttled`. Injected
+        faults come first: a request that gets one (other than ``delay``) never reaches the emulator.
+        """
+        emulator = None
+        if request_rates is not None:
+            from support.request_rates import RequestRateEmulator
+
+            emulator = RequestRateEmulator(request_rates)
+        with self._state.lock:
+            self._state.emulator = emulator
+
+    @property
+    def emulator(self) -> RequestRateEmulator | None:
+        """The request-rate emulator in use (None: no limits)."""
+        with self._state.lock:
+            return self._state.emulator
+
+    @property
+    def throttled(self) -> Counter[str]:
+        """Requests answered 503 SlowDown by the request-rate emulator, per operation (a copy)."""
+        with self._state.lock:
+            return Counter(self._state.throttled)
+
+    @property
+    def get_body_bytes(self) -> int:
+        """Bytes of GetObject answer bodies sent to clients so far."""
+        with self._state.lock:
+            return self._state.get_body_bytes
+
+    def stats(self) -> dict[str, Any]:
+        """What ``GET /__rates__/stats`` answers: ``requests`` and ``throttled`` per operation,
+        ``get_body_bytes``, and the emulator's ``classes`` (admitted/throttled per class) and ``rates``
+        (None without an emulator)."""
+        return self._state.stats()
+
+    def reset_stats(self) -> None:
+        """Start the requests, their counts and the GetObject bytes from zero, and refill the emulator's
+        buckets (what ``POST /__rates__/reset`` does). Faults and :attr:`injected` stay."""
+        self._state.reset_stats()
+
     @property
     def injected(self) -> int:
         """How many faults were injected so far."""
@@ -484,7 +662,7 @@ class FaultProxy:
     def count(self, operation: str) -> int:
         """How many requests of ``operation`` were seen (faulted ones included)."""
         with self._state.lock:
-            return sum(1 for r in self._state.records if r.operation == operation)
+            return self._state.operations[operation]
 
     def first_success(self, operation: str, path_end: str) -> int:
         """The arrival index of the first successful ``operation`` on a path ending in ``path_end``.
@@ -501,7 +679,7 @@ class FaultProxy:
     def counts(self) -> dict[str, int]:
         """How many requests of each operation were seen, e.g. ``{"ListObjectsV2": 1}``."""
         with self._state.lock:
-            return dict(Counter(r.operation for r in self._state.records))
+            return dict(self._state.operations)
 
 
 def _rebind(state: _State, upstream: urllib.parse.SplitResult, port: int) -> _Server:
