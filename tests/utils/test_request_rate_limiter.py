@@ -93,7 +93,8 @@ def test_one_burst_of_slowdowns_decreases_the_rate_once(clock: FakeClock) -> Non
     for grant in in_flight:
         limiter.throttled(grant)
     first = limiter.rate("b/ckpt/", "PUT")
-    limiter.throttled(limiter.acquire("b/ckpt/", "PUT"))  # sent after the decrease
+    clock.now += 1
+    limiter.throttled(limiter.acquire("b/ckpt/", "PUT"))  # sent a second after the decrease
     second = limiter.rate("b/ckpt/", "PUT")
     assert first is not None
     assert second is not None
@@ -121,15 +122,22 @@ def test_the_rate_never_falls_below_the_floor(clock: FakeClock) -> None:
     serve(limiter, clock, "b/ckpt/", 100, every_s=0.01)
     for _ in range(30):
         limiter.throttled(limiter.acquire("b/ckpt/", "PUT"))
+        clock.now += 1
     assert limiter.rate("b/ckpt/", "PUT") == 2.0
 
 
-def test_a_slowdown_before_any_success_limits_to_the_floor_and_the_limit_ends_when_quiet(
-    clock: FakeClock,
-) -> None:
-    limiter = limiter_on(clock, min_rate=1.0, quiet_s=30.0)
+def test_a_slowdown_before_a_rate_was_served_sets_no_limit(clock: FakeClock) -> None:
+    limiter = limiter_on(clock)
+    serve(limiter, clock, "b/ckpt/", 3, every_s=0.01)  # three requests tell no rate
     limiter.throttled(limiter.acquire("b/ckpt/", "PUT"))
-    assert limiter.rate("b/ckpt/", "PUT") == 1.0
+    assert limiter.rate("b/ckpt/", "PUT") is None  # the retry's backoff alone slows down
+
+
+def test_a_limit_ends_after_a_quiet_spell(clock: FakeClock) -> None:
+    limiter = limiter_on(clock, quiet_s=30.0)
+    serve(limiter, clock, "b/ckpt/", 100, every_s=0.01)
+    limiter.throttled(limiter.acquire("b/ckpt/", "PUT"))
+    assert limiter.rate("b/ckpt/", "PUT") is not None
     clock.now += 31
     limiter.succeeded(limiter.acquire("b/ckpt/", "PUT"))
     assert limiter.rate("b/ckpt/", "PUT") is None
@@ -139,7 +147,9 @@ def test_jitter_stretches_a_wait_by_at_most_its_fraction(clock: FakeClock) -> No
     for uniform, stretch in ((0.0, 1.0), (0.999, 1.2)):
         clock.slept.clear()
         limiter = limiter_on(clock, uniform=uniform, min_rate=10.0, jitter=0.2, increase_fraction=0.0)
-        limiter.throttled(limiter.acquire("b/ckpt/", "PUT"))  # 10 requests/s from now on
+        serve(limiter, clock, "b/ckpt/", 10, every_s=0.1)
+        limiter.throttled(limiter.acquire("b/ckpt/", "PUT"))  # 10 requests/s (the floor) from now on
+        clock.slept.clear()
         limiter.acquire("b/ckpt/", "PUT")
         assert clock.slept == [pytest.approx(0.1 * stretch, rel=0.01)]
 
@@ -163,9 +173,11 @@ def test_the_prefix_is_the_bucket_and_the_parent_directory() -> None:
 
 
 def test_many_threads_share_one_token_bucket() -> None:
-    settings = RateLimiterSettings(min_rate=2000.0, increase_fraction=0.0)
+    settings = RateLimiterSettings(min_rate=2000.0, decrease_factor=1e-6, increase_fraction=0.0)
     limiter = RequestRateLimiter(RateTable.local(), settings)
-    limiter.throttled(limiter.acquire("b/x/", "PUT"))  # 2,000 requests/s, a burst of 200
+    for _ in range(10):  # enough served to learn a rate from
+        limiter.succeeded(limiter.acquire("b/x/", "PUT"))
+    limiter.throttled(limiter.acquire("b/x/", "PUT"))  # 2,000 requests/s (the floor), a burst of 200
     errors: list[BaseException] = []
 
     def send(count: int) -> None:
@@ -194,6 +206,8 @@ from s3_utils.request_rate import process_limiter
 limiter = process_limiter()
 print(limiter.table.path)
 print(limiter.rate("b/shared/", "PUT"))
+for _ in range(10):
+    limiter.succeeded(limiter.acquire("b/child/", "GET"))
 limiter.throttled(limiter.acquire("b/child/", "GET"))
 """
 
@@ -209,7 +223,9 @@ def own_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[RateTable]:
 def test_a_child_process_joins_its_parents_table_through_the_environment(own_table: RateTable) -> None:
     assert own_table.shared
     assert os.environ[TABLE_ENV_VAR] == own_table.path
-    parent = RequestRateLimiter(own_table, RateLimiterSettings(min_rate=3.0))
+    parent = RequestRateLimiter(own_table, RateLimiterSettings(min_rate=3.0, decrease_factor=1e-6))
+    for _ in range(10):  # enough served to learn a rate from
+        parent.succeeded(parent.acquire("b/shared/", "PUT"))
     parent.throttled(parent.acquire("b/shared/", "PUT"))
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -24,6 +24,7 @@ practice and the one the rank-hashed shard layout spreads over.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -32,8 +33,11 @@ from dataclasses import dataclass
 
 from s3_utils.rate_table import RateTable, Slot, open_shared_table, slot_key
 
+logger = logging.getLogger(__name__)
+
 _WINDOW_S = 0.5
 _SMOOTHING = 0.8  # weight of the newest window in the measured rate
+_MIN_SUCCESSES = 8  # fewer in a first window tell no rate: throttling then is not this process's doing
 
 
 @dataclass(frozen=True)
@@ -47,14 +51,16 @@ class RateLimiterSettings:
             by the decrease.
         burst_s: a limited prefix may start this many seconds' worth of requests at once (at least one).
         jitter: a wait is stretched by a random fraction from 0 to this.
+        decrease_interval_s: after a decrease, SlowDowns for this long are taken as the same burst.
         quiet_s: a prefix that saw no SlowDown for this long is no longer limited.
     """
 
     min_rate: float = 0.5
     decrease_factor: float = 0.7
-    increase_fraction: float = 0.05
+    increase_fraction: float = 0.1
     burst_s: float = 0.1
     jitter: float = 0.2
+    decrease_interval_s: float = 0.5
     quiet_s: float = 30.0
 
 
@@ -152,15 +158,8 @@ class RequestRateLimiter:
             index = self.table.claim(key, now, idle_before=now - settings.quiet_s)
             slot = self.table.read(index)
             slot.used_at = now
-            if grant.epoch == slot.epoch:
-                measured = self._measured(slot, now)
-                base = min(slot.rate, measured) if slot.rate > 0 and measured > 0 else slot.rate or measured
-                slot.rate = max(settings.min_rate, base * settings.decrease_factor)
-                slot.step = slot.rate * settings.increase_fraction
-                if slot.epoch == 0:
-                    slot.tokens, slot.refilled_at = 0.0, now
-                slot.epoch += 1
-                slot.decreased_at = now
+            if grant.epoch == slot.epoch and now - slot.decreased_at >= settings.decrease_interval_s:
+                self._decrease(slot, now)
             self.table.write(index, slot)
 
     def rate(self, prefix: str, request_class: str) -> float | None:
@@ -171,6 +170,23 @@ class RequestRateLimiter:
                 return None
             slot = self.table.read(index)
         return slot.rate or None
+
+    def _decrease(self, slot: Slot, now: float) -> None:
+        """The multiplicative decrease: from the rate served (or the allowed one, if lower)."""
+        settings = self.settings
+        measured = self._measured(slot, now)
+        if slot.rate > 0:
+            base = min(slot.rate, measured) if measured > 0 else slot.rate
+        elif measured > 0:
+            base = measured
+            slot.tokens, slot.refilled_at = 0.0, now
+        else:
+            return  # nothing served yet to learn a rate from: the retry's backoff alone slows down
+        slot.rate = max(settings.min_rate, base * settings.decrease_factor)
+        slot.step = slot.rate * settings.increase_fraction
+        slot.epoch += 1
+        slot.decreased_at = now
+        logger.debug("SlowDown: requests limited to %.2f/s (%.2f/s were served)", slot.rate, measured)
 
     def _recover_if_quiet(self, slot: Slot, now: float) -> None:
         if slot.rate > 0 and now - slot.decreased_at >= self.settings.quiet_s:
@@ -189,11 +205,13 @@ class RequestRateLimiter:
 
     @staticmethod
     def _measured(slot: Slot, now: float) -> float:
-        """Successes per second: the smoothed rate, or the current window's when none is smoothed yet."""
+        """Successes per second: the smoothed rate; before a whole window has passed, the current
+        window's if it holds enough successes to tell a rate; else 0 (unknown)."""
         if slot.measured > 0:
             return slot.measured
-        elapsed = now - slot.window_start
-        return slot.window_count / elapsed if slot.window_count and elapsed > 0 else 0.0
+        if slot.window_count < _MIN_SUCCESSES:
+            return 0.0
+        return slot.window_count / max(now - slot.window_start, 1e-3)
 
 
 def request_prefix(bucket: str | None, key: str | None) -> str:
