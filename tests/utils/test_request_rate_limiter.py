@@ -9,9 +9,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from s3_utils import TransferStats
 from s3_utils.rate_table import TABLE_ENV_VAR, RateTable, open_shared_table
 from s3_utils.request_rate import (
     RateLimiterSettings,
@@ -19,6 +21,10 @@ from s3_utils.request_rate import (
     process_limiter,
     request_prefix,
 )
+from support.fault_proxy import FaultProxy
+from support.request_rates import S3RequestRates
+from support.s3_server import MotoServer
+from support.stores import small_store
 
 
 class FakeClock:
@@ -242,3 +248,40 @@ def test_a_child_process_joins_its_parents_table_through_the_environment(own_tab
 
 def test_the_process_limiter_is_one_per_process() -> None:
     assert process_limiter() is process_limiter()
+
+
+PUT_PER_S = 20.0
+OBJECTS = 120
+THREADS = 16
+
+
+def save_many_small_objects(
+    proxy: FaultProxy, bucket: str, prefix: str, adaptive: bool
+) -> list[TransferStats]:
+    """``OBJECTS`` PutObjects to one prefix from ``THREADS`` threads of one store; their stats."""
+    proxy.set_request_rates(S3RequestRates(put_per_s=PUT_PER_S, get_per_s=50.0, burst_s=1.0))
+    proxy.reset_stats()
+    urls = [f"s3://{bucket}/{prefix}/object-{i}" for i in range(OBJECTS)]
+    with (
+        small_store(proxy.url, max_concurrency=THREADS, adaptive_request_rate=adaptive) as store,
+        ThreadPoolExecutor(THREADS) as pool,
+    ):
+        stats = list(pool.map(lambda url: store.upload_bytes(url, b"x" * 100), urls))
+    assert proxy.counts()["PutObject"] == OBJECTS + proxy.throttled["PutObject"]
+    return stats
+
+
+def test_many_threads_saving_to_one_throttled_prefix_are_refused_far_less_with_the_limiter(
+    s3_server: MotoServer, bucket: str
+) -> None:
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        save_many_small_objects(proxy, bucket, "fixed-rate", adaptive=False)
+        refused_without = proxy.throttled["PutObject"]
+        stats = save_many_small_objects(proxy, bucket, "adaptive", adaptive=True)
+        refused_with = proxy.throttled["PutObject"]
+
+    print(f"{OBJECTS} PUTs needed: {refused_without} refused without the limiter, {refused_with} with it")
+    assert refused_with <= 0.3 * OBJECTS
+    assert refused_with < refused_without / 2
+    assert sum(s.throttled for s in stats) == refused_with  # every SlowDown counted in the stats
+    assert sum(s.rate_wait_s for s in stats) > 0

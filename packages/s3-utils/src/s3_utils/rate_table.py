@@ -36,10 +36,10 @@ TABLE_ENV_VAR = "S3_UTILS_REQUEST_RATE_TABLE"
 SLOTS = 1024
 """Prefixes (per request class) one table tracks at once; idle ones make room for new ones."""
 _PROBES = 16
-_MAGIC = b"S3RATES1"
+_MAGIC = b"S3RATES2"
 _HEADER = struct.Struct("<8sII")
 _HEADER_SIZE = 64
-_SLOT = struct.Struct("<Qq9d")
+_SLOT = struct.Struct("<Qq10d")
 _SHM_FOLDER = "/dev/shm"
 _FILE_PREFIX = "s3_utils-request-rates-"
 _FILE_NAME = re.compile(re.escape(_FILE_PREFIX) + r"(\d+)-[0-9a-f]+$")
@@ -58,7 +58,8 @@ class Slot:
         refilled_at: when ``tokens`` was last brought up to date.
         window_start: start of the current window of counted successes.
         window_count: successes in the current window.
-        measured: smoothed successes per second over past windows.
+        last_count: successes in the window before.
+        last_s: the length of the window before.
         decreased_at: when the rate was last decreased.
         used_at: the last request or answer on this prefix.
         step: requests per second added per second of successes (set at each decrease).
@@ -71,12 +72,13 @@ class Slot:
     refilled_at: float = 0.0
     window_start: float = 0.0
     window_count: float = 0.0
-    measured: float = 0.0
+    last_count: float = 0.0
+    last_s: float = 0.0
     decreased_at: float = 0.0
     used_at: float = 0.0
     step: float = 0.0
 
-    def values(self) -> tuple[int, int, float, float, float, float, float, float, float, float, float]:
+    def values(self) -> tuple[int, int, float, float, float, float, float, float, float, float, float, float]:
         """The fields in their stored order (``dataclasses.astuple`` costs tens of microseconds)."""
         return (
             self.key,
@@ -86,7 +88,8 @@ class Slot:
             self.refilled_at,
             self.window_start,
             self.window_count,
-            self.measured,
+            self.last_count,
+            self.last_s,
             self.decreased_at,
             self.used_at,
             self.step,

@@ -36,8 +36,7 @@ from s3_utils.rate_table import RateTable, Slot, open_shared_table, slot_key
 logger = logging.getLogger(__name__)
 
 _WINDOW_S = 0.5
-_SMOOTHING = 0.8  # weight of the newest window in the measured rate
-_MIN_SUCCESSES = 8  # fewer in a first window tell no rate: throttling then is not this process's doing
+_MIN_SUCCESSES = 8
 
 
 @dataclass(frozen=True)
@@ -112,28 +111,47 @@ class RequestRateLimiter:
         """Wait until a request of ``request_class`` (``"PUT"`` or ``"GET"``) may go to ``prefix``.
 
         Returns at once while the prefix is not limited; else reserves the next start time the allowed
-        rate gives and sleeps until it (jittered).
+        rate gives and sleeps until it (jittered), longer if the rate fell meanwhile.
         """
         key = slot_key(prefix, request_class)
         with self.table.locked():
-            now = self._clock()
-            index = self.table.find(key)
-            if index is None:
-                return Grant(prefix, request_class, 0, 0.0)
-            slot = self.table.read(index)
-            slot.used_at = now
-            self._recover_if_quiet(slot, now)
-            if slot.rate > 0:
-                capacity = max(1.0, slot.rate * self.settings.burst_s)
-                slot.tokens = min(capacity, slot.tokens + (now - slot.refilled_at) * slot.rate)
-                slot.refilled_at = now
-                slot.tokens -= 1.0
-            self.table.write(index, slot)
-        wait = -slot.tokens / slot.rate if slot.rate > 0 and slot.tokens < 0 else 0.0
-        if wait > 0:
+            epoch, rate, wait = self._reserve(key, self._clock())
+        waited = 0.0
+        while wait > 0:
             wait *= 1.0 + self.settings.jitter * self._uniform()
             self._sleep(wait)
-        return Grant(prefix, request_class, slot.epoch, wait)
+            waited += wait
+            with self.table.locked():
+                epoch, rate, wait = self._stretch(key, epoch, rate, self._clock())
+        return Grant(prefix, request_class, epoch, waited)
+
+    def _reserve(self, key: int, now: float) -> tuple[int, float, float]:
+        """Take a token from ``key``'s bucket: the epoch, the rate, and how long to wait for the token."""
+        index = self.table.find(key)
+        if index is None:
+            return 0, 0.0, 0.0
+        slot = self.table.read(index)
+        slot.used_at = now
+        self._recover_if_quiet(slot, now)
+        if slot.rate > 0:
+            capacity = max(1.0, slot.rate * self.settings.burst_s)
+            slot.tokens = min(capacity, slot.tokens + (now - slot.refilled_at) * slot.rate)
+            slot.refilled_at = now
+            slot.tokens -= 1.0
+        self.table.write(index, slot)
+        wait = -slot.tokens / slot.rate if slot.rate > 0 and slot.tokens < 0 else 0.0
+        return slot.epoch, slot.rate, wait
+
+    def _stretch(self, key: int, epoch: int, rate: float, now: float) -> tuple[int, float, float]:
+        """After a wait reserved at ``rate``: the extra wait if a decrease came meanwhile, which puts the
+        request where the new rate would have (its place in the queue, at the new spacing)."""
+        index = self.table.find(key)
+        if index is None:
+            return epoch, rate, 0.0
+        slot = self.table.read(index)
+        if slot.epoch == epoch or not 0 < slot.rate < rate:
+            return slot.epoch, slot.rate, 0.0
+        return slot.epoch, slot.rate, max(0.0, now - slot.decreased_at) * (rate / slot.rate - 1)
 
     def succeeded(self, grant: Grant) -> None:
         """Count a request its prefix served: measured, and the allowed rate climbs a little."""
@@ -174,19 +192,21 @@ class RequestRateLimiter:
     def _decrease(self, slot: Slot, now: float) -> None:
         """The multiplicative decrease: from the rate served (or the allowed one, if lower)."""
         settings = self.settings
-        measured = self._measured(slot, now)
+        served = self._served(slot, now)
         if slot.rate > 0:
-            base = min(slot.rate, measured) if measured > 0 else slot.rate
-        elif measured > 0:
-            base = measured
+            base = min(slot.rate, served) if served > 0 else slot.rate
+        elif served > 0:
+            base = served
             slot.tokens, slot.refilled_at = 0.0, now
         else:
-            return  # nothing served yet to learn a rate from: the retry's backoff alone slows down
+            return  # too little served yet to learn a rate from: the retry's backoff alone slows down
         slot.rate = max(settings.min_rate, base * settings.decrease_factor)
         slot.step = slot.rate * settings.increase_fraction
         slot.epoch += 1
         slot.decreased_at = now
-        logger.debug("SlowDown: requests limited to %.2f/s (%.2f/s were served)", slot.rate, measured)
+        slot.last_count = slot.last_s = slot.window_count = 0.0  # the next decrease measures the new rate
+        slot.window_start = now
+        logger.debug("SlowDown: requests limited to %.2f/s (%.2f/s were served)", slot.rate, served)
 
     def _recover_if_quiet(self, slot: Slot, now: float) -> None:
         if slot.rate > 0 and now - slot.decreased_at >= self.settings.quiet_s:
@@ -196,22 +216,19 @@ class RequestRateLimiter:
     def _count_success(slot: Slot, now: float) -> None:
         elapsed = now - slot.window_start
         if elapsed >= _WINDOW_S:
-            sample = slot.window_count / elapsed
-            slot.measured = (
-                sample if slot.measured == 0 else _SMOOTHING * sample + (1 - _SMOOTHING) * slot.measured
-            )
+            slot.last_count, slot.last_s = slot.window_count, elapsed
             slot.window_start, slot.window_count = now, 0.0
         slot.window_count += 1
 
     @staticmethod
-    def _measured(slot: Slot, now: float) -> float:
-        """Successes per second: the smoothed rate; before a whole window has passed, the current
-        window's if it holds enough successes to tell a rate; else 0 (unknown)."""
-        if slot.measured > 0:
-            return slot.measured
-        if slot.window_count < _MIN_SUCCESSES:
+    def _served(slot: Slot, now: float) -> float:
+        """Successes per second over the last one or two windows (since the last decrease at most), or
+        0 while too few were seen to tell a rate: fewer than ``_MIN_SUCCESSES`` in under a second."""
+        count = slot.last_count + slot.window_count
+        span = slot.last_s + now - slot.window_start
+        if count < _MIN_SUCCESSES and (count == 0 or span < 2 * _WINDOW_S):
             return 0.0
-        return slot.window_count / max(now - slot.window_start, 1e-3)
+        return count / max(span, _WINDOW_S)
 
 
 def request_prefix(bucket: str | None, key: str | None) -> str:
