@@ -223,10 +223,12 @@ class RequestRateLimiter:
     @staticmethod
     def _served(slot: Slot, now: float) -> float:
         """Successes per second over the last one or two windows (since the last decrease at most), or
-        0 while too few were seen to tell a rate: fewer than ``_MIN_SUCCESSES`` in under a second."""
+        0 while too few were seen to tell a rate: fewer than ``_MIN_SUCCESSES`` in under a window since
+        the last decrease, or in under two windows before the first one."""
         count = slot.last_count + slot.window_count
         span = slot.last_s + now - slot.window_start
-        if count < _MIN_SUCCESSES and (count == 0 or span < 2 * _WINDOW_S):
+        enough_s = _WINDOW_S if slot.rate > 0 else 2 * _WINDOW_S
+        if count < _MIN_SUCCESSES and (count == 0 or span < enough_s):
             return 0.0
         return count / max(span, _WINDOW_S)
 
