@@ -285,3 +285,32 @@ def test_many_threads_saving_to_one_throttled_prefix_are_refused_far_less_with_t
     assert refused_with < refused_without / 2
     assert sum(s.throttled for s in stats) == refused_with  # every SlowDown counted in the stats
     assert sum(s.rate_wait_s for s in stats) > 0
+
+
+RANK = """
+import sys
+from s3_utils.request_rate import process_limiter
+print(process_limiter().table.path, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_the_local_ranks_of_one_job_share_one_table_and_its_first_rank_removes_it() -> None:
+    env = {name: value for name, value in os.environ.items() if name != TABLE_ENV_VAR}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29999", PYTHONPATH=os.pathsep.join(sys.path))
+    env["TORCHELASTIC_RUN_ID"] = f"test-{os.getpid()}-{time.monotonic_ns()}"
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        paths = [rank.stdout.readline().strip() for rank in ranks]  # type: ignore[union-attr]
+        assert paths[0] == paths[1]
+        assert "job-" in paths[0]
+        assert os.path.exists(paths[0])
+    finally:
+        for rank in ranks:
+            rank.communicate("\n", timeout=60)
+    assert not os.path.exists(paths[0])

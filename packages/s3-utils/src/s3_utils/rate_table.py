@@ -2,10 +2,14 @@
 
 A table is a fixed number of slots in a memory-mapped file under ``/dev/shm``, locked across processes
 (``fcntl.lockf``) and threads (a :class:`threading.Lock`). Its path travels to child processes in the
-environment variable :data:`TABLE_ENV_VAR`, set when the table is created: a child started later (the
+environment variable :data:`TABLE_ENV_VAR`, set when the table is opened: a child started later (the
 upload helper process of a rank, any subprocess) finds it there and joins the same table, with no
-argument passed. A forked child shares the mapping as it is. The process that created the file removes
-it at exit; a file left by a killed owner is removed by the next table created on the machine.
+argument passed. A forked child shares the mapping as it is. The local ranks of a ``torch.distributed``
+job started by a launcher that never opened a table (``torchrun``) find one another's by name: one
+table per job (``MASTER_ADDR``, ``MASTER_PORT``, ``TORCHELASTIC_RUN_ID``) and user on each machine, so
+the ranks writing to one prefix share one rate for it. The process that created a file removes it at
+exit (processes still using it keep their mapping); a file left by a killed owner is removed by the
+next table opened on the machine.
 
 Where shared memory cannot be had, the table lives in this process alone (logged at DEBUG).
 """
@@ -36,8 +40,8 @@ TABLE_ENV_VAR = "S3_UTILS_REQUEST_RATE_TABLE"
 SLOTS = 1024
 """Prefixes (per request class) one table tracks at once; idle ones make room for new ones."""
 _PROBES = 16
-_MAGIC = b"S3RATES2"
-_HEADER = struct.Struct("<8sII")
+_MAGIC = b"S3RATES3"
+_HEADER = struct.Struct("<8sIIQ")
 _HEADER_SIZE = 64
 _SLOT = struct.Struct("<Qq10d")
 _SHM_FOLDER = "/dev/shm"
@@ -109,12 +113,21 @@ class RateTable:
     Use :func:`open_shared_table` or :meth:`local`; read and write slots inside :meth:`locked`.
     """
 
-    def __init__(self, buffer: mmap.mmap | bytearray, fd: int | None, path: str | None, owner: bool) -> None:
+    def __init__(
+        self,
+        buffer: mmap.mmap | bytearray,
+        fd: int | None,
+        path: str | None,
+        owner: bool,
+        owner_pid: int | None = None,
+    ) -> None:
         self._buffer = buffer
         self._fd = fd
         self.path = path
         """The shared file, or None for a process-local table."""
-        self._owner_pid = os.getpid() if owner else None
+        self.owner = owner_pid or os.getpid()
+        """The process that created the table (and removes it at exit)."""
+        self._removes_at_exit = owner
         self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self._after_fork)
 
@@ -122,7 +135,7 @@ class RateTable:
     def local(cls) -> RateTable:
         """A table of this process alone."""
         buffer = bytearray(_HEADER_SIZE + SLOTS * _SLOT.size)
-        _HEADER.pack_into(buffer, 0, _MAGIC, SLOTS, _SLOT.size)
+        _HEADER.pack_into(buffer, 0, _MAGIC, SLOTS, _SLOT.size, os.getpid())
         return cls(buffer, None, None, owner=False)
 
     @property
@@ -183,7 +196,7 @@ class RateTable:
 
     def close(self) -> None:
         """Unmap the table; the owner also removes its file."""
-        if self.path is not None and self._owner_pid == os.getpid():
+        if self.path is not None and self._removes_at_exit and self.owner == os.getpid():
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
         if isinstance(self._buffer, mmap.mmap):
@@ -203,8 +216,17 @@ class RateTable:
 
 
 def open_shared_table() -> RateTable:
-    """This process's table: the one named by :data:`TABLE_ENV_VAR` if it can be joined, else a new
-    shared one (its path then set in the environment for child processes), else a local one."""
+    """This process's table: the one named by :data:`TABLE_ENV_VAR` if it can be joined; else, in a
+    ``torch.distributed`` job (``MASTER_ADDR``/``MASTER_PORT`` set), the job's table on this machine,
+    joined or created; else a new shared one; else (no shared memory) one of this process alone. The
+    path of a shared table is then set in :data:`TABLE_ENV_VAR` for the processes this one starts."""
+    table = _join_or_create()
+    if table.path is not None:
+        os.environ[TABLE_ENV_VAR] = table.path
+    return table
+
+
+def _join_or_create() -> RateTable:
     path = os.environ.get(TABLE_ENV_VAR)
     if path:
         try:
@@ -212,14 +234,40 @@ def open_shared_table() -> RateTable:
         except (OSError, ValueError) as exc:
             logger.debug("cannot join the request-rate table %s (%s); starting a new one", path, exc)
     try:
-        table = _create()
-    except OSError as exc:
+        if not os.path.isdir(_SHM_FOLDER):
+            raise OSError(f"no {_SHM_FOLDER}")
+        _remove_orphans()
+        return _job_table() or _create(None)
+    except (OSError, ValueError) as exc:
         logger.debug("no shared memory for the request-rate table (%s); this process keeps its own", exc)
         return RateTable.local()
-    assert table.path is not None
-    os.environ[TABLE_ENV_VAR] = table.path
-    atexit.register(table.close)
-    return table
+
+
+def _job_table() -> RateTable | None:
+    """The table every process of this machine in the same ``torch.distributed`` job shares (the local
+    ranks, started by a launcher that never opened one), or None outside such a job."""
+    master = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if master[1] is None:
+        return None
+    job = "\0".join((*map(str, master), os.environ.get("TORCHELASTIC_RUN_ID", ""), str(os.getuid())))
+    name = f"{_FILE_PREFIX}job-{hashlib.blake2b(job.encode(), digest_size=8).hexdigest()}"
+    path = os.path.join(_SHM_FOLDER, name)
+    for _ in range(2):
+        try:
+            table = _attach(path)
+        except FileNotFoundError:
+            pass
+        else:
+            if _running(table.owner):
+                return table
+            table.close()  # left by a job whose first process was killed: start it again
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        try:
+            return _create(path)
+        except FileExistsError:
+            continue  # another rank created it first: join that one
+    return None
 
 
 def _attach(path: str) -> RateTable:
@@ -229,32 +277,37 @@ def _attach(path: str) -> RateTable:
         if size != _HEADER_SIZE + SLOTS * _SLOT.size:
             raise ValueError(f"size {size}, not a table of {SLOTS} slots")
         buffer = mmap.mmap(fd, size)
-        magic, slots, slot_size = _HEADER.unpack_from(buffer, 0)
+        magic, slots, slot_size, owner = _HEADER.unpack_from(buffer, 0)
         if (magic, slots, slot_size) != (_MAGIC, SLOTS, _SLOT.size):
             buffer.close()
             raise ValueError("not a request-rate table of this version")
     except BaseException:
         os.close(fd)
         raise
-    return RateTable(buffer, fd, path, owner=False)
+    return RateTable(buffer, fd, path, owner=False, owner_pid=owner)
 
 
-def _create() -> RateTable:
-    if not os.path.isdir(_SHM_FOLDER):
-        raise OSError(f"no {_SHM_FOLDER}")
-    _remove_orphans()
-    path = os.path.join(_SHM_FOLDER, f"{_FILE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+def _create(path: str | None) -> RateTable:
+    """A new table at ``path`` (a fresh name if None), complete before any other process can open it;
+    owned by this process (removed at its exit). Raises FileExistsError if ``path`` exists."""
+    draft = os.path.join(_SHM_FOLDER, f"{_FILE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}")
     size = _HEADER_SIZE + SLOTS * _SLOT.size
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(draft, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, size)
         buffer = mmap.mmap(fd, size)
+        _HEADER.pack_into(buffer, 0, _MAGIC, SLOTS, _SLOT.size, os.getpid())
+        if path is not None:
+            os.link(draft, path)  # atomic: the name appears with the header written, or not at all
+            os.unlink(draft)
     except BaseException:
         os.close(fd)
-        os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.unlink(draft)
         raise
-    _HEADER.pack_into(buffer, 0, _MAGIC, SLOTS, _SLOT.size)
-    return RateTable(buffer, fd, path, owner=True)
+    table = RateTable(buffer, fd, path or draft, owner=True, owner_pid=os.getpid())
+    atexit.register(table.close)
+    return table
 
 
 def _remove_orphans() -> None:
