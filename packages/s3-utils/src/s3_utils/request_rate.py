@@ -5,19 +5,24 @@ SlowDown past it. Retrying at the same rate only adds refused requests; instead,
 request class (PUT or GET) gets an allowed rate that follows AIMD, as TCP does and as botocore's
 ``adaptive`` retry mode does with its CUBIC variant:
 
-* until the first SlowDown a prefix is not limited at all: a request costs a lock and a few slot reads,
-  and never waits;
+* until the first SlowDown a prefix is not limited at all: a request costs two short locks (about
+  10 microseconds) and never waits;
 * on a SlowDown the allowed rate becomes :attr:`RateLimiterSettings.decrease_factor` times the rate of
-  successes measured on the prefix (never below :attr:`RateLimiterSettings.min_rate`), once per burst:
-  a SlowDown to a request sent before the last decrease is the same congestion already answered;
-* each success then adds back a little (:attr:`RateLimiterSettings.increase_fraction` of the rate
-  learnt at the last decrease, per second of successes), probing for the limit again;
+  successes served on the prefix over the last half second or second (never below
+  :attr:`RateLimiterSettings.min_rate`), once per burst: a SlowDown to a request sent before the last
+  decrease, or within :attr:`RateLimiterSettings.decrease_interval_s` of it, is the same congestion
+  already answered. A SlowDown before enough requests were served to tell a rate (8, or one second's
+  worth) sets no limit: a few random refusals of a small transfer are the retry's business alone;
+* each success then adds back a little (:attr:`RateLimiterSettings.increase_fraction` of the rate set
+  by the last decrease, per second of successes), probing for the limit again;
 * a limited prefix is gated by a token bucket: a request reserves the next free start time and sleeps
-  until then, with random jitter so processes sharing a prefix do not move in lockstep;
+  until then, with random jitter so processes sharing a prefix do not move in lockstep; one that slept
+  through a decrease then waits the place the new rate gives it;
 * a prefix that has seen no SlowDown for :attr:`RateLimiterSettings.quiet_s` is no longer limited.
 
-The state lives in a :class:`~s3_utils.rate_table.RateTable` shared by every thread of the process
-and by the processes it starts (the upload helper of a rank among them): :func:`process_limiter`.
+The state lives in a :class:`~s3_utils.rate_table.RateTable` shared by every thread of the process,
+by the processes it starts (the upload helper of a rank among them) and by the other local ranks of
+its ``torch.distributed`` job: :func:`process_limiter`.
 The prefix of a key is its parent "directory" (:func:`request_prefix`), the unit S3 partitions by in
 practice and the one the rank-hashed shard layout spreads over.
 """
