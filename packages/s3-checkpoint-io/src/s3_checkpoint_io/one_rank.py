@@ -6,6 +6,9 @@ unrelated message. Here the computing rank's error travels too (as a
 :class:`~s3_checkpoint_io.sent_errors.SentError`), so each caller can raise it on every rank at once.
 Discovery on global rank 0 (:mod:`~s3_checkpoint_io.rank_zero`) and the DCP metadata read on a load's
 coordinator (:mod:`~s3_checkpoint_io.dcp._broadcast`) both go through :func:`compute_on_one_rank`.
+When every rank computed and some must not go on unless all succeeded (a rank that reads replicated
+DCP items for the others, :mod:`~s3_checkpoint_io.dcp._replicated_reads`), :func:`failures_of_every_rank`
+gives each rank the others' errors the same way.
 """
 
 from __future__ import annotations
@@ -65,3 +68,18 @@ def compute_on_one_rank(
     value, failure = sent
     assert failure is None or isinstance(failure, SentError)
     return Outcome(cast(T | None, value), failure, own_error)
+
+
+def failures_of_every_rank(
+    error: Exception | None, group: dist.ProcessGroup | None = None
+) -> dict[int, SentError]:
+    """Give every rank of ``group`` the error each rank had (``error``: this rank's, None if it had none).
+
+    Every rank of ``group`` must call this: it is a collective (an all-gather).
+
+    Returns:
+        ``{group rank: its error as it travelled}`` for the ranks that had one.
+    """
+    gathered: list[object] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, None if error is None else SentError.of(error), group=group)
+    return {rank: sent for rank, sent in enumerate(gathered) if isinstance(sent, SentError)}

@@ -1,0 +1,176 @@
+"""One rank's part of a load whose replicated items are read once (see ``_replicated_plan``).
+
+In data-flow order: the rank reads its own items and the replicated ones it reads for every rank
+(``_shard_reader``, keeping the latter's bytes: the destination tensor itself when it holds them as
+stored, else a copy); then every rank learns whether every rank's reads succeeded (one all-gather,
+:func:`~s3_checkpoint_io.one_rank.failures_of_every_rank`), so that a failed read fails the load on
+every rank with an error naming the rank that failed, before any rank waits in a broadcast for bytes
+that will never come; then the broadcasts run in the plan's order, each one buffer of at most one
+chunk (an item larger than a chunk is sent chunk by chunk), and the receivers hand each item its
+bytes as a read of their own would.
+
+The broadcasts go over the load's process group: CPU tensors where it has gloo, through the current
+CUDA device where it is NCCL only. A rank that stops (killed) breaks the collective: the backend
+raises on the others, which raise :class:`~s3_checkpoint_io.errors.PeerReadError` saying so (and log
+it: torch's own collective after ``read_data`` may then fail with the backend's text instead).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.metadata import MetadataIndex
+from torch.distributed.checkpoint.planner import LoadPlanner, ReadItem
+
+from s3_checkpoint_io.dcp._broadcast import LoadGroup
+from s3_checkpoint_io.dcp._layout import CheckpointLayout
+from s3_checkpoint_io.dcp._records import Broadcast
+from s3_checkpoint_io.dcp._replicated_plan import ShareKey, share_key
+from s3_checkpoint_io.dcp._shard_reader import KeptBytes, fill_from, read_items
+from s3_checkpoint_io.dcp._stored_items import StoredItem
+from s3_checkpoint_io.errors import PeerReadError
+from s3_checkpoint_io.one_rank import failures_of_every_rank
+from s3_utils import S3Store
+from s3_utils.download import chunk_ranges
+
+log = logging.getLogger(__name__)
+
+
+def transport_device(group: LoadGroup) -> torch.device | None:
+    """The device broadcast buffers go through on ``group``: the CPU with gloo, the current CUDA
+    device with NCCL; None for another backend (then every rank reads its items itself)."""
+    backend = str(dist.get_backend(group.group))
+    if "gloo" in backend or backend == "mpi":
+        return torch.device("cpu")
+    if "nccl" in backend and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return None
+
+
+def read_and_share(
+    store: S3Store,
+    layout: CheckpointLayout,
+    items: Sequence[ReadItem],
+    locations: Mapping[MetadataIndex, StoredItem],
+    planner: LoadPlanner,
+    *,
+    broadcasts: Sequence[Broadcast],
+    group: LoadGroup,
+) -> int:
+    """Fill every item of this rank's plan: read its own, receive the others from their readers.
+
+    Every rank of ``group`` must call this with the same ``broadcasts``: it is a collective.
+
+    Args:
+        store: the store to read with; its chunk size also bounds one broadcast.
+        layout: where the shard objects are.
+        items: this rank's read items (its whole plan).
+        locations: where each stored item's bytes are.
+        planner: resolves each item's destination and takes the loaded data.
+        broadcasts: the load's broadcasts (from the coordinator's plan).
+        group: the load's process group.
+
+    Returns:
+        The bytes this rank downloaded.
+
+    Raises:
+        Exception: this rank's own read error, on this rank.
+        PeerReadError: on the other ranks, naming the rank whose read failed; on every rank, when a
+            rank of the load stopped during the exchange.
+    """
+    me = dist.get_rank(group.group)
+    source_of = {shared.key: broadcast.source for broadcast in broadcasts for shared in broadcast.items}
+    own = [item for item in items if source_of.get(share_key(item), me) == me]
+    sent = {item for item in own if share_key(item) in source_of}
+    error: Exception | None = None
+    kept: dict[ShareKey, KeptBytes] = {}
+    bytes_read = 0
+    try:
+        result = read_items(store, layout, own, locations, planner, keep=sent)
+        kept = {share_key(item): data for item, data in result.kept.items()}
+        bytes_read = result.bytes_read
+    except Exception as exc:  # every rank must still take part in the all-gather below
+        error = exc
+    try:
+        failures = failures_of_every_rank(error, group.group)
+    except RuntimeError as exc:
+        raise _stopped(exc, layout, broadcasts) from exc
+    if error is not None:
+        raise error
+    if failures:
+        rank, failure = min(failures.items())
+        raise PeerReadError(
+            f"rank {rank} of the load of {layout.prefix_url} (global rank "
+            f"{_global_rank(group, rank)}) failed reading the items it reads for every rank "
+            f"({failure.description}); no rank can finish this load, see that rank's error",
+            rank,
+        ) from failure.unpickled()
+    received: dict[ShareKey, list[ReadItem]] = {}
+    for item in items:
+        if source_of.get(share_key(item), me) != me:
+            received.setdefault(share_key(item), []).append(item)
+    device = transport_device(group)
+    assert device is not None, "the coordinator plans broadcasts only where they can run"
+    chunk = store.transfer_config.chunk_size
+    for broadcast in broadcasts:
+        buffer = bytearray(broadcast.size)
+        if broadcast.source == me:
+            _pack(buffer, broadcast, kept)
+        try:
+            _send(buffer, broadcast.source, group, device, chunk)
+        except RuntimeError as exc:
+            raise _stopped(exc, layout, broadcasts) from exc
+        view = memoryview(buffer)
+        for shared in broadcast.items if broadcast.source != me else ():
+            data = view[shared.offset : shared.offset + shared.length]
+            for item in received.get(shared.key, ()):
+                fill_from(item, locations[item.storage_index], data, planner)
+    return bytes_read
+
+
+def _pack(buffer: bytearray, broadcast: Broadcast, kept: Mapping[ShareKey, KeptBytes]) -> None:
+    """Copy the bytes this rank read for ``broadcast`` into its buffer, each at its offset."""
+    whole = torch.frombuffer(buffer, dtype=torch.uint8)
+    for shared in broadcast.items:
+        data = kept[shared.key]
+        if isinstance(data, memoryview):
+            source = torch.frombuffer(data, dtype=torch.uint8)
+        else:
+            source = data.detach().reshape(-1).view(torch.uint8)
+        whole[shared.offset : shared.offset + shared.length].copy_(source)
+
+
+def _send(buffer: bytearray, source: int, group: LoadGroup, device: torch.device, chunk: int) -> None:
+    """Broadcast ``buffer`` from group rank ``source``, at most ``chunk`` bytes at a time."""
+    whole = torch.frombuffer(buffer, dtype=torch.uint8)
+    src = _global_rank(group, source)
+    sending = dist.get_rank(group.group) == source
+    for start, end in chunk_ranges(0, len(buffer), chunk):
+        piece = whole[start:end]
+        if device.type == "cpu":
+            dist.broadcast(piece, src=src, group=group.group)
+            continue
+        staged = piece.to(device) if sending else torch.empty(end - start, dtype=torch.uint8, device=device)
+        dist.broadcast(staged, src=src, group=group.group)
+        if not sending:
+            piece.copy_(staged)
+
+
+def _global_rank(group: LoadGroup, rank: int) -> int:
+    return rank if group.group is None else dist.get_global_rank(group.group, rank)
+
+
+def _stopped(exc: RuntimeError, layout: CheckpointLayout, broadcasts: Sequence[Broadcast]) -> PeerReadError:
+    """The error every surviving rank raises when the exchange broke (a rank of the load stopped)."""
+    readers = sorted({broadcast.source for broadcast in broadcasts})
+    error = PeerReadError(
+        f"the ranks loading {layout.prefix_url} could not exchange the replicated items that ranks "
+        f"{readers} read for all ({type(exc).__name__}: {exc}): a rank of the load stopped (killed, out "
+        "of memory?); see the first rank that failed",
+        None,
+    )
+    log.error("%s", error)
+    return error
