@@ -58,37 +58,48 @@ def checkpoint_bytes() -> int:
     return sum(v.numel() * v.element_size() for v in full_state().values() if isinstance(v, torch.Tensor))
 
 
-def _template(rank: int) -> dict[str, Any]:
-    expected = full_state()
+def model_state(mib: int) -> dict[str, Any]:
+    """A replicated model of ``mib`` MiB in 4 MiB tensors (for the measurement in bench/)."""
+    return {f"layer{i}.weight": torch.full((1024 * 1024,), float(i)) for i in range(max(1, mib // 4))}
+
+
+def _template(rank: int, expected: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     return {
-        key: torch.zeros_like(expected[key]) if isinstance(expected[key], torch.Tensor) else -1
-        for key in loaded_keys(rank)
+        key: torch.zeros_like(expected[key]) if isinstance(expected[key], torch.Tensor) else -1 for key in keys
     }
 
 
-def _equal(state: dict[str, Any]) -> bool:
-    expected = full_state()
+def _equal(state: dict[str, Any], expected: dict[str, Any]) -> bool:
     return all(
         bool(torch.equal(value, expected[key])) if isinstance(value, torch.Tensor) else value == expected[key]
         for key, value in state.items()
     )
 
 
-def save_then_load_twice(url: str, share_endpoint: str, each_endpoint: str, out_dir: str) -> None:
-    """Every rank saves the DDP-like state and its own tensor, then loads it through ``share_endpoint``
-    with replicated items shared, and again through ``each_endpoint`` with every rank reading its own."""
-    init_process_group(timeout_s=60)
+def save_then_load_twice(
+    url: str, share_endpoint: str, each_endpoint: str, out_dir: str, model_mib: str = "0"
+) -> None:
+    """Every rank saves the DDP-like state and its own tensor (``model_mib`` > 0: a model of that many
+    MiB instead), then loads it through ``share_endpoint`` with replicated items shared, and again
+    through ``each_endpoint`` with every rank reading all it loads itself."""
+    init_process_group(timeout_s=120)
     rank = dist.get_rank()
-    saved = {**replicated_state(), f"rank{rank}.own": own_tensor(rank)}
+    mib = int(model_mib)
+    if mib:
+        expected, keys = model_state(mib), list(model_state(mib))
+        saved = expected
+    else:
+        expected, keys = full_state(), loaded_keys(rank)
+        saved = {**replicated_state(), f"rank{rank}.own": own_tensor(rank)}
     dcp.save(saved, storage_writer=S3StorageWriter(url, chunk_size_MB=5))
     result: dict[str, Any] = {}
     for name, endpoint, share in (("shared", share_endpoint, True), ("each", each_endpoint, False)):
-        state = _template(rank)
+        state = _template(rank, expected, keys)
         reader = S3StorageReader(url, endpoint_url=endpoint, chunk_size_MB=5, share_replicated=share)
         started = time.monotonic()
         dcp.load(state, storage_reader=reader)
         result[name] = {
-            "equal": _equal(state),
+            "equal": _equal(state, expected),
             "bytes_read": reader.bytes_read,
             "seconds": time.monotonic() - started,
         }
@@ -119,7 +130,7 @@ def load_and_record_failure(url: str, endpoint: str, out_dir: str, kill: str) ->
     reader = kind(url, endpoint_url=endpoint, chunk_size_MB=5)
     started = time.monotonic()
     try:
-        dcp.load(_template(rank), storage_reader=reader)
+        dcp.load(_template(rank, full_state(), loaded_keys(rank)), storage_reader=reader)
         outcome = {"raised": None}
     except BaseException as exc:  # DCP's CheckpointException is a BaseException
         outcome = {"raised": type(exc).__name__, "message": str(exc)}
