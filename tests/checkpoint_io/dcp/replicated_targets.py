@@ -63,10 +63,8 @@ def model_state(mib: int) -> dict[str, Any]:
     return {f"layer{i}.weight": torch.full((1024 * 1024,), float(i)) for i in range(max(1, mib // 4))}
 
 
-def _template(rank: int, expected: dict[str, Any], keys: list[str]) -> dict[str, Any]:
-    return {
-        key: torch.zeros_like(expected[key]) if isinstance(expected[key], torch.Tensor) else -1 for key in keys
-    }
+def _template(expected: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    return {key: torch.zeros_like(v) if isinstance(v := expected[key], torch.Tensor) else -1 for key in keys}
 
 
 def _equal(state: dict[str, Any], expected: dict[str, Any]) -> bool:
@@ -94,7 +92,7 @@ def save_then_load_twice(
     dcp.save(saved, storage_writer=S3StorageWriter(url, chunk_size_MB=5))
     result: dict[str, Any] = {}
     for name, endpoint, share in (("shared", share_endpoint, True), ("each", each_endpoint, False)):
-        state = _template(rank, expected, keys)
+        state = _template(expected, keys)
         reader = S3StorageReader(url, endpoint_url=endpoint, chunk_size_MB=5, share_replicated=share)
         started = time.monotonic()
         dcp.load(state, storage_reader=reader)
@@ -130,7 +128,7 @@ def load_and_record_failure(url: str, endpoint: str, out_dir: str, kill: str) ->
     reader = kind(url, endpoint_url=endpoint, chunk_size_MB=5)
     started = time.monotonic()
     try:
-        dcp.load(_template(rank, full_state(), loaded_keys(rank)), storage_reader=reader)
+        dcp.load(_template(full_state(), loaded_keys(rank)), storage_reader=reader)
         outcome = {"raised": None}
     except BaseException as exc:  # DCP's CheckpointException is a BaseException
         outcome = {"raised": type(exc).__name__, "message": str(exc)}
