@@ -11,11 +11,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.metadata import MetadataIndex
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 
 from checkpoint_io.dcp import replicated_targets
 from checkpoint_io.dcp.replicated_targets import KILLED_RANK, RANKS, checkpoint_bytes, full_state
 from s3_checkpoint_io.dcp import S3StorageWriter
+from s3_checkpoint_io.dcp._replicated_plan import plan_broadcasts
+from s3_checkpoint_io.dcp._stored_items import StoredItem
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
 from support.s3_server import MotoServer
@@ -117,3 +122,39 @@ def test_a_read_refused_by_s3_fails_every_rank_naming_the_reading_rank(
         assert "AccessDenied" in outcome["message"] or "Access Denied" in outcome["message"], outcome
         assert f"of the load of {url}" in outcome["message"], outcome
         assert "failed reading the items it reads for every rank" in outcome["message"], outcome
+
+
+def _read_item(fqn: str, elements: int) -> ReadItem:
+    index = MetadataIndex(fqn, torch.Size([0]))
+    size = torch.Size([elements])
+    return ReadItem(LoadItemType.TENSOR, index, torch.Size([0]), index, torch.Size([0]), size)
+
+
+def test_the_plan_gives_each_replicated_item_one_reader_and_sends_it_only_to_the_ranks_that_want_it() -> None:
+    # HSDP-like, 4 ranks: a replica group per shard (ranks 0 and 2 hold shard 0, 1 and 3 shard 1), plus
+    # one tensor every rank loads and one only rank 3 loads
+    elements = {"shard0.w": 1000, "shard1.w": 1000, "norm": 10, "rank3.extra": 500}
+    locations = {
+        MetadataIndex(fqn, torch.Size([0])): StoredItem(f"{i}.distcp", 0, n * 4, 0, torch.float32, (n,))
+        for i, (fqn, n) in enumerate(elements.items())
+    }
+    wants = {
+        0: ["shard0.w", "norm"],
+        1: ["shard1.w", "norm"],
+        2: ["shard0.w", "norm"],
+        3: ["shard1.w", "norm", "rank3.extra"],
+    }
+    plans = [LoadPlan([_read_item(fqn, elements[fqn]) for fqn in wants[rank]]) for rank in range(4)]
+
+    broadcasts = plan_broadcasts(plans, locations, chunk_bytes=4096)
+
+    by_fqn = {shared.storage_index.fqn: b for b in broadcasts for shared in b.items}
+    assert set(by_fqn) == {"shard0.w", "shard1.w", "norm"}  # rank3.extra: one rank reads it itself
+    for fqn, broadcast in by_fqn.items():
+        wanting = {rank for rank in range(4) if fqn in wants[rank]}
+        assert broadcast.source in wanting
+        assert set(broadcast.receivers) == wanting - {broadcast.source}, fqn
+    # the two shards go to different readers, and rank 3 (which reads rank3.extra) reads neither
+    assert by_fqn["shard0.w"].source in (0, 2)
+    assert by_fqn["shard1.w"].source == 1
+    assert plan_broadcasts(plans, locations, chunk_bytes=4096) == broadcasts  # deterministic

@@ -76,14 +76,17 @@ class SharedItem:
 
 @dataclass(frozen=True)
 class Broadcast:
-    """One broadcast of a load: ``source`` reads ``items`` from S3 and sends them to every rank.
+    """One transfer of a load: ``source`` reads ``items`` from S3 and sends them to ``receivers``.
 
     Attributes:
         source: the rank of the load's group that reads and sends (its group rank).
+        receivers: the group ranks that want some of ``items`` (every other rank: a broadcast over the
+            group; fewer, as with HSDP's replica groups: point-to-point sends to each).
         items: the spans it sends, at their offsets in one buffer.
     """
 
     source: int
+    receivers: tuple[int, ...]
     items: tuple[SharedItem, ...]
 
     @property
@@ -99,8 +102,9 @@ class LoadInstruction:
 
     Attributes:
         save_id: the save whose metadata the coordinator read (None for a stock checkpoint).
-        broadcasts: every broadcast of the load, the same sequence on every rank; the items of this
-            rank's plan that they carry and that another rank sends, this rank does not read.
+        broadcasts: every transfer of the load, the same sequence on every rank (each rank takes part
+            in those it sends or receives); the items of this rank's plan that another rank sends, this
+            rank does not read.
     """
 
     save_id: str | None

@@ -7,10 +7,12 @@ more than one rank's plan reads the same piece (``storage_index``, ``storage_off
 of a stored item. Each is given to one of the ranks that want it, the one with the fewest bytes to
 read so far (largest items first, ties to the lowest rank: deterministic), and packed with the other
 items that rank reads for everybody into broadcasts of at most one chunk (an item larger than a chunk
-alone in its own). Items only one rank wants stay that rank's own reads.
+alone in its own); items that different sets of ranks want (HSDP: each replica group's shard) go in
+different broadcasts, each sent only to its receivers. Items only one rank wants stay that rank's own
+reads.
 
-Every rank receives the same sequence of broadcasts (each rank takes part in every one: a
-collective), round-robin over the reading ranks.
+Every rank receives the same sequence of broadcasts, round-robin over the reading ranks; each rank
+takes part in those it sends or receives, in that order.
 """
 
 from __future__ import annotations
@@ -62,15 +64,22 @@ def plan_broadcasts(
             load[next(iter(ranks))] += sizes[key]
     shared = [key for key, ranks in wanted.items() if len(ranks) > 1 and sizes[key] > 0]
     order = sorted(range(len(shared)), key=lambda i: (-sizes[shared[i]], i))
-    read_by: dict[int, list[ShareKey]] = {}
+    read_by: dict[int, dict[tuple[int, ...], list[ShareKey]]] = {}
     for i in order:
         key = shared[i]
         reader = min(wanted[key], key=lambda rank: (load[rank], rank))
         load[reader] += sizes[key]
-        read_by.setdefault(reader, []).append(key)
+        receivers = tuple(sorted(wanted[key] - {reader}))
+        read_by.setdefault(reader, {}).setdefault(receivers, []).append(key)
     per_source = [
-        _packed(source, sorted(keys, key=lambda k: _position(k, locations)), sizes, chunk_bytes)
-        for source, keys in sorted(read_by.items())
+        [
+            broadcast
+            for receivers, keys in sorted(by_receivers.items())
+            for broadcast in _packed(
+                source, receivers, sorted(keys, key=lambda k: _position(k, locations)), sizes, chunk_bytes
+            )
+        ]
+        for source, by_receivers in sorted(read_by.items())
     ]
     rows = itertools.zip_longest(*per_source)
     return tuple(broadcast for row in rows for broadcast in row if broadcast is not None)
@@ -83,19 +92,24 @@ def _position(key: ShareKey, locations: Mapping[MetadataIndex, StoredItem]) -> t
 
 
 def _packed(
-    source: int, keys: list[ShareKey], sizes: Mapping[ShareKey, int], chunk_bytes: int
+    source: int,
+    receivers: tuple[int, ...],
+    keys: list[ShareKey],
+    sizes: Mapping[ShareKey, int],
+    chunk_bytes: int,
 ) -> list[Broadcast]:
-    """``keys`` (read by ``source``) in order, packed into broadcasts of at most ``chunk_bytes``."""
+    """``keys`` (read by ``source`` for ``receivers``) in order, packed into broadcasts of at most
+    ``chunk_bytes``."""
     broadcasts: list[Broadcast] = []
     items: list[SharedItem] = []
     offset = 0
     for key in keys:
         length = sizes[key]
         if items and offset + length > chunk_bytes:
-            broadcasts.append(Broadcast(source, tuple(items)))
+            broadcasts.append(Broadcast(source, receivers, tuple(items)))
             items, offset = [], 0
         items.append(SharedItem(key[0], key[1], key[2], offset, length))
         offset += -(-length // ALIGNMENT) * ALIGNMENT
     if items:
-        broadcasts.append(Broadcast(source, tuple(items)))
+        broadcasts.append(Broadcast(source, receivers, tuple(items)))
     return broadcasts

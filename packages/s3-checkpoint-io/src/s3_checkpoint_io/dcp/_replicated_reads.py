@@ -7,9 +7,11 @@ stored, else a copy); then every rank learns whether every rank's reads succeede
 every rank with an error naming the rank that failed, before any rank waits in a broadcast for bytes
 that will never come; then the broadcasts run in the plan's order, each one buffer of at most one
 chunk (an item larger than a chunk is sent chunk by chunk), and the receivers hand each item its
-bytes as a read of their own would.
+bytes as a read of their own would. A broadcast that every other rank receives is one
+``dist.broadcast``; one for fewer ranks (HSDP's replica groups) is a point-to-point send to each of
+them, which the other ranks skip (every rank runs the same sequence, so each send meets its receive).
 
-The broadcasts go over the load's process group: CPU tensors where it has gloo, through the current
+The transfers go over the load's process group: CPU tensors where it has gloo, through the current
 CUDA device where it is NCCL only. A rank that stops (killed) breaks the collective: the backend
 raises on the others, which raise :class:`~s3_checkpoint_io.errors.PeerReadError` saying so (and log
 it: torch's own collective after ``read_data`` may then fail with the backend's text instead).
@@ -116,11 +118,13 @@ def read_and_share(
     assert device is not None, "the coordinator plans broadcasts only where they can run"
     chunk = store.transfer_config.chunk_size
     for broadcast in broadcasts:
+        if broadcast.source != me and me not in broadcast.receivers:
+            continue  # a transfer between other ranks
         buffer = bytearray(broadcast.size)
         if broadcast.source == me:
             _pack(buffer, broadcast, kept)
         try:
-            _send(buffer, broadcast.source, group, device, chunk)
+            _send(buffer, broadcast, group, device, chunk)
         except RuntimeError as exc:
             raise _stopped(exc, layout, broadcasts) from exc
         view = memoryview(buffer)
@@ -143,19 +147,31 @@ def _pack(buffer: bytearray, broadcast: Broadcast, kept: Mapping[ShareKey, KeptB
         whole[shared.offset : shared.offset + shared.length].copy_(source)
 
 
-def _send(buffer: bytearray, source: int, group: LoadGroup, device: torch.device, chunk: int) -> None:
-    """Broadcast ``buffer`` from group rank ``source``, at most ``chunk`` bytes at a time."""
+def _send(
+    buffer: bytearray, broadcast: Broadcast, group: LoadGroup, device: torch.device, chunk: int
+) -> None:
+    """Send ``buffer`` from ``broadcast``'s source to its receivers, at most ``chunk`` bytes at a time
+    (on the source it holds the bytes; on a receiver it gets them)."""
     whole = torch.frombuffer(buffer, dtype=torch.uint8)
-    src = _global_rank(group, source)
-    sending = dist.get_rank(group.group) == source
+    src = _global_rank(group, broadcast.source)
+    sending = dist.get_rank(group.group) == broadcast.source
+    to_all = len(broadcast.receivers) == dist.get_world_size(group.group) - 1
     for start, end in chunk_ranges(0, len(buffer), chunk):
         piece = whole[start:end]
-        if device.type == "cpu":
-            dist.broadcast(piece, src=src, group=group.group)
-            continue
-        staged = piece.to(device) if sending else torch.empty(end - start, dtype=torch.uint8, device=device)
-        dist.broadcast(staged, src=src, group=group.group)
-        if not sending:
+        if device.type != "cpu":
+            staged = (
+                piece.to(device) if sending else torch.empty(end - start, dtype=torch.uint8, device=device)
+            )
+        else:
+            staged = piece
+        if to_all:
+            dist.broadcast(staged, src=src, group=group.group)
+        elif sending:
+            for receiver in broadcast.receivers:
+                dist.send(staged, dst=_global_rank(group, receiver), group=group.group)
+        else:
+            dist.recv(staged, src=src, group=group.group)
+        if not sending and staged is not piece:
             piece.copy_(staged)
 
 
