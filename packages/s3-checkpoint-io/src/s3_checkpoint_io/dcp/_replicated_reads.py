@@ -20,6 +20,7 @@ it: torch's own collective after ``read_data`` may then fail with the backend's 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -83,6 +84,7 @@ def read_and_share(
         PeerReadError: on the other ranks, naming the rank whose read failed; on every rank, when a
             rank of the load stopped during the exchange.
     """
+    started = time.monotonic()
     me = dist.get_rank(group.group)
     source_of = {shared.key: broadcast.source for broadcast in broadcasts for shared in broadcast.items}
     own = [item for item in items if source_of.get(share_key(item), me) == me]
@@ -117,6 +119,8 @@ def read_and_share(
     device = transport_device(group)
     assert device is not None, "the coordinator plans broadcasts only where they can run"
     chunk = store.transfer_config.chunk_size
+    read_s = time.monotonic() - started
+    moved = 0
     for broadcast in broadcasts:
         if broadcast.source != me and me not in broadcast.receivers:
             continue  # a transfer between other ranks
@@ -127,11 +131,21 @@ def read_and_share(
             _send(buffer, broadcast, group, device, chunk)
         except RuntimeError as exc:
             raise _stopped(exc, layout, broadcasts) from exc
+        moved += broadcast.size
         view = memoryview(buffer)
         for shared in broadcast.items if broadcast.source != me else ():
             data = view[shared.offset : shared.offset + shared.length]
             for item in received.get(shared.key, ()):
                 fill_from(item, locations[item.storage_index], data, planner)
+    log.info(
+        "DCP load of %s: read %.1f MiB in %.2f s (all ranks' reads included), then sent or received "
+        "%.1f MiB of replicated items in %.2f s",
+        layout.prefix_url,
+        bytes_read / 2**20,
+        read_s,
+        moved / 2**20,
+        time.monotonic() - started - read_s,
+    )
     return bytes_read
 
 
