@@ -5,11 +5,12 @@ rank (or every rank of a replica group) ask for the same bytes of the same shard
 coordinator sees every rank's load plan, so it finds those items here: an item is replicated when
 more than one rank's plan reads the same piece (``storage_index``, ``storage_offsets``, ``lengths``)
 of a stored item. Each is given to one of the ranks that want it, the one with the fewest bytes to
-read so far (largest items first, ties to the lowest rank: deterministic), and packed with the other
-items that rank reads for everybody into broadcasts of at most one chunk (an item larger than a chunk
-alone in its own); items that different sets of ranks want (HSDP: each replica group's shard) go in
-different broadcasts, each sent only to its receivers. Items only one rank wants stay that rank's own
-reads.
+read so far (largest items first, ties to the lowest rank: deterministic). Its small items are packed
+with the others that rank reads for the same ranks into broadcasts of at most one chunk; an item
+large enough to be read straight into its destination (``_shard_reader.DIRECT_MIN_BYTES``) goes
+alone, so that it travels from the reader's destination tensor into each receiver's with no buffer.
+Items that different sets of ranks want (HSDP: each replica group's shard) go in different
+broadcasts, each sent only to its receivers. Items only one rank wants stay that rank's own reads.
 
 Every rank receives the same sequence of broadcasts, round-robin over the reading ranks; each rank
 takes part in those it sends or receives, in that order.
@@ -24,7 +25,7 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadPlan, ReadItem
 
 from s3_checkpoint_io.dcp._records import Broadcast, SharedItem
-from s3_checkpoint_io.dcp._shard_reader import span_bytes
+from s3_checkpoint_io.dcp._shard_reader import DIRECT_MIN_BYTES, span_bytes
 from s3_checkpoint_io.dcp._stored_items import StoredItem
 
 ShareKey = tuple[MetadataIndex, tuple[int, ...], tuple[int, ...]]
@@ -105,11 +106,15 @@ def _packed(
     offset = 0
     for key in keys:
         length = sizes[key]
-        if items and offset + length > chunk_bytes:
+        alone = length >= DIRECT_MIN_BYTES
+        if items and (alone or offset + length > chunk_bytes):
             broadcasts.append(Broadcast(source, receivers, tuple(items)))
             items, offset = [], 0
         items.append(SharedItem(key[0], key[1], key[2], offset, length))
         offset += -(-length // ALIGNMENT) * ALIGNMENT
+        if alone:
+            broadcasts.append(Broadcast(source, receivers, tuple(items)))
+            items, offset = [], 0
     if items:
         broadcasts.append(Broadcast(source, receivers, tuple(items)))
     return broadcasts

@@ -32,7 +32,7 @@ from s3_checkpoint_io.dcp._broadcast import LoadGroup
 from s3_checkpoint_io.dcp._layout import CheckpointLayout
 from s3_checkpoint_io.dcp._records import Broadcast
 from s3_checkpoint_io.dcp._replicated_plan import ShareKey, share_key
-from s3_checkpoint_io.dcp._shard_reader import KeptBytes, fill_from, read_items
+from s3_checkpoint_io.dcp._shard_reader import KeptBytes, destination_holding, fill_from, read_items
 from s3_checkpoint_io.dcp._stored_items import StoredItem
 from s3_checkpoint_io.errors import PeerReadError
 from s3_checkpoint_io.one_rank import failures_of_every_rank
@@ -124,19 +124,29 @@ def read_and_share(
     for broadcast in broadcasts:
         if broadcast.source != me and me not in broadcast.receivers:
             continue  # a transfer between other ranks
-        buffer = bytearray(broadcast.size)
-        if broadcast.source == me:
-            _pack(buffer, broadcast, kept)
+        sending = broadcast.source == me
+        destination = None if sending else _destination(broadcast, received, locations, planner)
+        buffer: bytearray | None = None
+        if sending:
+            payload = _payload(broadcast, kept)
+        elif destination is not None:
+            payload = _bytes_of(destination[1])
+        else:
+            buffer = bytearray(broadcast.size)
+            payload = torch.frombuffer(buffer, dtype=torch.uint8)
         try:
-            _send(buffer, broadcast, group, device, chunk)
+            _transfer(payload, broadcast, group, device, chunk)
         except RuntimeError as exc:
             raise _stopped(exc, layout, broadcasts) from exc
         moved += broadcast.size
-        view = memoryview(buffer)
-        for shared in broadcast.items if broadcast.source != me else ():
-            data = view[shared.offset : shared.offset + shared.length]
-            for item in received.get(shared.key, ()):
-                fill_from(item, locations[item.storage_index], data, planner)
+        if destination is not None:
+            planner.commit_tensor(*destination)
+        elif buffer is not None:
+            view = memoryview(buffer)
+            for shared in broadcast.items:
+                data = view[shared.offset : shared.offset + shared.length]
+                for item in received.get(shared.key, ()):
+                    fill_from(item, locations[item.storage_index], data, planner)
     log.info(
         "DCP load of %s: read %.1f MiB in %.2f s (all ranks' reads included), then sent or received "
         "%.1f MiB of replicated items in %.2f s",
@@ -149,35 +159,62 @@ def read_and_share(
     return bytes_read
 
 
-def _pack(buffer: bytearray, broadcast: Broadcast, kept: Mapping[ShareKey, KeptBytes]) -> None:
-    """Copy the bytes this rank read for ``broadcast`` into its buffer, each at its offset."""
-    whole = torch.frombuffer(buffer, dtype=torch.uint8)
+def _destination(
+    broadcast: Broadcast,
+    received: Mapping[ShareKey, list[ReadItem]],
+    locations: Mapping[MetadataIndex, StoredItem],
+    planner: LoadPlanner,
+) -> tuple[ReadItem, torch.Tensor] | None:
+    """The one item of ``broadcast`` this rank wants and the destination tensor to receive it straight
+    into, when there is exactly one and its memory is the stored bytes; else None (a buffer, then
+    copies)."""
+    if len(broadcast.items) != 1:
+        return None
+    wanting = received.get(broadcast.items[0].key, [])
+    if len(wanting) != 1:
+        return None
+    item = wanting[0]
+    target = destination_holding(item, locations[item.storage_index], planner)
+    return None if target is None else (item, target)
+
+
+def _payload(broadcast: Broadcast, kept: Mapping[ShareKey, KeptBytes]) -> torch.Tensor:
+    """What the source sends: the destination tensor it read one item into, as it is, or a buffer
+    with each item's bytes at its offset."""
+    if len(broadcast.items) == 1 and isinstance(data := kept[broadcast.items[0].key], torch.Tensor):
+        return _bytes_of(data)
+    whole = torch.frombuffer(bytearray(broadcast.size), dtype=torch.uint8)
     for shared in broadcast.items:
         data = kept[shared.key]
-        if isinstance(data, memoryview):
-            source = torch.frombuffer(data, dtype=torch.uint8)
-        else:
-            source = data.detach().reshape(-1).view(torch.uint8)
+        source = (
+            torch.frombuffer(data, dtype=torch.uint8) if isinstance(data, memoryview) else _bytes_of(data)
+        )
         whole[shared.offset : shared.offset + shared.length].copy_(source)
+    return whole
 
 
-def _send(
-    buffer: bytearray, broadcast: Broadcast, group: LoadGroup, device: torch.device, chunk: int
+def _bytes_of(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous tensor's memory as a flat uint8 tensor (a view: no copy)."""
+    return tensor.detach().reshape(-1).view(torch.uint8)
+
+
+def _transfer(
+    payload: torch.Tensor, broadcast: Broadcast, group: LoadGroup, device: torch.device, chunk: int
 ) -> None:
-    """Send ``buffer`` from ``broadcast``'s source to its receivers, at most ``chunk`` bytes at a time
-    (on the source it holds the bytes; on a receiver it gets them)."""
-    whole = torch.frombuffer(buffer, dtype=torch.uint8)
+    """Send ``payload`` (flat uint8, on any device) from ``broadcast``'s source to its receivers, at most
+    ``chunk`` bytes at a time, staged through ``device`` where it lies elsewhere (on the source it holds
+    the bytes; on a receiver it gets them)."""
     src = _global_rank(group, broadcast.source)
     sending = dist.get_rank(group.group) == broadcast.source
     to_all = len(broadcast.receivers) == dist.get_world_size(group.group) - 1
-    for start, end in chunk_ranges(0, len(buffer), chunk):
-        piece = whole[start:end]
-        if device.type != "cpu":
-            staged = (
-                piece.to(device) if sending else torch.empty(end - start, dtype=torch.uint8, device=device)
-            )
-        else:
+    for start, end in chunk_ranges(0, payload.numel(), chunk):
+        piece = payload[start:end]
+        if piece.device == device:
             staged = piece
+        elif sending:
+            staged = piece.to(device)
+        else:
+            staged = torch.empty(end - start, dtype=torch.uint8, device=device)
         if to_all:
             dist.broadcast(staged, src=src, group=group.group)
         elif sending:

@@ -153,6 +153,16 @@ def span_bytes(item: ReadItem, location: StoredItem) -> int:
     return span.end - span.start
 
 
+def destination_holding(item: ReadItem, location: StoredItem, planner: LoadPlanner) -> torch.Tensor | None:
+    """``item``'s destination tensor (on any device) if its memory, filled, is exactly the item's span
+    bytes as stored, so that they can be received straight into it; else None."""
+    span = _span_of(item, location)
+    if item.type == LoadItemType.BYTE_IO or span.is_stream:
+        return None
+    target = planner.resolve_tensor(item).detach()
+    return target if _holds_span(target, span) else None
+
+
 def fill_from(item: ReadItem, location: StoredItem, data: memoryview, planner: LoadPlanner) -> None:
     """Hand ``item`` its span's bytes ``data`` (read by another rank), as a read of its own would."""
     span = _span_of(item, location)
