@@ -24,10 +24,12 @@ from support.s3_objects import created_bucket
 from support.s3_server import MotoServer, new_bucket_name, s3_environment
 
 
-def _shard_gets(proxy: FaultProxy) -> int:
-    return sum(
-        1 for r in proxy.requests if r.operation == "GetObject" and ".distcp" in urllib.parse.unquote(r.path)
-    )
+def _shard_gets(proxy: FaultProxy) -> tuple[int, int]:
+    """(shard GETs, of which not answered 2xx: retried)."""
+    gets = [
+        r for r in proxy.requests if r.operation == "GetObject" and ".distcp" in urllib.parse.unquote(r.path)
+    ]
+    return len(gets), sum(1 for r in gets if not 200 <= r.status < 300)
 
 
 def main() -> None:
@@ -60,7 +62,7 @@ def main() -> None:
                 equal = all(r[mode]["equal"] for r in ranks)
                 print(
                     f"{mode:6} ranks={args.ranks} model={args.model_mib} MiB: downloaded {read:.0f} MiB "
-                    f"({read / args.model_mib:.2f}x), {_shard_gets(proxy)} shard GETs, slowest rank "
+                    f"({read / args.model_mib:.2f}x), shard GETs (failed) {_shard_gets(proxy)}, slowest rank "
                     f"{seconds:.2f} s, tensors equal: {equal}"
                 )
     finally:
