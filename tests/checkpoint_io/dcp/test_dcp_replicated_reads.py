@@ -81,7 +81,7 @@ def test_a_reading_rank_killed_mid_read_fails_the_others_soon_saying_why(
 ) -> None:
     url = f"s3://{bucket}/killed"
     dcp.save(full_state(), storage_writer=S3StorageWriter(url, chunk_size_MB=5), no_dist=True)
-    fault_proxy.add_fault("GetObject", "delay", delay_s=2.0, path_contains=".distcp")
+    fault_proxy.add_fault("GetObject", "delay", delay_s=1.5, path_contains=".distcp")
 
     results = launch(
         replicated_targets.load_and_record_failure,
