@@ -8,7 +8,10 @@ Discovery on global rank 0 (:mod:`~s3_checkpoint_io.rank_zero`) and the DCP meta
 coordinator (:mod:`~s3_checkpoint_io.dcp._broadcast`) both go through :func:`compute_on_one_rank`; a
 checkpoint read once per node (:mod:`~s3_checkpoint_io.node_reads`) goes through
 :func:`compute_on_ranks`, the same with several computing ranks. :func:`raised_from` is the error a
-rank raises for another rank's failure.
+rank raises for another rank's failure. When every rank computed and some must not go on unless all
+succeeded (a rank that reads replicated DCP items for the others,
+:mod:`~s3_checkpoint_io.dcp._replicated_reads`), :func:`failures_of_every_rank` gives each rank the
+others' errors the same way.
 """
 
 from __future__ import annotations
@@ -119,3 +122,18 @@ def raised_from(sent: SentError, rank: int, what: str) -> Exception:
         copy = sent.builtin_kind(f"{sent.qualified_name}: {sent.message}")
     copy.add_note(f"raised on global rank {rank} while {what}; every rank raises it")
     return copy
+
+
+def failures_of_every_rank(
+    error: Exception | None, group: dist.ProcessGroup | None = None
+) -> dict[int, SentError]:
+    """Give every rank of ``group`` the error each rank had (``error``: this rank's, None if it had none).
+
+    Every rank of ``group`` must call this: it is a collective (an all-gather).
+
+    Returns:
+        ``{group rank: its error as it travelled}`` for the ranks that had one.
+    """
+    gathered: list[object] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, None if error is None else SentError.of(error), group=group)
+    return {rank: sent for rank, sent in enumerate(gathered) if isinstance(sent, SentError)}
