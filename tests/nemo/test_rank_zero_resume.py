@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,17 @@ def test_four_ranks_resume_from_one_listing_on_rank_zero(
         )
         listings = proxy.count("ListObjectsV2")
         seen = proxy.counts()
+        # the connector's resume is a collective load: one rank downloads the checkpoint, not each
+        loads = [
+            r.operation
+            for r in proxy.requests
+            if r.operation in ("HeadObject", "GetObject")
+            and urllib.parse.unquote(r.path).endswith(f"/{EXPECTED}")
+        ]
 
     results = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(WORLD_SIZE)]
     assert listings == 1, f"expected exactly one listing for the whole resume, saw {seen}"
+    assert sorted(loads) == ["GetObject", "HeadObject"], loads
     assert {r["rank"] for r in results} == set(range(WORLD_SIZE))
     assert {r["ckpt_path"] for r in results} == {f"{dirpath}/{EXPECTED}"}
     assert {r["start_step"] for r in results} == {10}

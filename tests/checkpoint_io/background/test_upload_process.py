@@ -18,6 +18,8 @@ from checkpoint_io.background.upload_process_targets import async_save_as_last_s
 from checkpoint_io.s3_helpers import Gate, keys, state, wait_until_idle
 from s3_checkpoint_io import BackgroundSaveError, S3CheckpointIO
 from s3_checkpoint_io.errors import UploadProcessError
+from s3_utils.rate_table import TABLE_ENV_VAR
+from s3_utils.request_rate import process_limiter
 from support.fault_proxy import FaultProxy
 
 
@@ -238,3 +240,18 @@ def test_save_stats_carry_the_writers_own_request_and_retry_counts(
     assert (stats.requests, stats.retries) == (3, 2)  # one PutObject answered SlowDown twice, then stored
     assert stats.bytes == s3_client.head_object(Bucket=bucket, Key="run/a.ckpt")["ContentLength"]
     assert stats.as_metrics()["checkpoint/save_retries"] == 2.0
+
+
+def test_the_helper_shares_this_processs_request_rate_table(s3_server: Any, bucket: str) -> None:
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=True)
+    try:
+        io.save_checkpoint(state(1), f"s3://{bucket}/run/a.ckpt")
+        io.wait_for_saves(timeout=60)
+        helper = io.upload_process_pid
+        assert helper is not None
+        ours = process_limiter().table
+        assert ours.shared
+        assert psutil.Process(helper).environ()[TABLE_ENV_VAR] == ours.path
+        assert any(ours.path == m.path for m in psutil.Process(helper).memory_maps())  # joined, mapped
+    finally:
+        io.teardown()

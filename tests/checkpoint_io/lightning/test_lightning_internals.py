@@ -8,11 +8,17 @@ import lightning
 import pytest
 from lightning.fabric.utilities import cloud_io
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.trainer.connectors import checkpoint_connector
 
 from checkpoint_io.lit_helpers import CaptureAtTrainStart, TinyModel, data, topk_callback, trainer
 from s3_checkpoint_io import S3CheckpointIO, S3ModelCheckpoint
-from s3_checkpoint_io.lightning.lightning_internals import TESTED_LIGHTNING_VERSIONS, LightningInternalsError
+from s3_checkpoint_io.lightning.lightning_internals import (
+    TESTED_LIGHTNING_VERSIONS,
+    LightningInternalsError,
+    strategy_loads_on_every_rank,
+)
+from s3_checkpoint_io.strategies import S3FSDPStrategy
 from support.s3_server import MotoServer
 
 pytestmark = pytest.mark.timeout(300)
@@ -63,3 +69,20 @@ def test_the_connector_keeps_lightnings_get_filesystem_except_while_it_probes_th
         assert seen.state is not None
         assert seen.state["global_step"] == started_at
         assert checkpoint_connector.get_filesystem is cloud_io.get_filesystem
+
+
+def test_a_lightning_whose_resume_start_differs_fails_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(checkpoint_connector._CheckpointConnector, "resume_start", lambda self, path: None)
+    with pytest.raises(
+        LightningInternalsError, match=r"_CheckpointConnector.resume_start\('self', 'checkpoint_path'\)"
+    ):
+        S3ModelCheckpoint("s3://bucket/run")
+
+
+def test_only_a_strategy_with_lightnings_own_load_has_its_resume_made_collective() -> None:
+    assert strategy_loads_on_every_rank(DDPStrategy())
+    assert strategy_loads_on_every_rank(SingleDeviceStrategy("cpu"))
+    assert not strategy_loads_on_every_rank(FSDPStrategy())
+    assert not strategy_loads_on_every_rank(S3FSDPStrategy())

@@ -1,12 +1,22 @@
-"""A checkpoint connector whose ``resume_start`` loads the path global rank 0 chose, on every rank."""
+"""A checkpoint connector whose ``resume_start`` loads the path global rank 0 chose, on every rank.
+
+Every rank calls ``resume_start`` at once, so the load inside it is a collective: with the trainer's
+``S3CheckpointIO`` and a strategy whose load is Lightning's own (DDP), the checkpoint is downloaded once
+per node and its bytes shared with the node's other ranks (``S3CheckpointIO.every_rank_loads``;
+``read_once_per_node=False`` on the plugin turns it off).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
 
 from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
+
+from s3_checkpoint_io.lightning.lightning_internals import strategy_loads_on_every_rank
+from s3_checkpoint_io.lightning.stats_logger import find_s3_checkpoint_io
 
 logger = logging.getLogger(__name__)
 
@@ -16,7 +26,8 @@ class S3ResumeConnector(_CheckpointConnector):
 
     Resume discovery runs on rank 0 only, before the process group exists, so only rank 0's Trainer holds
     the path at first. ``resume_start`` runs on every rank once the process group is up: the path is
-    broadcast from rank 0 there, every rank loads it, and each logs how long its load took.
+    broadcast from rank 0 there, every rank loads it (downloaded once per node: see the module), and
+    each logs how long its load took.
     """
 
     def resume_start(self, checkpoint_path: Any = None, *args: Any, **kwargs: Any) -> None:
@@ -41,7 +52,12 @@ class S3ResumeConnector(_CheckpointConnector):
             super().resume_start(None, *args, **kwargs)
             return
         started = time.perf_counter()
-        super().resume_start(shared, *args, **kwargs)
+        io = find_s3_checkpoint_io(self.trainer)
+        every_rank: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if io is not None and strategy_loads_on_every_rank(strategy):
+            every_rank = io.every_rank_loads()
+        with every_rank:
+            super().resume_start(shared, *args, **kwargs)
         logger.info(
             "rank %d loaded checkpoint %s in %.2f s",
             self.trainer.global_rank,

@@ -39,3 +39,36 @@ class WeightsOnlyLoadError(CheckpointIOError, pickle.UnpicklingError):
 
 class CheckpointExistsError(CheckpointIOError, FileExistsError):
     """A save was asked not to overwrite, and a checkpoint is already committed where it would go."""
+
+
+class NodeReaderLostError(CheckpointIOError, ConnectionError):
+    """A rank stopped answering (killed, say) while a checkpoint read once per node was shared.
+
+    Attributes:
+        url: the checkpoint being loaded.
+        reader: the global rank that reads it for this rank's node.
+    """
+
+    def __init__(self, message: str, url: str, reader: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reader = reader
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.url, self.reader))
+
+
+class PeerReadError(CheckpointIOError, RuntimeError):
+    """A rank of a sharded (DCP) load could not get the replicated items another rank reads for it:
+    that rank failed to read them, or stopped. Every rank of the load raises it (none waits forever).
+
+    Attributes:
+        rank: the rank of the load's process group that failed, when known (None: a rank stopped).
+    """
+
+    def __init__(self, message: str, rank: int | None) -> None:
+        super().__init__(message)
+        self.rank = rank
+
+    def __reduce__(self) -> tuple[type[PeerReadError], tuple[str, int | None]]:
+        return type(self), (str(self), self.rank)  # it travels between ranks (DCP gathers errors)

@@ -16,8 +16,7 @@ from typing import TypeVar, cast
 
 import torch.distributed as dist
 
-from s3_checkpoint_io.one_rank import compute_on_one_rank
-from s3_checkpoint_io.sent_errors import SentError
+from s3_checkpoint_io.one_rank import compute_on_one_rank, raised_from
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +68,6 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     return box[0]  # type: ignore[return-value]
 
 
-def _raised_on_rank_zero(sent: SentError, what: str) -> Exception:
-    """The error to raise on a rank other than 0: a copy of rank 0's, naming where it came from."""
-    copy = sent.unpickled()
-    if not isinstance(copy, Exception):
-        copy = sent.builtin_kind(f"{sent.qualified_name}: {sent.message}")
-    copy.add_note(f"raised on global rank 0 while {what}; every rank raises it")
-    return copy
-
-
 def share_from_rank_zero(
     compute: Callable[[], T], *, what: str, without_group: Callable[[], T] | None = None
 ) -> T:
@@ -111,4 +101,4 @@ def share_from_rank_zero(
     if outcome.failure is None:
         return cast(T, outcome.value)
     log.debug("rank %d: rank 0 failed %s: %s", dist.get_rank(), what, outcome.failure.message)
-    raise _raised_on_rank_zero(outcome.failure, what)
+    raise raised_from(outcome.failure, 0, what)

@@ -185,6 +185,10 @@ class TransferConfig:
         connect_attempts: attempts when an endpoint that never answered this process refuses
             connections (a wrong endpoint at start-up fails within a second).
         checksum: send a CRC64NVME with every upload and verify downloads when the server returns one.
+        adaptive_request_rate: after a 503 SlowDown, send fewer requests to that key prefix instead of
+            retrying at the same rate: a rate limit per prefix and request class, learnt from S3's
+            answers and shared by every thread of the process and the processes it starts
+            (:mod:`s3_utils.request_rate`). It costs nothing until S3 first refuses a request.
     """
 
     chunk_size_MB: float = 64
@@ -195,6 +199,7 @@ class TransferConfig:
     retry_total_s: float = 300.0
     connect_attempts: int = 3
     checksum: bool = True
+    adaptive_request_rate: bool = True
 
     def __post_init__(self) -> None:
         check_part_size_MB(self.chunk_size_MB)
@@ -207,6 +212,9 @@ class TransferConfig:
         _positive("retry_base_delay_s", self.retry_base_delay_s)
         _positive("retry_max_delay_s", self.retry_max_delay_s)
         _positive("retry_total_s", self.retry_total_s)
+        for name in ("checksum", "adaptive_request_rate"):
+            if not isinstance(getattr(self, name), bool):
+                raise S3ConfigError(f"{name}={getattr(self, name)!r} is invalid: it must be True or False")
 
     @property
     def chunk_size(self) -> int:

@@ -7,6 +7,7 @@ Source: the Amazon S3 user guide (multipart upload limits; request-rate performa
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from s3_utils.errors import S3ConfigError
 
@@ -35,6 +36,38 @@ PUT_REQUESTS_PER_PREFIX_PER_S = 3500
 """Write requests (PUT/COPY/POST/DELETE) S3 serves per second per partitioned prefix."""
 GET_REQUESTS_PER_PREFIX_PER_S = 5500
 """Read requests (GET/HEAD) S3 serves per second per partitioned prefix."""
+
+PUT_CLASS_OPERATIONS = frozenset(
+    {
+        "PutObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "UploadPartCopy",
+        "CompleteMultipartUpload",
+        "AbortMultipartUpload",
+        "CopyObject",
+        "DeleteObject",
+        "DeleteObjects",
+    }
+)
+"""The operations S3 counts against :data:`PUT_REQUESTS_PER_PREFIX_PER_S`."""
+GET_CLASS_OPERATIONS = frozenset(
+    {"GetObject", "HeadObject", "HeadBucket", "ListObjectsV2", "ListObjects", "ListMultipartUploads"}
+)
+"""The operations S3 counts against :data:`GET_REQUESTS_PER_PREFIX_PER_S`."""
+
+RequestClass = Literal["PUT", "GET"]
+
+
+def request_class(operation: str) -> RequestClass | None:
+    """The request-rate class of an S3 operation: ``"PUT"``, ``"GET"``, or None for one S3 does not
+    rate per prefix (CreateBucket and other bucket-level calls)."""
+    if operation in PUT_CLASS_OPERATIONS:
+        return "PUT"
+    if operation in GET_CLASS_OPERATIONS:
+        return "GET"
+    return None
+
 
 REQUEST_RATE_RETRY_OVERHEAD = 1.15
 """Allowance for retried requests on top of the planned ones, in request-rate estimates."""

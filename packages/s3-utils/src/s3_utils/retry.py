@@ -48,19 +48,21 @@ from s3_utils.errors import (
     http_status,
     translate,
 )
+from s3_utils.limits import RequestClass, request_class
+from s3_utils.request_rate import process_limiter, request_prefix
 from s3_utils.stats import StatsRecorder
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TRANSIENT_CODES = frozenset(
+THROTTLING_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "RequestLimitExceeded"}
+)
+"""Error codes by which S3 says a request was refused for the request rate."""
+THROTTLING_STATUS = frozenset({429, 503})
+TRANSIENT_CODES = THROTTLING_CODES | frozenset(
     {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "TooManyRequests",
-        "RequestLimitExceeded",
         "RequestTimeout",
         "InternalError",
         "ServiceUnavailable",
@@ -112,6 +114,11 @@ def is_connect_failure(exc: BaseException) -> bool:
     return isinstance(exc, _CONNECT_TYPES)
 
 
+def is_throttling(exc: BaseException) -> bool:
+    """True if S3 refused the request for the request rate (503 SlowDown, 429 and the like)."""
+    return error_code(exc) in THROTTLING_CODES or http_status(exc) in THROTTLING_STATUS
+
+
 def is_transient(exc: BaseException) -> bool:
     """True if sending the same request again may succeed."""
     if isinstance(exc, S3Error):
@@ -134,6 +141,7 @@ class Requester:
         self._endpoint = endpoint
         self._budget = stop_before_delay(config.retry_total_s)
         self._buckets_seen: set[str] = set()
+        self._limiter = process_limiter() if config.adaptive_request_rate else None
 
     def bucket_seen(self, bucket: str) -> bool:
         """Whether a request addressing ``bucket`` has succeeded through this requester (so it exists)."""
@@ -180,19 +188,11 @@ class Requester:
                 retry budget, :class:`S3EndpointError` when the endpoint never answered.
         """
         started = time.monotonic()
+        rate_class = request_class(operation) if self._limiter is not None else None
+        rated = (request_prefix(bucket, key), rate_class) if rate_class is not None else None
 
         def attempt() -> T:
-            if stats is not None:
-                stats.request()
-            try:
-                result = fn()
-            except ClientError:
-                _mark_answered(self._endpoint)
-                raise
-            _mark_answered(self._endpoint)
-            if bucket is not None:
-                self._buckets_seen.add(bucket)
-            return result
+            return self._attempt(fn, bucket=bucket, rated=rated, stats=stats)
 
         def before_sleep(state: RetryCallState) -> None:
             if stats is not None:
@@ -225,6 +225,40 @@ class Requester:
             raise self._final_error(
                 exc, operation=operation, bucket=bucket, key=key, attempts=attempts, started=started
             ) from exc
+
+    def _attempt(
+        self,
+        fn: Callable[[], T],
+        *,
+        bucket: str | None,
+        rated: tuple[str, RequestClass] | None,
+        stats: StatsRecorder | None,
+    ) -> T:
+        """One attempt of ``fn``, within the request rate of its prefix when ``rated`` names one."""
+        limiter = self._limiter if rated is not None else None
+        grant = limiter.acquire(*rated) if limiter is not None and rated is not None else None
+        if stats is not None:
+            stats.request()
+            if grant is not None and grant.waited_s:
+                stats.rate_wait(grant.waited_s)
+        try:
+            result = fn()
+        except ClientError as exc:
+            _mark_answered(self._endpoint)
+            if limiter is not None and grant is not None:
+                if is_throttling(exc):
+                    limiter.throttled(grant)
+                    if stats is not None:
+                        stats.throttled()
+                else:
+                    limiter.succeeded(grant)  # answered, not refused: the rate was fine
+            raise
+        _mark_answered(self._endpoint)
+        if limiter is not None and grant is not None:
+            limiter.succeeded(grant)
+        if bucket is not None:
+            self._buckets_seen.add(bucket)
+        return result
 
     def _final_error(
         self,

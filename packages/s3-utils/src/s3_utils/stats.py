@@ -28,6 +28,10 @@ class TransferStats:
         seconds: wall time from the first request to the last answer.
         requests: HTTP requests sent, retries included.
         retries: requests that were sent again after a transient failure.
+        throttled: requests S3 refused for the request rate (503 SlowDown and the like), a part of the
+            failures ``retries`` sent again.
+        rate_wait_s: seconds requests spent waiting for the request rate of their prefix
+            (:mod:`s3_utils.request_rate`), added over requests running at once.
     """
 
     operation: str
@@ -36,6 +40,8 @@ class TransferStats:
     seconds: float
     requests: int
     retries: int
+    throttled: int = 0
+    rate_wait_s: float = 0.0
 
     @property
     def mib_per_s(self) -> float:
@@ -69,6 +75,8 @@ class StatsRecorder:
         self._bytes = 0
         self._requests = 0
         self._retries = 0
+        self._throttled = 0
+        self._rate_wait_s = 0.0
 
     def request(self) -> None:
         """Count one HTTP request (first attempt or retry)."""
@@ -79,6 +87,16 @@ class StatsRecorder:
         """Count one retry."""
         with self._lock:
             self._retries += 1
+
+    def throttled(self) -> None:
+        """Count one request refused for the request rate."""
+        with self._lock:
+            self._throttled += 1
+
+    def rate_wait(self, seconds: float) -> None:
+        """Count ``seconds`` one request waited for the request rate of its prefix."""
+        with self._lock:
+            self._rate_wait_s += seconds
 
     def add_bytes(self, count: int) -> None:
         """Count ``count`` payload bytes as moved (call it once a request has succeeded), and tell the
@@ -112,9 +130,12 @@ class StatsRecorder:
                 seconds=time.monotonic() - self._start,
                 requests=self._requests,
                 retries=self._retries,
+                throttled=self._throttled,
+                rate_wait_s=self._rate_wait_s,
             )
         logger.debug(
-            "%s %s: %d bytes in %.3fs (%.1f MiB/s), %d requests, %d retries",
+            "%s %s: %d bytes in %.3fs (%.1f MiB/s), %d requests, %d retries (%d throttled), "
+            "%.2fs waiting for the request rate",
             stats.operation,
             stats.url,
             stats.bytes,
@@ -122,6 +143,8 @@ class StatsRecorder:
             stats.mib_per_s,
             stats.requests,
             stats.retries,
+            stats.throttled,
+            stats.rate_wait_s,
         )
         for subscriber in subscribers:
             try:

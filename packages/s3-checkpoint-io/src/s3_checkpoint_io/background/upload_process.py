@@ -46,6 +46,7 @@ from s3_checkpoint_io.background.host_buffers import HostBufferPool, shared_slab
 from s3_checkpoint_io.background.wire import MAX_FDS_PER_MESSAGE, receive_message, send_message
 from s3_checkpoint_io.errors import UploadProcessError
 from s3_utils import S3ClientConfig, TransferConfig, TransferStats
+from s3_utils.request_rate import process_limiter
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,8 @@ class UploadProcess:
             return
         if self._process is not None:
             self._collect_dead_process()
+        if self._transfer_config.adaptive_request_rate:
+            process_limiter()  # the helper joins this process's request-rate table, named in os.environ
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = subprocess.Popen(

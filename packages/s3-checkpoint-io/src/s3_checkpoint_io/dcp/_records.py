@@ -48,3 +48,64 @@ class CommitRecord:
     save_id: str
     shard_names: tuple[str, ...]
     locations: dict[MetadataIndex, ShardLocation] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SharedItem:
+    """One stored span that several ranks read, as it lies in a :class:`Broadcast`.
+
+    Attributes:
+        storage_index: the stored item (as in ``ReadItem.storage_index``).
+        storage_offsets: the first element of the piece read (``ReadItem.storage_offsets``).
+        lengths: the piece's shape (``ReadItem.lengths``).
+        offset: where its bytes start in the broadcast buffer.
+        length: its bytes (the span of its shard object it needs).
+    """
+
+    storage_index: MetadataIndex
+    storage_offsets: tuple[int, ...]
+    lengths: tuple[int, ...]
+    offset: int
+    length: int
+
+    @property
+    def key(self) -> tuple[MetadataIndex, tuple[int, ...], tuple[int, ...]]:
+        """What a ``ReadItem`` of the same bytes has (see ``_replicated_plan.share_key``)."""
+        return self.storage_index, self.storage_offsets, self.lengths
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """One transfer of a load: ``source`` reads ``items`` from S3 and sends them to ``receivers``.
+
+    Attributes:
+        source: the rank of the load's group that reads and sends (its group rank).
+        receivers: the group ranks that want some of ``items`` (every other rank: a broadcast over the
+            group; fewer, as with HSDP's replica groups: point-to-point sends to each).
+        items: the spans it sends, at their offsets in one buffer.
+    """
+
+    source: int
+    receivers: tuple[int, ...]
+    items: tuple[SharedItem, ...]
+
+    @property
+    def size(self) -> int:
+        """The buffer's bytes."""
+        last = self.items[-1]
+        return last.offset + last.length
+
+
+@dataclass(frozen=True)
+class LoadInstruction:
+    """The coordinator's instruction to one rank (in ``LoadPlan.storage_data``): what to read.
+
+    Attributes:
+        save_id: the save whose metadata the coordinator read (None for a stock checkpoint).
+        broadcasts: every transfer of the load, the same sequence on every rank (each rank takes part
+            in those it sends or receives); the items of this rank's plan that another rank sends, this
+            rank does not read.
+    """
+
+    save_id: str | None
+    broadcasts: tuple[Broadcast, ...] = ()

@@ -20,7 +20,7 @@ import io
 import itertools
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -69,13 +69,32 @@ class _Read:
     last_of_direct: bool = False
 
 
+KeptBytes = memoryview | torch.Tensor
+"""A read item's span bytes after the load: a copy, or the destination tensor that holds them as is."""
+
+
+@dataclass
+class ReadResult:
+    """What :func:`read_items` did.
+
+    Attributes:
+        bytes_read: the bytes downloaded.
+        kept: for each item asked to be kept, its span's bytes (to send them to other ranks).
+    """
+
+    bytes_read: int
+    kept: dict[ReadItem, KeptBytes] = field(default_factory=dict)
+
+
 def read_items(
     store: S3Store,
     layout: CheckpointLayout,
     items: Sequence[ReadItem],
     locations: Mapping[MetadataIndex, StoredItem],
     planner: LoadPlanner,
-) -> int:
+    *,
+    keep: Set[ReadItem] = frozenset(),
+) -> ReadResult:
     """Read the bytes ``items`` need from their shard objects and fill every item.
 
     Args:
@@ -84,9 +103,11 @@ def read_items(
         items: this rank's read items.
         locations: where each stored item's bytes are (from the committed metadata).
         planner: resolves each item's destination and takes the loaded data.
+        keep: items whose span bytes to keep after the load (the destination tensor when it holds
+            them as stored, else a copy).
 
     Returns:
-        The bytes downloaded.
+        The bytes downloaded, and the kept items' bytes.
 
     Raises:
         S3NotFoundError: if a shard object the committed metadata references is missing.
@@ -96,6 +117,7 @@ def read_items(
         (_span_of(item, locations[item.storage_index]) for item in items),
         key=lambda span: (span.location.name, span.start),
     )
+    result = ReadResult(0)
     reads: list[_Read] = []
     for span in spans:
         if span.start == span.end:
@@ -114,14 +136,37 @@ def read_items(
         try:
             for read in reads:
                 if len(pending) >= 2 * workers:
-                    _finish(*pending.popleft(), planner)
+                    _finish(*pending.popleft(), planner, keep, result)
                 pending.append((read, pool.submit(_get, store, layout, read)))
             while pending:
-                _finish(*pending.popleft(), planner)
+                _finish(*pending.popleft(), planner, keep, result)
         finally:
             for _, future in pending:
                 future.cancel()
-    return sum(read.end - read.start for read in reads)
+    result.bytes_read = sum(read.end - read.start for read in reads)
+    return result
+
+
+def span_bytes(item: ReadItem, location: StoredItem) -> int:
+    """How many bytes of its shard object ``item`` needs (what reading it downloads)."""
+    span = _span_of(item, location)
+    return span.end - span.start
+
+
+def destination_holding(item: ReadItem, location: StoredItem, planner: LoadPlanner) -> torch.Tensor | None:
+    """``item``'s destination tensor (on any device) if its memory, filled, is exactly the item's span
+    bytes as stored, so that they can be received straight into it; else None."""
+    span = _span_of(item, location)
+    if item.type == LoadItemType.BYTE_IO or span.is_stream:
+        return None
+    target = planner.resolve_tensor(item).detach()
+    return target if _holds_span(target, span) else None
+
+
+def fill_from(item: ReadItem, location: StoredItem, data: memoryview, planner: LoadPlanner) -> None:
+    """Hand ``item`` its span's bytes ``data`` (read by another rank), as a read of its own would."""
+    span = _span_of(item, location)
+    _fill(_Span(item, location, 0, span.end - span.start), data, 0, planner)
 
 
 def _interleaved(reads: list[_Read]) -> list[_Read]:
@@ -159,18 +204,23 @@ def _span_of(item: ReadItem, location: StoredItem) -> _Span:
 def _direct_target(span: _Span, planner: LoadPlanner) -> torch.Tensor | None:
     """The destination tensor, if ``span`` can be read straight into it: a large, gap-free tensor
     piece whose destination is a contiguous CPU tensor of the stored type and the piece's shape."""
-    location = span.location
     if span.item.type == LoadItemType.BYTE_IO or span.is_stream or span.end - span.start < DIRECT_MIN_BYTES:
         return None
     target = planner.resolve_tensor(span.item).detach()
-    fits = (
-        target.device.type == "cpu"
+    return target if target.device.type == "cpu" and _holds_span(target, span) else None
+
+
+def _holds_span(target: torch.Tensor, span: _Span) -> bool:
+    """Whether ``target``'s memory, filled, is ``span``'s bytes as stored: a contiguous tensor of the
+    stored type and the piece's shape, for a gap-free tensor piece."""
+    return (
+        span.item.type != LoadItemType.BYTE_IO
+        and not span.is_stream
         and target.is_contiguous()
-        and target.dtype == location.dtype
+        and target.dtype == span.location.dtype
         and tuple(target.size()) == tuple(span.item.lengths)
         and target.numel() * target.element_size() == span.end - span.start
     )
-    return target if fits else None
 
 
 def _direct_reads(span: _Span, chunk: int) -> list[_Read]:
@@ -208,26 +258,39 @@ def _get(store: S3Store, layout: CheckpointLayout, read: _Read) -> int:
     return store.download_range(layout.url_of(read.name), read.start, read.buffer)
 
 
-def _finish(read: _Read, future: Future[int], planner: LoadPlanner) -> None:
-    """Wait for ``read``, then hand what it completed to the planner (in the calling thread)."""
+def _finish(
+    read: _Read, future: Future[int], planner: LoadPlanner, keep: Set[ReadItem], result: ReadResult
+) -> None:
+    """Wait for ``read``, then hand what it completed to the planner (in the calling thread), keeping
+    the bytes of the items in ``keep`` in ``result``."""
     future.result()
     if read.direct is not None:
         if read.last_of_direct:
             assert read.direct.target is not None
             planner.commit_tensor(read.direct.item, read.direct.target)
+            if read.direct.item in keep:
+                result.kept[read.direct.item] = read.direct.target
         return
     for span in read.spans:
-        _fill(span, read.buffer, read.start, planner)
+        target = _fill(span, read.buffer, read.start, planner)
+        if span.item in keep:
+            data = read.buffer[span.start - read.start : span.end - read.start]
+            held = target is not None and _holds_span(target, span)
+            result.kept[span.item] = target if held and target is not None else memoryview(bytearray(data))
     read.buffer = memoryview(b"")  # release the bytes now, not when the whole load ends
 
 
-def _fill(span: _Span, buffer: memoryview, buffer_start: int, planner: LoadPlanner) -> None:
-    """Hand ``span``'s item its bytes, which lie in ``buffer`` (holding the object from ``buffer_start``)."""
+def _fill(span: _Span, buffer: memoryview, buffer_start: int, planner: LoadPlanner) -> torch.Tensor | None:
+    """Hand ``span``'s item its bytes, which lie in ``buffer`` (holding the object from ``buffer_start``).
+
+    Returns:
+        The destination tensor it filled (None for a byte item).
+    """
     item, location = span.item, span.location
     data = buffer[span.start - buffer_start : span.end - buffer_start]
     if item.type == LoadItemType.BYTE_IO:
         planner.load_bytes(item, io.BytesIO(data))
-        return
+        return None
     assert location.shape is not None, "a tensor's location records its shape"
     assert location.dtype is not None, "a tensor's location records its dtype"
     lengths = tuple(item.lengths)
@@ -249,3 +312,4 @@ def _fill(span: _Span, buffer: memoryview, buffer_start: int, planner: LoadPlann
         )
     target.copy_(stored)
     planner.commit_tensor(item, target)
+    return target

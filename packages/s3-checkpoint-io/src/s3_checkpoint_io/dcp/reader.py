@@ -15,9 +15,12 @@ from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
-from s3_checkpoint_io.dcp._broadcast import group_for, read_once
+from s3_checkpoint_io.dcp._broadcast import LoadGroup, group_for, read_once
 from s3_checkpoint_io.dcp._layout import CheckpointLayout
 from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
+from s3_checkpoint_io.dcp._records import Broadcast, LoadInstruction
+from s3_checkpoint_io.dcp._replicated_plan import plan_broadcasts
+from s3_checkpoint_io.dcp._replicated_reads import read_and_share, transport_device
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_reader import read_items
 from s3_checkpoint_io.dcp._step_store import StepStore
@@ -46,6 +49,14 @@ class S3StorageReader(StorageReader):
     checks that all ranks read the same commit, so a load racing an overwrite fails rather than mixing
     two saves.
 
+    Items that several ranks load (a DDP model loaded on every rank, HSDP's replicated parameters and
+    optimizer state) are read from S3 once per load: the coordinator gives each to one of the ranks
+    that want it (balancing the bytes each rank reads), and that rank broadcasts them to the others
+    over the load's process group (gloo, or NCCL through the current CUDA device). If that rank's read
+    fails, every rank of the load raises an error naming it; if it dies, the others fail when the
+    backend sees its connection close. ``share_replicated=False`` makes every rank read all its items
+    itself, as before. The checkpoint's format is the same either way.
+
     The metadata is unpickled: load only checkpoints you trust, as with ``torch.load``.
 
     One ``S3Store`` serves a whole load: opened on first use, closed when ``read_data`` ends (or when
@@ -63,6 +74,8 @@ class S3StorageReader(StorageReader):
             to ``dcp.load(process_group=...)``, ``torch.distributed.group.WORLD`` for the default
             group): its rank 0 GETs the metadata and broadcasts it over it. Default: the group is
             found from the running ``dcp.load``.
+        share_replicated: read each item that several ranks load once and broadcast it (default);
+            False: every rank reads every item it loads from S3.
 
     Raises:
         ValueError: if ``checkpoint_id`` is not an ``s3://bucket/prefix`` URL or a setting is invalid.
@@ -79,6 +92,7 @@ class S3StorageReader(StorageReader):
         profile: str | None = None,
         client_config: S3ClientConfig | None = None,
         process_group: dist.ProcessGroup | None = None,
+        share_replicated: bool = True,
     ) -> None:
         super().__init__()
         self.settings = StoreSettings.build(
@@ -90,6 +104,8 @@ class S3StorageReader(StorageReader):
             client_config=client_config,
         )
         self._process_group = process_group
+        self.share_replicated = share_replicated
+        self._group: LoadGroup | None = None
         self._layout: CheckpointLayout | None = None
         self._commit: CommittedCheckpoint | None = None
         self.bytes_read = 0
@@ -126,6 +142,7 @@ class S3StorageReader(StorageReader):
         if checkpoint_id is not None:
             self._layout = CheckpointLayout.parse(checkpoint_id, "S3StorageReader checkpoint_id")
         self._commit = None
+        self._group = None
         self._store.close()  # an earlier load that failed before read_data left it open
 
     def read_metadata(self) -> Metadata:
@@ -141,6 +158,7 @@ class S3StorageReader(StorageReader):
         given = self._process_group
         # group_of_running_load is called from here: it searches the stack up from this frame
         group = group_for(given) if given is not None else group_of_running_load()
+        self._group = group  # read_data shares replicated items over it
         raw = read_once(self._download_metadata, group)
         try:
             metadata = pickle.loads(raw)
@@ -185,8 +203,9 @@ class S3StorageReader(StorageReader):
         return plan
 
     def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
-        """Send every rank the save id the coordinator read, to check against its own; warn if the
-        ranks' ranged GETs can exceed S3's request rate on one prefix."""
+        """Send every rank the save id the coordinator read, to check against its own, and the
+        broadcasts that share the items several ranks load; warn if the ranks' ranged GETs can exceed
+        S3's request rate on one prefix."""
         prefixes = {name.rpartition("/")[0] for name in self.commit.shard_names} or {""}
         warn_if_over_request_budget(
             math.ceil(len(plans) / len(prefixes)),
@@ -194,7 +213,13 @@ class S3StorageReader(StorageReader):
             "GET",
             "S3StorageReader(max_concurrency=...)",
         )
-        return [dataclasses.replace(plan, storage_data=self.commit.save_id) for plan in plans]
+        broadcasts: tuple[Broadcast, ...] = ()
+        group = self._group
+        if self.share_replicated and group is not None and len(plans) > 1 and transport_device(group):
+            chunk = self.settings.transfer_config.chunk_size
+            broadcasts = plan_broadcasts(plans, self.commit.items, chunk)
+        instruction = LoadInstruction(self.commit.save_id, broadcasts)
+        return [dataclasses.replace(plan, storage_data=instruction) for plan in plans]
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
         """Download what ``plan`` needs and copy it into the state dict.
@@ -207,14 +232,30 @@ class S3StorageReader(StorageReader):
                 checkpoint was overwritten during the load): load again.
             S3NotFoundError: if a shard object is missing (deleted by an overwrite meanwhile).
         """
-        if plan.storage_data is not None and plan.storage_data != self.commit.save_id:
+        instruction = plan.storage_data
+        if isinstance(instruction, LoadInstruction) and instruction.save_id != self.commit.save_id:
             raise S3ObjectChangedError(
                 f"{self.layout.metadata_url} was overwritten during the load (this rank read save "
-                f"{self.commit.save_id}, the coordinator {plan.storage_data}); load again"
+                f"{self.commit.save_id}, the coordinator {instruction.save_id}); load again"
             )
+        broadcasts = instruction.broadcasts if isinstance(instruction, LoadInstruction) else ()
         started = time.monotonic()
         try:
-            size = read_items(self._store.get(), self.layout, plan.items, self.commit.items, planner)
+            store = self._store.get()
+            if broadcasts:
+                if self._group is None:
+                    raise RuntimeError("S3StorageReader: a plan with broadcasts reached a load with no group")
+                size = read_and_share(
+                    store,
+                    self.layout,
+                    plan.items,
+                    self.commit.items,
+                    planner,
+                    broadcasts=broadcasts,
+                    group=self._group,
+                )
+            else:
+                size = read_items(store, self.layout, plan.items, self.commit.items, planner).bytes_read
         finally:
             self._store.close()  # this rank's part of the load is done
         self.bytes_read = size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import os
@@ -24,6 +25,8 @@ from s3_checkpoint_io.lightning import spawn_handoff
 from s3_checkpoint_io.lightning.compat import override
 from s3_checkpoint_io.lightning.save_stats import SaveStats
 from s3_checkpoint_io.lightning.settings import CheckpointIOSettings
+from s3_checkpoint_io.node_reads import read_once_per_node
+from s3_checkpoint_io.rank_zero import distributed_ready
 from s3_dirpath_utils import normalize_s3_url, require_s3_url
 from s3_utils import ObjectInfo, S3ClientConfig, S3NotFoundError, S3Store, TransferConfig, TransferStats
 from s3_utils.checkpoint_names import parse_prefix_with_step
@@ -58,6 +61,12 @@ class S3CheckpointIO(CheckpointIO):
     one checkpoint's worth of memory and no loaded tensor keeps the rest of the download alive.
     Unpickling can run arbitrary code: load checkpoints you did not write with ``weights_only=True``.
 
+    A load every rank makes at once (a DDP resume: :meth:`load_checkpoint_on_every_rank`, or any
+    ``load_checkpoint`` inside :meth:`every_rank_loads`, which ``S3ModelCheckpoint`` arms for
+    Lightning's resume) downloads the checkpoint once per node and shares its bytes with the node's other
+    ranks over gloo (:mod:`~s3_checkpoint_io.node_reads`); a lone ``load_checkpoint`` downloads on the
+    rank that calls it.
+
     Args:
         dirpath: the ``s3://bucket/prefix`` the checkpoints live under.
         chunk_size_MB: multipart part and download range size in MiB (5 to 5120).
@@ -76,6 +85,8 @@ class S3CheckpointIO(CheckpointIO):
         clean_same_step_last: after saving ``...step=<n>-...last.ckpt``, delete the other ``-last``
             checkpoints of the same step (NeMo's behaviour; off by default).
         history_size: how many entries ``save_history`` keeps.
+        read_once_per_node: a load every rank makes at once downloads once per node (default); False:
+            every rank downloads it.
 
     Raises:
         ValueError: if ``dirpath`` is not an S3 URL (use Lightning's ``TorchCheckpointIO`` for local
@@ -98,6 +109,7 @@ class S3CheckpointIO(CheckpointIO):
         max_pending_saves: int = 1,
         clean_same_step_last: bool = False,
         history_size: int = 1000,
+        read_once_per_node: bool = True,
     ) -> None:
         super().__init__()
         self.dirpath = require_s3_url(dirpath, "S3CheckpointIO dirpath", _LOCAL_HINT).rstrip("/")
@@ -110,6 +122,7 @@ class S3CheckpointIO(CheckpointIO):
             max_pending_saves=max_pending_saves,
             clean_same_step_last=clean_same_step_last,
             history_size=history_size,
+            read_once_per_node=read_once_per_node,
         )
         self.client_config = S3ClientConfig.resolve(
             client_config, endpoint_url=endpoint_url, region=region, profile=profile
@@ -158,6 +171,7 @@ class S3CheckpointIO(CheckpointIO):
         self._write_store: S3Store | None = None
         self._read_store: S3Store | None = None
         self._history_lock = threading.Lock()
+        self._every_rank = _EveryRankLoads()
 
     def __repr__(self) -> str:
         return (
@@ -295,38 +309,89 @@ class S3CheckpointIO(CheckpointIO):
         handoff = spawn_handoff.handoff_path(path)
         if handoff is not None:  # ddp_spawn handing the final weights to the main process
             return spawn_handoff.load(handoff, map_location, weights_only)
-        url = _as_url(path)
+        return self._load(_as_url(path), map_location, weights_only, self._every_rank.armed)
+
+    def load_checkpoint_on_every_rank(
+        self, path: PathLike, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> Any:
+        """:meth:`load_checkpoint`, called by every rank at once: downloaded once per node, not per rank.
+
+        A collective over the default process group when one with more than one rank exists (else the
+        same as :meth:`load_checkpoint`): every rank must call it, for the same ``path``. One rank per
+        node downloads the checkpoint, the others receive its bytes over gloo, and each rank
+        ``torch.load``s its own copy (:mod:`~s3_checkpoint_io.node_reads`). With
+        ``read_once_per_node=False`` every rank downloads it.
+
+        Args:
+            path: an ``s3://bucket/key`` URL, the same on every rank.
+            map_location: as for :meth:`load_checkpoint`.
+            weights_only: as for :meth:`load_checkpoint`.
+
+        Returns:
+            What was saved there, on every rank.
+
+        Raises:
+            FileNotFoundError: if there is no object at ``path`` (on every rank; a note names the
+                rank that read it).
+            ValueError: if the ranks asked for different paths.
+            NodeReaderLostError: if a rank stopped answering (killed) before every rank had the bytes.
+            CorruptCheckpointError: if the object is not a readable torch checkpoint.
+            Exception: any other error of the reading rank, on every rank.
+        """
+        return self._load(_as_url(path), map_location, weights_only, True)
+
+    @contextlib.contextmanager
+    def every_rank_loads(self) -> Iterator[None]:
+        """Make each :meth:`load_checkpoint` in the block :meth:`load_checkpoint_on_every_rank`.
+
+        For code that knows every rank loads the same checkpoint at the same moment, such as Lightning's
+        resume (``S3ModelCheckpoint`` arms it there). A rank loading alone inside the block would wait
+        for the others: keep the block to the collective load. Applies to the thread that entered it.
+        """
+        self._every_rank.enter()
+        try:
+            yield
+        finally:
+            self._every_rank.leave()
+
+    def _load(self, url: str, map_location: Any, weights_only: bool | None, every_rank: bool) -> Any:
         if url in self._saver.pending_saves():
             self._saver.wait()
+        shared = every_rank and self.settings.read_once_per_node and _can_read_once_per_node()
         started = time.perf_counter()
+        file: MemoryFile | bytearray
+        if shared:
+            file, download_s = self._shared_download(url)
+        else:
+            file, download_s = self._download(url)
+        size = file.size if isinstance(file, MemoryFile) else len(file)
         try:
-            checkpoint, size, download_s = self._download_and_load(
-                url, "cpu" if map_location is None else map_location, weights_only
-            )
-        except S3NotFoundError as exc:
-            if exc.code == "NoSuchBucket":
-                raise  # its message names the bucket: not a missing checkpoint
-            raise FileNotFoundError(f"checkpoint not found: no object at {url}") from exc
+            checkpoint = _load_file(file, url, "cpu" if map_location is None else map_location, weights_only)
+        finally:
+            if isinstance(file, MemoryFile):
+                file.close()
         log.info(
-            "loaded %s: %d bytes, download %.3fs (%.1f MiB/s), total %.3fs",
+            "loaded %s: %d bytes, download %.3fs (%.1f MiB/s)%s, total %.3fs",
             url,
             size,
             download_s,
             size / MiB / download_s if download_s > 0 else 0.0,
+            " (read once per node)" if shared else "",
             time.perf_counter() - started,
         )
         return checkpoint
 
-    def _download_and_load(
-        self, url: str, map_location: Any, weights_only: bool | None
-    ) -> tuple[Any, int, float]:
-        """Download ``url`` and unpickle it; returns (checkpoint, bytes, download seconds)."""
+    def _download(self, url: str) -> tuple[MemoryFile | bytearray, float]:
+        """``url``'s bytes on this rank: an in-memory file where the platform has them, else a buffer."""
         started = time.perf_counter()
-        store = self._store(write=False)
         if not memory_files_supported():
-            buffer = store.download_bytes(url)
-            download_s = time.perf_counter() - started
-            return load_from_buffer(buffer, url, map_location, weights_only), len(buffer), download_s
+            with _missing_checkpoint(url):
+                buffer = self._store(write=False).download_bytes(url)
+            return buffer, time.perf_counter() - started
+        file, _ = self._download_memory_file(url)
+        return file, time.perf_counter() - started
+
+    def _download_memory_file(self, url: str) -> tuple[MemoryFile, ObjectInfo]:
         # Download into an in-memory file and map it: a load needs one checkpoint's worth of memory,
         # not two (see load_from_buffer).
         files: list[MemoryFile] = []
@@ -336,17 +401,18 @@ class S3CheckpointIO(CheckpointIO):
             return files[0].buffer()
 
         try:
-            info = store.download_to(url, allocate)
-            download_s = time.perf_counter() - started
-            view = files[0].buffer()
-            try:
-                checkpoint = load_from_buffer(view, url, map_location, weights_only, mapped=files[0])
-            finally:
-                view.release()
-            return checkpoint, info.size, download_s
-        finally:
+            with _missing_checkpoint(url):
+                info = self._store(write=False).download_to(url, allocate)
+        except BaseException:
             for memory_file in files:
                 memory_file.close()
+            raise
+        return files[0], info
+
+    def _shared_download(self, url: str) -> tuple[MemoryFile, float]:
+        started = time.perf_counter()
+        file = read_once_per_node(url, functools.partial(self._download_memory_file, url))
+        return file, time.perf_counter() - started
 
     @override
     def remove_checkpoint(self, path: PathLike) -> None:
@@ -516,6 +582,7 @@ _RUNTIME_ATTRIBUTES = (
     "_write_store",
     "_read_store",
     "_history_lock",
+    "_every_rank",
 )
 """What ``__getstate__`` leaves out: state of one live object, rebuilt by ``_start_runtime``."""
 
@@ -524,3 +591,48 @@ _LOCAL_HINT = "for local paths use Lightning's TorchCheckpointIO (the default) i
 
 def _as_url(path: PathLike) -> str:
     return require_s3_url(path, "S3CheckpointIO path", _LOCAL_HINT)
+
+
+def _can_read_once_per_node() -> bool:
+    """Whether a load every rank makes can be shared: more than one rank, and in-memory files."""
+    return distributed_ready() and memory_files_supported()
+
+
+@contextlib.contextmanager
+def _missing_checkpoint(url: str) -> Iterator[None]:
+    """A missing object at ``url`` as ``FileNotFoundError`` naming the checkpoint (a missing bucket is
+    left as it is: its message names the bucket)."""
+    try:
+        yield
+    except S3NotFoundError as exc:
+        if exc.code == "NoSuchBucket":
+            raise
+        raise FileNotFoundError(f"checkpoint not found: no object at {url}") from exc
+
+
+def _load_file(file: MemoryFile | bytearray, url: str, map_location: Any, weights_only: bool | None) -> Any:
+    """``torch.load`` the downloaded bytes (mapped, for an in-memory file: see ``load_from_buffer``)."""
+    if isinstance(file, bytearray):
+        return load_from_buffer(file, url, map_location, weights_only)
+    view = file.buffer()
+    try:
+        return load_from_buffer(view, url, map_location, weights_only, mapped=file)
+    finally:
+        view.release()
+
+
+class _EveryRankLoads:
+    """How deep this thread is inside :meth:`S3CheckpointIO.every_rank_loads` (per thread)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @property
+    def armed(self) -> bool:
+        return bool(getattr(self._local, "depth", 0))
+
+    def enter(self) -> None:
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+
+    def leave(self) -> None:
+        self._local.depth -= 1

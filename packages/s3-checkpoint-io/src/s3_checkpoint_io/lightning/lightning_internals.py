@@ -14,6 +14,9 @@ module is the only one that touches them:
 - :func:`answer_probes_for` replaces the connector's ``get_filesystem`` only from the moment
   ``find_last_checkpoints`` returns its pick until the connector has probed it (or the callback's
   ``setup`` runs, whichever is first), never for the whole process.
+- :func:`load_on_every_rank_during_resume` wraps the trainer's checkpoint connector's
+  ``resume_start`` (on that connector object, for one call): Lightning calls it on every rank at once,
+  so the single-file load inside it may be a collective (:meth:`S3CheckpointIO.every_rank_loads`).
 - The sharded strategies (:mod:`s3_checkpoint_io.strategies`) ask Lightning's strategy modules the
   same questions Lightning's own ``save_checkpoint`` / ``load_checkpoint`` ask, through the functions
   at the end of this module (each imports its Lightning module when first called, so importing this
@@ -26,13 +29,16 @@ instead of silently skipping an override.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Callable
 from typing import Any
 from weakref import proxy
 
 import lightning
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.trainer.connectors import checkpoint_connector
 from torch import Tensor
 
@@ -50,6 +56,8 @@ _HOOK_PARAMETERS = {
     "_should_remove_checkpoint": ("self", "trainer", "previous", "current"),
 }
 _SAVE_RECORD = ("_last_checkpoint_saved", "_last_global_step_saved")
+_RESUME_START_PARAMETERS = ("self", "checkpoint_path")
+"""``_CheckpointConnector.resume_start``'s first parameters (2.5 adds ``weights_only`` after them)."""
 _OUR_NAMES = (
     "save_topk_checkpoint",
     "save_last_checkpoint",
@@ -82,6 +90,9 @@ def require_lightning_internals(callback: ModelCheckpoint) -> None:
     missing += [f"ModelCheckpoint().{name}" for name in _SAVE_RECORD if not hasattr(callback, name)]
     if not callable(getattr(checkpoint_connector, "get_filesystem", None)):
         missing.append("lightning.pytorch.trainer.connectors.checkpoint_connector.get_filesystem")
+    resume_start = getattr(checkpoint_connector._CheckpointConnector, "resume_start", None)
+    if (_parameters(resume_start) or ())[:2] != _RESUME_START_PARAMETERS:
+        missing.append(f"_CheckpointConnector.resume_start{_RESUME_START_PARAMETERS}")
     taken = [
         f"ModelCheckpoint.{name} (now Lightning's own)"
         for name in _OUR_NAMES
@@ -209,6 +220,58 @@ def stop_answering_probes() -> None:
     current = checkpoint_connector.get_filesystem  # type: ignore[attr-defined]
     if isinstance(current, _ConnectorProbes):
         checkpoint_connector.get_filesystem = current.lightning_get_filesystem  # type: ignore[attr-defined]
+
+
+def strategy_loads_on_every_rank(strategy: Strategy) -> bool:
+    """Whether ``strategy.load_checkpoint`` is Lightning's own: its ``checkpoint_io``'s, on every rank.
+
+    DDP's is; a strategy that overrides it (FSDP, DeepSpeed, the sharded strategies) may load
+    otherwise, so its load is never made a collective.
+    """
+    return type(strategy).load_checkpoint is Strategy.load_checkpoint
+
+
+class _ResumeOnEveryRank:
+    """A connector's ``resume_start`` for one call, run inside ``every_rank_loads()``.
+
+    The first call puts back what the connector had (Lightning's method, or an earlier wrapper).
+    """
+
+    def __init__(
+        self, connector: Any, every_rank_loads: Callable[[], contextlib.AbstractContextManager[None]]
+    ) -> None:
+        self.connector = connector
+        self.every_rank_loads = every_rank_loads
+        self.previous = connector.__dict__.get("resume_start")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.connector.__dict__.get("resume_start") is self:
+            if self.previous is None:
+                del self.connector.resume_start
+            else:
+                self.connector.resume_start = self.previous
+        with self.every_rank_loads():
+            return self.connector.resume_start(*args, **kwargs)
+
+
+def load_on_every_rank_during_resume(
+    trainer: pl.Trainer, every_rank_loads: Callable[[], contextlib.AbstractContextManager[None]]
+) -> bool:
+    """Run the trainer's next ``resume_start`` inside ``every_rank_loads()``, if its loads are collective.
+
+    Lightning 2.4 to 2.6 call ``trainer._checkpoint_connector.resume_start(path, ...)`` on every rank,
+    after the callbacks' ``setup`` and before training; it loads through ``strategy.load_checkpoint``.
+    Only that one call of that connector object is wrapped, and only when the strategy's load is
+    Lightning's own (:func:`strategy_loads_on_every_rank`).
+
+    Returns:
+        Whether the resume was armed.
+    """
+    if not strategy_loads_on_every_rank(trainer.strategy):
+        return False
+    connector: Any = trainer._checkpoint_connector
+    connector.resume_start = _ResumeOnEveryRank(connector, every_rank_loads)
+    return True
 
 
 def has_dtensor_modules(module: object) -> bool:

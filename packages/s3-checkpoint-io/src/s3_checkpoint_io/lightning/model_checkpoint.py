@@ -35,6 +35,7 @@ from s3_checkpoint_io.lightning.last_checkpoint import ListedCheckpoint
 from s3_checkpoint_io.lightning.lightning_internals import (
     ModelCheckpointHooks,
     answer_probes_for,
+    load_on_every_rank_during_resume,
     stop_answering_probes,
 )
 from s3_checkpoint_io.lightning.stats_logger import find_s3_checkpoint_io
@@ -83,6 +84,10 @@ class S3ModelCheckpoint(ModelCheckpointHooks):
     checkpoint even from an earlier step, which top-k rotation may then delete; ``save_last=True``
     already stores each step's bytes once.
 
+    Its ``setup``, which runs on every rank before Lightning's resume, arms that resume's load as a
+    collective, so a DDP resume downloads the checkpoint once per node, not once per rank
+    (``S3CheckpointIO(read_once_per_node=False)`` turns it off).
+
     Args:
         dirpath: where checkpoints go, ``s3://bucket/prefix``.
         **kwargs: every other ``ModelCheckpoint`` argument (``save_last="link"`` is not supported).
@@ -115,6 +120,9 @@ class S3ModelCheckpoint(ModelCheckpointHooks):
         # Lightning's own setup lists the directory through fsspec; do the same through S3CheckpointIO.
         stop_answering_probes()  # "last" is resolved by now, whether or not the connector probed our pick
         io = self._checkpoint_io(trainer)
+        # Every rank runs this hook, then Lightning's resume loads the checkpoint on every rank at once:
+        # the load may download once per node (S3CheckpointIO.every_rank_loads).
+        load_on_every_rank_during_resume(trainer, io.every_rank_loads)
         self.dirpath = trainer.strategy.broadcast(self.dir_url)
         if stage != "fit" or self.save_top_k == 0:
             return

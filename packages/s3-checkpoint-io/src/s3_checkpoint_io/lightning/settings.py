@@ -33,6 +33,9 @@ class CheckpointIOSettings:
         clean_same_step_last: after saving ``...step=<n>-...last.ckpt``, delete older ``-last``
             checkpoints of the same step (NeMo's clean-up of stale ``-last`` files).
         history_size: how many :class:`~s3_checkpoint_io.SaveStats` ``save_history`` keeps (>= 1).
+        read_once_per_node: a load every rank makes together (a DDP resume) downloads the checkpoint
+            on one rank per node and shares its bytes with the node's other ranks
+            (:mod:`~s3_checkpoint_io.node_reads`); False: every rank downloads it.
 
     Raises:
         ValueError: at construction, naming the field, the value and the allowed range.
@@ -46,6 +49,7 @@ class CheckpointIOSettings:
     max_pending_saves: int = 1
     clean_same_step_last: bool = False
     history_size: int = 1000
+    read_once_per_node: bool = True
 
     def __post_init__(self) -> None:
         check_part_size_MB(self.chunk_size_MB)
@@ -57,6 +61,6 @@ class CheckpointIOSettings:
             raise ValueError(
                 f"async_uploader={self.async_uploader!r} is invalid: use one of {ASYNC_UPLOADERS}"
             )
-        for name in ("async_checkpointing", "clean_same_step_last"):
+        for name in ("async_checkpointing", "clean_same_step_last", "read_once_per_node"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid: it must be True or False")

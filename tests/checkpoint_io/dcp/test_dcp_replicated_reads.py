@@ -1,0 +1,160 @@
+"""Replicated items of a sharded load are read from S3 once per load and broadcast (gloo CPU ranks,
+real S3 server, real faults): the bytes fetched, every rank's tensors, a reading rank killed mid-read,
+a read refused by S3."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.metadata import MetadataIndex
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
+
+from checkpoint_io.dcp import replicated_targets
+from checkpoint_io.dcp.replicated_targets import KILLED_RANK, RANKS, checkpoint_bytes, full_state
+from s3_checkpoint_io.dcp import S3StorageWriter
+from s3_checkpoint_io.dcp._replicated_plan import plan_broadcasts
+from s3_checkpoint_io.dcp._stored_items import StoredItem
+from support.fault_proxy import FaultProxy
+from support.ranks import launch
+from support.s3_server import MotoServer
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning"),
+]
+
+
+@pytest.fixture
+def second_proxy(s3_server: MotoServer) -> Iterator[FaultProxy]:
+    """Another proxy in front of the same server, so that two loads' requests are counted apart."""
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        yield proxy
+
+
+def _shard_gets(proxy: FaultProxy) -> int:
+    return sum(
+        1
+        for r in proxy.requests
+        if r.operation == "GetObject" and ".distcp" in urllib.parse.unquote(r.path) and r.status < 300
+    )
+
+
+def _outcomes(tmp_path: pathlib.Path) -> list[dict[str, Any]]:
+    return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(RANKS)]
+
+
+def test_a_ddp_state_loaded_on_three_ranks_is_fetched_once_and_every_rank_gets_its_tensors(
+    bucket: str, tmp_path: pathlib.Path, fault_proxy: FaultProxy, second_proxy: FaultProxy
+) -> None:
+    url = f"s3://{bucket}/ddp"
+    launch(
+        replicated_targets.save_then_load_twice,
+        world_size=RANKS,
+        args=[url, fault_proxy.url, second_proxy.url, str(tmp_path)],
+        timeout_s=120,
+    )
+    outcomes = _outcomes(tmp_path)
+    assert all(o["shared"]["equal"] and o["each"]["equal"] for o in outcomes), outcomes
+    total = checkpoint_bytes()
+    shared = sum(o["shared"]["bytes_read"] for o in outcomes)
+    each = sum(o["each"]["bytes_read"] for o in outcomes)
+    # every byte once (plus the small gaps a merged read spans), against each rank reading all it loads
+    assert total <= shared < 1.1 * total, (shared, total)
+    assert each > 2.5 * total, (each, total)
+    # the reads are spread over the ranks: none reads more than half of the checkpoint
+    assert max(o["shared"]["bytes_read"] for o in outcomes) < 0.5 * total, outcomes
+    assert _shard_gets(fault_proxy) < _shard_gets(second_proxy) / 2, (
+        _shard_gets(fault_proxy),
+        _shard_gets(second_proxy),
+    )
+
+
+def test_a_reading_rank_killed_mid_read_fails_the_others_soon_saying_why(
+    bucket: str, tmp_path: pathlib.Path, fault_proxy: FaultProxy
+) -> None:
+    url = f"s3://{bucket}/killed"
+    dcp.save(full_state(), storage_writer=S3StorageWriter(url, chunk_size_MB=5), no_dist=True)
+    fault_proxy.add_fault("GetObject", "delay", delay_s=1.5, path_contains=".distcp")
+
+    results = launch(
+        replicated_targets.load_and_record_failure,
+        world_size=RANKS,
+        args=[url, fault_proxy.url, str(tmp_path), "1"],
+        timeout_s=90,
+        check=False,
+    )
+
+    assert results[KILLED_RANK].returncode == -9
+    for rank in set(range(RANKS)) - {KILLED_RANK}:
+        # the rank raised on its own (launch kills a straggler 5 s after the first rank died)
+        outcome = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert outcome["raised"] is not None, (rank, outcome)
+        assert "could not exchange the replicated items" in results[rank].output, results[rank].output[-3000:]
+        assert url in results[rank].output
+
+
+def test_a_read_refused_by_s3_fails_every_rank_naming_the_reading_rank(
+    bucket: str, tmp_path: pathlib.Path, fault_proxy: FaultProxy
+) -> None:
+    url = f"s3://{bucket}/denied"
+    dcp.save(full_state(), storage_writer=S3StorageWriter(url, chunk_size_MB=5), no_dist=True)
+    fault_proxy.add_fault("GetObject", "access_denied", times=1, path_contains=".distcp")
+
+    launch(
+        replicated_targets.load_and_record_failure,
+        world_size=RANKS,
+        args=[url, fault_proxy.url, str(tmp_path), "0"],
+        timeout_s=90,
+        check=False,
+    )
+
+    outcomes = _outcomes(tmp_path)
+    assert all(o["raised"] == "CheckpointException" for o in outcomes), outcomes
+    # DCP gathers every rank's error: the reading rank's own, and the others' naming it
+    for outcome in outcomes:
+        assert "AccessDenied" in outcome["message"] or "Access Denied" in outcome["message"], outcome
+        assert f"of the load of {url}" in outcome["message"], outcome
+        assert "failed reading the items it reads for every rank" in outcome["message"], outcome
+
+
+def _read_item(fqn: str, elements: int) -> ReadItem:
+    index = MetadataIndex(fqn, torch.Size([0]))
+    size = torch.Size([elements])
+    return ReadItem(LoadItemType.TENSOR, index, torch.Size([0]), index, torch.Size([0]), size)
+
+
+def test_the_plan_gives_each_replicated_item_one_reader_and_sends_it_only_to_the_ranks_that_want_it() -> None:
+    # HSDP-like, 4 ranks: a replica group per shard (ranks 0 and 2 hold shard 0, 1 and 3 shard 1), plus
+    # one tensor every rank loads and one only rank 3 loads
+    elements = {"shard0.w": 1000, "shard1.w": 1000, "norm": 10, "rank3.extra": 500}
+    locations = {
+        MetadataIndex(fqn, torch.Size([0])): StoredItem(f"{i}.distcp", 0, n * 4, 0, torch.float32, (n,))
+        for i, (fqn, n) in enumerate(elements.items())
+    }
+    wants = {
+        0: ["shard0.w", "norm"],
+        1: ["shard1.w", "norm"],
+        2: ["shard0.w", "norm"],
+        3: ["shard1.w", "norm", "rank3.extra"],
+    }
+    plans = [LoadPlan([_read_item(fqn, elements[fqn]) for fqn in wants[rank]]) for rank in range(4)]
+
+    broadcasts = plan_broadcasts(plans, locations, chunk_bytes=4096)
+
+    by_fqn = {shared.storage_index.fqn: b for b in broadcasts for shared in b.items}
+    assert set(by_fqn) == {"shard0.w", "shard1.w", "norm"}  # rank3.extra: one rank reads it itself
+    for fqn, broadcast in by_fqn.items():
+        wanting = {rank for rank in range(4) if fqn in wants[rank]}
+        assert broadcast.source in wanting
+        assert set(broadcast.receivers) == wanting - {broadcast.source}, fqn
+    # the two shards go to different readers, and rank 3 (which reads rank3.extra) reads neither
+    assert by_fqn["shard0.w"].source in (0, 2)
+    assert by_fqn["shard1.w"].source == 1
+    assert plan_broadcasts(plans, locations, chunk_bytes=4096) == broadcasts  # deterministic
