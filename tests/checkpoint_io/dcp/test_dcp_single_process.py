@@ -61,7 +61,7 @@ def _commit(s3_client: Any, bucket: str, key: str) -> CommittedCheckpoint:
 
 def test_dcp_save_then_load_round_trips_tensors_and_objects(bucket: str, s3_client: Any) -> None:
     url = f"s3://{bucket}/run/step-1"
-    dcp.save(_state(1), storage_writer=S3StorageWriter(url))
+    dcp.save(_state(1), storage_writer=S3StorageWriter(url, key_prefix_strategy="flat"))
 
     commit = _commit(s3_client, bucket, "run/step-1/.metadata")
     (shard,) = commit.shard_names
@@ -83,10 +83,10 @@ def test_dcp_checkpoint_id_given_to_dcp_selects_the_s3_storage(bucket: str) -> N
 
 def test_dcp_overwrite_commits_the_new_save_and_deletes_the_old_shards(bucket: str, s3_client: Any) -> None:
     url = f"s3://{bucket}/ckpt"
-    dcp.save(_state(1), storage_writer=S3StorageWriter(url))
+    dcp.save(_state(1), storage_writer=S3StorageWriter(url, key_prefix_strategy="flat"))
     first = _commit(s3_client, bucket, "ckpt/.metadata")
 
-    dcp.save(_state(2), storage_writer=S3StorageWriter(url))
+    dcp.save(_state(2), storage_writer=S3StorageWriter(url, key_prefix_strategy="flat"))
 
     commit = _commit(s3_client, bucket, "ckpt/.metadata")
     assert commit.save_id != first.save_id

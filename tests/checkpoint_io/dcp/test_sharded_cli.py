@@ -32,8 +32,8 @@ def _state(seed: int = 0) -> dict[str, Any]:
 
 
 def _save(url: str) -> dict[str, Any]:
-    state = _state()
-    dcp.save(state, storage_writer=S3StorageWriter(url, chunk_size_MB=5))
+    state = _state()  # flat: the local copy's file names are asserted (rank-hash: test_sharded_cli_layouts)
+    dcp.save(state, storage_writer=S3StorageWriter(url, chunk_size_MB=5, key_prefix_strategy="flat"))
     return state
 
 

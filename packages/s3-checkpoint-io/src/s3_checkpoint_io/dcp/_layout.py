@@ -9,7 +9,7 @@ that a committed checkpoint uses, even when a stale plan (DCP's plan caching) re
 
 S3 serves a bounded request rate per key prefix and splits busy prefixes into partitions by key. With
 "rank-hash", ranks write under 256 prefixes (two hex digits of a hash of the rank), so S3 can serve
-thousands of ranks from as many partitions; with "flat" (the default) every object of a checkpoint
+thousands of ranks from as many partitions (the default); with "flat" every object of a checkpoint
 lies directly under its prefix.
 """
 
@@ -62,7 +62,7 @@ def busiest_prefix_ranks(ranks: int, strategy: str) -> int:
     return max(Counter(rank_prefix(rank, strategy) for rank in range(ranks)).values(), default=0)
 
 
-def shard_name(save_id: str, rank: int, strategy: str = "flat") -> str:
+def shard_name(save_id: str, rank: int, strategy: str) -> str:
     """A new name (relative to the prefix) for ``rank``'s shard object in save ``save_id``."""
     return f"{rank_prefix(rank, strategy)}__{save_id}_{rank}_{uuid.uuid4().hex[:8]}.distcp"
 

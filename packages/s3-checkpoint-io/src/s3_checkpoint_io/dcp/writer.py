@@ -58,9 +58,11 @@ class S3StorageWriter(StorageWriter):
         region: AWS region; default from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
         profile: a named AWS profile; default from ``AWS_PROFILE``.
         client_config: a complete ``S3ClientConfig`` instead of the three settings above.
-        key_prefix_strategy: ``"flat"`` (default): shard objects directly under the prefix;
-            ``"rank-hash"``: under ``<prefix>/<hh>/``, two hex digits of a hash of the rank, so that
-            S3 can spread very many ranks over 256 partitions. The coordinator warns
+        key_prefix_strategy: ``"rank-hash"`` (default): shard objects under ``<prefix>/<hh>/``, two
+            hex digits of a hash of the rank, so that S3 can spread very many ranks over 256
+            partitions (the scale benchmark in docs/tuning.md: no SlowDown where "flat" drew two
+            refusals per useful request); ``"flat"``: directly under the prefix, as torch's
+            ``FileSystemWriter`` lays them out. The coordinator warns
             (``S3RequestRateWarning``) when the ranks writing under one prefix times
             ``max_concurrency`` can exceed S3's 3,500 PUT/s per prefix.
         overwrite: if False, refuse (``CheckpointExistsError``, before any shard is written) to save
@@ -85,7 +87,7 @@ class S3StorageWriter(StorageWriter):
         region: str | None = None,
         profile: str | None = None,
         client_config: S3ClientConfig | None = None,
-        key_prefix_strategy: str = "flat",
+        key_prefix_strategy: str = "rank-hash",
         overwrite: bool = True,
     ) -> None:
         super().__init__()
