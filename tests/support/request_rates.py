@@ -17,7 +17,8 @@ server. Run as a script, this module starts such a proxy as its own process, for
         --get-per-s 550 --port-file /tmp/rates.port
 
 It serves until SIGTERM; ``GET /__rates__/stats`` answers its counts as JSON and ``POST
-/__rates__/reset`` sets them to zero. Only the standard library and ``s3_utils.limits`` are imported.
+/__rates__/reset`` sets them to zero. Only the standard library and ``s3_utils`` (its limits and its
+prefix rule) are imported.
 """
 
 from __future__ import annotations
@@ -35,27 +36,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-from s3_utils.limits import GET_REQUESTS_PER_PREFIX_PER_S, PUT_REQUESTS_PER_PREFIX_PER_S
+from s3_utils.limits import (
+    GET_CLASS_OPERATIONS,
+    GET_REQUESTS_PER_PREFIX_PER_S,
+    PUT_CLASS_OPERATIONS,
+    PUT_REQUESTS_PER_PREFIX_PER_S,
+)
+from s3_utils.request_rate import request_prefix
 
 PUT = "PUT"
 GET = "GET"
 OPERATION_CLASSES: dict[str, str] = {
-    "PutObject": PUT,
-    "UploadPart": PUT,
-    "CreateMultipartUpload": PUT,
-    "CompleteMultipartUpload": PUT,
-    "AbortMultipartUpload": PUT,
-    "CopyObject": PUT,
-    "UploadPartCopy": PUT,
-    "DeleteObject": PUT,
-    "DeleteObjects": PUT,
-    "GetObject": GET,
-    "HeadObject": GET,
-    "ListObjectsV2": GET,
-    "ListObjects": GET,
-    "ListMultipartUploads": GET,
+    **dict.fromkeys(PUT_CLASS_OPERATIONS, PUT),
+    **dict.fromkeys(GET_CLASS_OPERATIONS, GET),
 }
-"""The rate class (``"PUT"`` or ``"GET"``) of each operation S3 limits; others are not limited."""
+"""The rate class (``"PUT"`` or ``"GET"``) of each operation S3 limits, as ``s3_utils.limits`` classes
+them for the client's limiter; others are not limited."""
 
 BUSY_FRACTION = 0.1
 """A partition with less than this fraction of its burst left is near its limit (busy)."""
@@ -161,8 +157,8 @@ class RequestRateEmulator:
 
         ``"b/ab12/rank0/model.pt"`` -> ``"b/ab12/rank0/"``; ``"b"`` (a bucket-level request) -> ``"b/"``.
         """
-        head, slash, _ = key.rpartition("/")
-        return f"{head}/" if slash else f"{key}/"
+        bucket, _, path = key.partition("/")
+        return request_prefix(bucket, path or None)
 
     def partition_of(self, key: str) -> str:
         """The partition that serves ``key`` now: its prefix, or (split model) its bucket's shared
