@@ -17,7 +17,7 @@ import torch
 from checkpoint_io.lightning.read_once_targets import resume_ddp
 from checkpoint_io.lit_helpers import assert_same, first_run
 from support.fault_proxy import FaultProxy
-from support.ranks import launch
+from support.ranks import RankResult, launch
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,21 +32,30 @@ def _requests_for(proxy: FaultProxy, operation: str, key: str) -> int:
     )
 
 
+def _first_run(bucket: str, tmp_path: pathlib.Path) -> tuple[Any, pathlib.Path]:
+    """A 4-step run that saved ``run/last.ckpt``: its state, and an empty folder for the ranks' output."""
+    saved = first_run(bucket, tmp_path / "first", False, max_steps=4)
+    out = tmp_path / "ranks"
+    out.mkdir()
+    return saved, out
+
+
+def _resume_every_rank(
+    proxy: FaultProxy, bucket: str, out: pathlib.Path, *, timeout_s: float, check: bool = True
+) -> list[RankResult]:
+    """``WORLD_SIZE`` gloo ranks resuming from ``run/last.ckpt`` through ``proxy``."""
+    dirpath = f"s3://{bucket}/run"
+    args = [dirpath, proxy.url, f"{dirpath}/last.ckpt", str(out), "1"]
+    return launch(resume_ddp, WORLD_SIZE, args, timeout_s=timeout_s, check=check)
+
+
 def test_a_ddp_resume_downloads_once_even_throttled_and_every_rank_restores_the_saved_state(
     s3_server: Any, bucket: str, tmp_path: pathlib.Path
 ) -> None:
-    saved = first_run(bucket, tmp_path / "first", False, max_steps=4)
-    dirpath = f"s3://{bucket}/run"
-    out = tmp_path / "ranks"
-    out.mkdir()
+    saved, out = _first_run(bucket, tmp_path)
     with FaultProxy(s3_server.endpoint_url) as proxy:
         proxy.add_fault("GetObject", "slowdown", times=2, path_contains="run/last.ckpt")
-        launch(
-            resume_ddp,
-            WORLD_SIZE,
-            [dirpath, proxy.url, f"{dirpath}/last.ckpt", str(out), "1"],
-            timeout_s=150,
-        )
+        _resume_every_rank(proxy, bucket, out, timeout_s=150)
         gets = _requests_for(proxy, "GetObject", "run/last.ckpt")
         heads = _requests_for(proxy, "HeadObject", "run/last.ckpt")
 
@@ -62,23 +71,15 @@ def test_a_ddp_resume_downloads_once_even_throttled_and_every_rank_restores_the_
 def test_the_reading_rank_killed_mid_download_fails_every_other_rank_promptly_and_clearly(
     s3_server: Any, bucket: str, tmp_path: pathlib.Path
 ) -> None:
-    first_run(bucket, tmp_path / "first", False, max_steps=4)
+    _, out = _first_run(bucket, tmp_path)
     dirpath = f"s3://{bucket}/run"
-    out = tmp_path / "ranks"
-    out.mkdir()
     with FaultProxy(s3_server.endpoint_url) as proxy:
         # the reader's GET is held at the proxy: the window in which it is killed
         proxy.add_fault("GetObject", "delay", delay_s=60, path_contains="run/last.ckpt")
         killer = threading.Thread(target=_kill_rank_zero_once_its_get_waits, args=(proxy, out), daemon=True)
         killer.start()
         started = time.monotonic()
-        results = launch(
-            resume_ddp,
-            WORLD_SIZE,
-            [dirpath, proxy.url, f"{dirpath}/last.ckpt", str(out), "1"],
-            timeout_s=120,
-            check=False,
-        )
+        results = _resume_every_rank(proxy, bucket, out, timeout_s=120, check=False)
         elapsed = time.monotonic() - started
         killer.join(timeout=5)
 
@@ -105,19 +106,11 @@ def _kill_rank_zero_once_its_get_waits(proxy: FaultProxy, out: pathlib.Path) -> 
 def test_access_denied_on_the_readers_get_is_raised_on_every_rank_naming_the_url(
     s3_server: Any, bucket: str, tmp_path: pathlib.Path
 ) -> None:
-    first_run(bucket, tmp_path / "first", False, max_steps=4)
+    _, out = _first_run(bucket, tmp_path)
     dirpath = f"s3://{bucket}/run"
-    out = tmp_path / "ranks"
-    out.mkdir()
     with FaultProxy(s3_server.endpoint_url) as proxy:
         proxy.add_fault("GetObject", "access_denied", path_contains="run/last.ckpt")
-        results = launch(
-            resume_ddp,
-            WORLD_SIZE,
-            [dirpath, proxy.url, f"{dirpath}/last.ckpt", str(out), "1"],
-            timeout_s=120,
-            check=False,
-        )
+        results = _resume_every_rank(proxy, bucket, out, timeout_s=120, check=False)
         gets = _requests_for(proxy, "GetObject", "run/last.ckpt")
 
     assert gets == 1  # only the reader asked
