@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from s3_utils.errors import S3ConfigError
-from s3_utils.limits import MiB, check_part_size_MB
+from s3_utils.limits import (
+    GET_REQUESTS_PER_PREFIX_PER_S,
+    PUT_REQUESTS_PER_PREFIX_PER_S,
+    MiB,
+    RequestClass,
+    check_part_size_MB,
+)
 
 AddressingStyle = Literal["path", "virtual", "auto"]
 _ADDRESSING_STYLES = ("path", "virtual", "auto")
@@ -50,6 +56,13 @@ class S3ClientConfig:
         min_throughput_MiB_s: the slowest rate, in MiB/s, at which a server is expected to handle a
             request's bytes; sizes the read timeout of large requests (see ``read_timeout``).
         max_pool_connections: HTTP connection pool size; None derives it from the transfer concurrency.
+        put_requests_per_prefix_per_s: write requests (PUT/COPY/POST/DELETE) the store serves per
+            second per key prefix; S3's own figure by default. A job writing under one prefix from
+            many ranks paces its requests to its fair share of it
+            (:meth:`~s3_utils.store.S3Store.share_prefix`); describe here an S3-compatible store with
+            other limits.
+        get_requests_per_prefix_per_s: read requests (GET/HEAD) the store serves per second per key
+            prefix; S3's own figure by default.
     """
 
     endpoint_url: str | None = None
@@ -64,6 +77,8 @@ class S3ClientConfig:
     read_timeout: float = 10.0
     min_throughput_MiB_s: float = 20.0
     max_pool_connections: int | None = None
+    put_requests_per_prefix_per_s: float = PUT_REQUESTS_PER_PREFIX_PER_S
+    get_requests_per_prefix_per_s: float = GET_REQUESTS_PER_PREFIX_PER_S
 
     def __post_init__(self) -> None:
         if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
@@ -81,6 +96,8 @@ class S3ClientConfig:
         _positive("connect_timeout", self.connect_timeout)
         _positive("read_timeout", self.read_timeout)
         _positive("min_throughput_MiB_s", self.min_throughput_MiB_s)
+        _positive("put_requests_per_prefix_per_s", self.put_requests_per_prefix_per_s)
+        _positive("get_requests_per_prefix_per_s", self.get_requests_per_prefix_per_s)
         if self.max_pool_connections is not None and (
             not isinstance(self.max_pool_connections, int) or self.max_pool_connections < 1
         ):
@@ -153,6 +170,13 @@ class S3ClientConfig:
                 "S3ClientConfig"
             )
         return client_config
+
+    def requests_per_prefix_per_s(self, request_class: RequestClass) -> float:
+        """The requests of ``request_class`` (``"PUT"`` or ``"GET"``) the store serves per second per
+        key prefix."""
+        if request_class == "PUT":
+            return self.put_requests_per_prefix_per_s
+        return self.get_requests_per_prefix_per_s
 
     def read_timeout_for(self, nbytes: int) -> float:
         """The read timeout of a request that moves ``nbytes`` bytes (see ``read_timeout``)."""

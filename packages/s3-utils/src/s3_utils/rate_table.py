@@ -40,10 +40,10 @@ TABLE_ENV_VAR = "S3_UTILS_REQUEST_RATE_TABLE"
 SLOTS = 1024
 """Prefixes (per request class) one table tracks at once; idle ones make room for new ones."""
 _PROBES = 16
-_MAGIC = b"S3RATES3"
+_MAGIC = b"S3RATES4"
 _HEADER = struct.Struct("<8sIIQ")
 _HEADER_SIZE = 64
-_SLOT = struct.Struct("<Qq10d")
+_SLOT = struct.Struct("<Qq12d")
 _SHM_FOLDER = "/dev/shm"
 _FILE_PREFIX = "s3_utils-request-rates-"
 _FILE_NAME = re.compile(re.escape(_FILE_PREFIX) + r"(\d+)-[0-9a-f]+$")
@@ -67,6 +67,9 @@ class Slot:
         decreased_at: when the rate was last decreased.
         used_at: the last request or answer on this prefix.
         step: requests per second added per second of successes (set at each decrease).
+        ceiling: requests per second this machine's processes may send, from the first request on
+            (their fair share of a prefix shared with other machines' ranks); 0 when none is known.
+        holders: the writers on this machine that declared ``ceiling`` and have not released it.
     """
 
     key: int = 0
@@ -81,8 +84,12 @@ class Slot:
     decreased_at: float = 0.0
     used_at: float = 0.0
     step: float = 0.0
+    ceiling: float = 0.0
+    holders: float = 0.0
 
-    def values(self) -> tuple[int, int, float, float, float, float, float, float, float, float, float, float]:
+    def values(
+        self,
+    ) -> tuple[int, int, float, float, float, float, float, float, float, float, float, float, float, float]:
         """The fields in their stored order (``dataclasses.astuple`` costs tens of microseconds)."""
         return (
             self.key,
@@ -97,6 +104,8 @@ class Slot:
             self.decreased_at,
             self.used_at,
             self.step,
+            self.ceiling,
+            self.holders,
         )
 
 

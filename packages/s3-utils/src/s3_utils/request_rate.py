@@ -1,36 +1,50 @@
-"""Requests that adapt: a client-side rate limit per key prefix, learnt from S3's SlowDown answers.
+"""Requests that adapt: a client-side rate limit per key prefix, paced to a known share and learnt
+from S3's SlowDown answers.
 
 S3 serves a bounded request rate per partitioned prefix (:mod:`s3_utils.limits`) and answers 503
 SlowDown past it. Retrying at the same rate only adds refused requests; instead, each prefix and
-request class (PUT or GET) gets an allowed rate that follows AIMD, as TCP does and as botocore's
-``adaptive`` retry mode does with its CUBIC variant:
+request class (PUT or GET) gets an allowed rate, from two sources:
 
-* until the first SlowDown a prefix is not limited at all: a request costs two short locks (about
-  10 microseconds) and never waits;
-* on a SlowDown the allowed rate becomes :attr:`RateLimiterSettings.decrease_factor` times the rate of
-  successes served on the prefix over the last half second or second (never below
-  :attr:`RateLimiterSettings.min_rate`), once per burst: a SlowDown to a request sent before the last
-  decrease, or within :attr:`RateLimiterSettings.decrease_interval_s` of it, is the same congestion
-  already answered. A SlowDown before enough requests were served to tell a rate (8, or one second's
-  worth) sets no limit: a few random refusals of a small transfer are the retry's business alone;
-* each success then adds back a little (:attr:`RateLimiterSettings.increase_fraction` of the rate set
-  by the last decrease, per second of successes), probing for the limit again;
-* a limited prefix is gated by a token bucket: a request reserves the next free start time and sleeps
-  until then, with random jitter so processes sharing a prefix do not move in lockstep; one that slept
-  through a decrease then waits the place the new rate gives it;
-* a prefix that has seen no SlowDown for :attr:`RateLimiterSettings.quiet_s` is no longer limited.
+* **a share**, when the caller knows who else writes under the prefix: ``N`` ranks of a job writing
+  under one prefix are each entitled to ``1/N`` of its rate (:func:`node_share`, from the store's
+  per-prefix rates, :class:`~s3_utils.config.S3ClientConfig`), and the ``L`` of them on this machine,
+  which share one table, together to ``L/N``. :meth:`RequestRateLimiter.share` sets that ceiling
+  until :meth:`RequestRateLimiter.release`; from the first request on, the machine's requests to the
+  prefix never exceed it (a token bucket at the share, :attr:`RateLimiterSettings.share_burst_s`
+  deep), so the first wave of a many-rank save goes out paced instead of drawing the SlowDowns that
+  would teach the rate;
+* **AIMD**, as TCP does and as botocore's ``adaptive`` retry mode does with its CUBIC variant: on a
+  SlowDown the allowed rate becomes :attr:`RateLimiterSettings.decrease_factor` times the rate of
+  successes served on the prefix over the last half second or second (or the share, if lower; never
+  below :attr:`RateLimiterSettings.min_rate`), once per burst: a SlowDown to a request sent before the
+  last decrease, or within :attr:`RateLimiterSettings.decrease_interval_s` of it, is the same
+  congestion already answered. A SlowDown before enough requests were served to tell a rate (8, or
+  one second's worth) sets no limit: a few random refusals of a small transfer are the retry's
+  business alone. Each success then adds back a little
+  (:attr:`RateLimiterSettings.increase_fraction` of the rate set by the last decrease, per second of
+  successes), probing for the limit again; a prefix that has seen no SlowDown for
+  :attr:`RateLimiterSettings.quiet_s` is no longer limited by AIMD.
+
+Requests go at the lower of the two rates; with neither (no share declared, no SlowDown yet) a request
+costs two short locks (a few microseconds) and never waits. A limited prefix is gated by a token
+bucket: a request reserves the next free start time and sleeps until then, with random jitter (at
+most a fraction of one request's spacing) so processes sharing a prefix do not move in lockstep; one
+that slept through a decrease then waits the place the new rate gives it.
 
 The state lives in a :class:`~s3_utils.rate_table.RateTable` shared by every thread of the process,
 by the processes it starts (the upload helper of a rank among them) and by the other local ranks of
-its ``torch.distributed`` job: :func:`process_limiter`.
-The prefix of a key is its parent "directory" (:func:`request_prefix`), the unit S3 partitions by in
-practice and the one the rank-hashed shard layout spreads over.
+its ``torch.distributed`` job: :func:`process_limiter`; :func:`sharing_group` names it, so that a
+job can count the ranks of each machine. The prefix of a key is its parent "directory"
+(:func:`request_prefix`), the unit S3 partitions by in practice and the one the rank-hashed shard
+layout spreads over.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -53,8 +67,12 @@ class RateLimiterSettings:
         decrease_factor: on a SlowDown, the allowed rate becomes this fraction of the measured one.
         increase_fraction: after a decrease, each second of successes adds this fraction of the rate set
             by the decrease.
-        burst_s: a limited prefix may start this many seconds' worth of requests at once (at least one).
-        jitter: a wait is stretched by a random fraction from 0 to this.
+        burst_s: a prefix limited by AIMD may start this many seconds' worth of requests at once (at
+            least one).
+        share_burst_s: a prefix paced to a share (:meth:`RequestRateLimiter.share`) may start this
+            many seconds' worth of it at once (at least one).
+        jitter: a wait is stretched by a random fraction from 0 to this of itself, at most of one
+            request's spacing at the allowed rate.
         decrease_interval_s: after a decrease, SlowDowns for this long are taken as the same burst.
         quiet_s: a prefix that saw no SlowDown for this long is no longer limited.
     """
@@ -63,6 +81,7 @@ class RateLimiterSettings:
     decrease_factor: float = 0.7
     increase_fraction: float = 0.1
     burst_s: float = 0.1
+    share_burst_s: float = 0.5
     jitter: float = 0.2
     decrease_interval_s: float = 0.5
     quiet_s: float = 30.0
@@ -116,14 +135,15 @@ class RequestRateLimiter:
         """Wait until a request of ``request_class`` (``"PUT"`` or ``"GET"``) may go to ``prefix``.
 
         Returns at once while the prefix is not limited; else reserves the next start time the allowed
-        rate gives and sleeps until it (jittered), longer if the rate fell meanwhile.
+        rate (the lower of its share and its AIMD rate) gives and sleeps until it (jittered), longer if
+        the rate fell meanwhile.
         """
         key = slot_key(prefix, request_class)
         with self.table.locked():
             epoch, rate, wait = self._reserve(key, self._clock())
         waited = 0.0
         while wait > 0:
-            wait *= 1.0 + self.settings.jitter * self._uniform()
+            wait += self.settings.jitter * self._uniform() * min(wait, 1.0 / rate)
             self._sleep(wait)
             waited += wait
             with self.table.locked():
@@ -136,16 +156,23 @@ class RequestRateLimiter:
         if index is None:
             return 0, 0.0, 0.0
         slot = self.table.read(index)
-        slot.used_at = now
         self._recover_if_quiet(slot, now)
-        if slot.rate > 0:
-            capacity = max(1.0, slot.rate * self.settings.burst_s)
-            slot.tokens = min(capacity, slot.tokens + (now - slot.refilled_at) * slot.rate)
+        slot.used_at = now
+        limit = _limit(slot)
+        if limit > 0:
+            slot.tokens = min(self._capacity(slot), slot.tokens + (now - slot.refilled_at) * limit)
             slot.refilled_at = now
             slot.tokens -= 1.0
         self.table.write(index, slot)
-        wait = -slot.tokens / slot.rate if slot.rate > 0 and slot.tokens < 0 else 0.0
-        return slot.epoch, slot.rate, wait
+        wait = -slot.tokens / limit if limit > 0 and slot.tokens < 0 else 0.0
+        return slot.epoch, limit, wait
+
+    def _capacity(self, slot: Slot) -> float:
+        """The depth of ``slot``'s token bucket: the burst of its share while the share binds, else
+        of its AIMD rate."""
+        limit = _limit(slot)
+        paced_by_share = slot.ceiling > 0 and limit == slot.ceiling
+        return max(1.0, limit * (self.settings.share_burst_s if paced_by_share else self.settings.burst_s))
 
     def _stretch(self, key: int, epoch: int, rate: float, now: float) -> tuple[int, float, float]:
         """After a wait reserved at ``rate``: the extra wait if a decrease came meanwhile, which puts the
@@ -154,9 +181,10 @@ class RequestRateLimiter:
         if index is None:
             return epoch, rate, 0.0
         slot = self.table.read(index)
-        if slot.epoch == epoch or not 0 < slot.rate < rate:
-            return slot.epoch, slot.rate, 0.0
-        return slot.epoch, slot.rate, max(0.0, now - slot.decreased_at) * (rate / slot.rate - 1)
+        limit = _limit(slot)
+        if slot.epoch == epoch or not 0 < limit < rate:
+            return slot.epoch, limit, 0.0
+        return slot.epoch, limit, max(0.0, now - slot.decreased_at) * (rate / limit - 1)
 
     def succeeded(self, grant: Grant) -> None:
         """Count a request its prefix served: measured, and the allowed rate climbs a little."""
@@ -185,8 +213,47 @@ class RequestRateLimiter:
                 self._decrease(slot, now)
             self.table.write(index, slot)
 
+    def share(self, prefix: str, request_class: str, rate: float) -> None:
+        """Pace this machine's requests of ``request_class`` to ``prefix`` to at most ``rate`` per
+        second (its share, :func:`node_share`), from the next request on, until :meth:`release`.
+
+        Every process of the table that writes under the prefix declares the same share and releases
+        it when done; the share ends when the last of them released it (or, if they were killed, once
+        the prefix has been idle for :attr:`RateLimiterSettings.quiet_s`). A SlowDown still lowers the
+        rate below it (AIMD).
+
+        Raises:
+            ValueError: if ``rate`` is not a number > 0.
+        """
+        if not rate > 0:
+            raise ValueError(f"rate={rate!r}: a share must be > 0 requests per second")
+        key = slot_key(prefix, request_class)
+        with self.table.locked():
+            now = self._clock()
+            index = self.table.claim(key, now, idle_before=now - self.settings.quiet_s)
+            slot = self.table.read(index)
+            self._recover_if_quiet(slot, now)
+            unlimited = _limit(slot) == 0
+            slot.ceiling, slot.holders, slot.used_at = rate, slot.holders + 1, now
+            if unlimited:  # paced from now on, starting with a full bucket
+                slot.tokens, slot.refilled_at = self._capacity(slot), now
+            self.table.write(index, slot)
+
+    def release(self, prefix: str, request_class: str) -> None:
+        """Hand back one :meth:`share` of ``prefix``: its requests are no longer paced once every
+        process that declared it has released it."""
+        with self.table.locked():
+            index = self.table.find(slot_key(prefix, request_class))
+            if index is None:
+                return
+            slot = self.table.read(index)
+            slot.holders = max(0.0, slot.holders - 1)
+            if slot.holders == 0:
+                slot.ceiling = 0.0
+            self.table.write(index, slot)
+
     def rate(self, prefix: str, request_class: str) -> float | None:
-        """The allowed rate of ``prefix`` in requests per second, or None while it is not limited."""
+        """The rate AIMD allows ``prefix`` in requests per second, or None while SlowDown set none."""
         with self.table.locked():
             index = self.table.find(slot_key(prefix, request_class))
             if index is None:
@@ -194,12 +261,23 @@ class RequestRateLimiter:
             slot = self.table.read(index)
         return slot.rate or None
 
+    def limit(self, prefix: str, request_class: str) -> float | None:
+        """The rate requests to ``prefix`` go at now: the lower of its share and its AIMD rate, or None
+        while neither limits it."""
+        with self.table.locked():
+            index = self.table.find(slot_key(prefix, request_class))
+            if index is None:
+                return None
+            slot = self.table.read(index)
+        return _limit(slot) or None
+
     def _decrease(self, slot: Slot, now: float) -> None:
         """The multiplicative decrease: from the rate served (or the allowed one, if lower)."""
         settings = self.settings
         served = self._served(slot, now)
-        if slot.rate > 0:
-            base = min(slot.rate, served) if served > 0 else slot.rate
+        limit = _limit(slot)
+        if limit > 0:
+            base = min(limit, served) if served > 0 else limit
         elif served > 0:
             base = served
             slot.tokens, slot.refilled_at = 0.0, now
@@ -214,8 +292,13 @@ class RequestRateLimiter:
         logger.debug("SlowDown: requests limited to %.2f/s (%.2f/s were served)", slot.rate, served)
 
     def _recover_if_quiet(self, slot: Slot, now: float) -> None:
-        if slot.rate > 0 and now - slot.decreased_at >= self.settings.quiet_s:
+        """End AIMD's limit after :attr:`RateLimiterSettings.quiet_s` without a decrease, and a share
+        whose prefix went unused that long (its holders were killed before they released it)."""
+        quiet_s = self.settings.quiet_s
+        if slot.rate > 0 and now - slot.decreased_at >= quiet_s:
             slot.rate = 0.0
+        if slot.ceiling > 0 and now - slot.used_at >= quiet_s:
+            slot.ceiling = slot.holders = 0.0
 
     @staticmethod
     def _count_success(slot: Slot, now: float) -> None:
@@ -238,6 +321,34 @@ class RequestRateLimiter:
         return count / max(span, _WINDOW_S)
 
 
+def _limit(slot: Slot) -> float:
+    """The rate ``slot``'s requests go at: the lower of its share and its AIMD rate (0: unlimited)."""
+    if slot.rate > 0 and slot.ceiling > 0:
+        return min(slot.rate, slot.ceiling)
+    return slot.rate or slot.ceiling
+
+
+def node_share(prefix_rate: float, writers: int, local_writers: int) -> float:
+    """The requests per second the processes of one machine may send to a prefix that ``writers``
+    ranks share, ``local_writers`` of them on this machine: ``prefix_rate * local_writers / writers``.
+
+    Args:
+        prefix_rate: the requests per second the store serves on the prefix
+            (:meth:`~s3_utils.config.S3ClientConfig.requests_per_prefix_per_s`).
+        writers: the ranks (of every machine) sending to the prefix.
+        local_writers: those of them on this machine, sharing its table.
+
+    Raises:
+        ValueError: unless ``1 <= local_writers <= writers`` and ``prefix_rate > 0``.
+    """
+    if not 1 <= local_writers <= writers or not prefix_rate > 0:
+        raise ValueError(
+            f"node_share(prefix_rate={prefix_rate!r}, writers={writers!r}, local_writers={local_writers!r}):"
+            " needs prefix_rate > 0 and 1 <= local_writers <= writers"
+        )
+    return prefix_rate * local_writers / writers
+
+
 def request_prefix(bucket: str | None, key: str | None) -> str:
     """The prefix a request is rated under: the bucket and the key's parent "directory" (up to and
     including its last ``/``); the bucket alone for a key at its top or none."""
@@ -258,3 +369,10 @@ def process_limiter() -> RequestRateLimiter:
             if _process_limiter is None:
                 _process_limiter = RequestRateLimiter(open_shared_table())
     return _process_limiter
+
+
+def sharing_group() -> str:
+    """A name that the processes sharing this process's limiter state (its table: the local ranks of
+    its job, their helper processes) have in common and no other process has: the host and the table."""
+    table = process_limiter().table
+    return f"{socket.gethostname()}:{table.path or f'process {os.getpid()}'}"

@@ -7,6 +7,7 @@ everything below speaks ``(bucket, key)``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,8 +27,9 @@ from s3_utils.config import S3ClientConfig, TransferConfig
 from s3_utils.copies import copy_refused, server_copy
 from s3_utils.download import RangeSource, chunk_ranges, file_sink, memory_sink, ranged_download, run_ranges
 from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError, S3ObjectChangedError
-from s3_utils.limits import MAX_COPY_OBJECT_SIZE, MAX_KEYS_PER_DELETE, check_object_size
+from s3_utils.limits import MAX_COPY_OBJECT_SIZE, MAX_KEYS_PER_DELETE, RequestClass, check_object_size
 from s3_utils.objects import ObjectInfo
+from s3_utils.request_rate import node_share, process_limiter, request_prefix
 from s3_utils.retry import Requester
 from s3_utils.stats import ProgressCallback, StatsRecorder, TransferStats, TransferSubscriber
 from s3_utils.transport import Transport
@@ -137,6 +139,46 @@ class S3Store:
 
     def _call(self, fn: Any, operation: str, bucket: str, key: str | None) -> Any:
         return self._requester.call(fn, operation=operation, bucket=bucket, key=key)
+
+    # -- request rates -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def share_prefix(
+        self,
+        url: str | os.PathLike[str],
+        writers: int,
+        local_writers: int,
+        request_class: RequestClass = "PUT",
+    ) -> Iterator[None]:
+        """Within the block, pace this machine's ``request_class`` requests under ``url``'s prefix (its
+        parent "directory") to its fair share: the store's per-prefix rate
+        (:meth:`S3ClientConfig.requests_per_prefix_per_s`) times ``local_writers / writers``
+        (:func:`~s3_utils.request_rate.node_share`). Every local writer enters its own block with the
+        same counts; SlowDown still lowers the rate (AIMD). Does nothing when the transfer config has
+        ``adaptive_request_rate=False``.
+
+        Args:
+            url: an object under the shared prefix, ``s3://bucket/prefix/name``.
+            writers: the ranks of the job (every machine) writing under the prefix meanwhile.
+            local_writers: those of them on this machine (sharing its request-rate table:
+                :func:`~s3_utils.request_rate.sharing_group`).
+            request_class: ``"PUT"`` (writes) or ``"GET"`` (reads).
+
+        Raises:
+            S3ConfigError: if ``url`` is not an object URL.
+            ValueError: unless ``1 <= local_writers <= writers``.
+        """
+        bucket, key = _object_url(url)
+        rate = node_share(self.client_config.requests_per_prefix_per_s(request_class), writers, local_writers)
+        if not self.transfer_config.adaptive_request_rate:
+            yield
+            return
+        limiter, prefix = process_limiter(), request_prefix(bucket, key)
+        limiter.share(prefix, request_class, rate)
+        try:
+            yield
+        finally:
+            limiter.release(prefix, request_class)
 
     # -- uploads -------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import os
 import re
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from s3_dirpath_utils import join_s3_url, parse_s3_url, require_s3_url
@@ -57,9 +58,34 @@ def rank_prefix(rank: int, strategy: str) -> str:
     return hashlib.blake2s(str(rank).encode(), digest_size=1).hexdigest() + "/"
 
 
+def ranks_per_prefix(ranks: Iterable[int], strategy: str) -> Counter[str]:
+    """How many of ``ranks`` write under each key prefix (:func:`rank_prefix`) with ``strategy``."""
+    return Counter(rank_prefix(rank, strategy) for rank in ranks)
+
+
 def busiest_prefix_ranks(ranks: int, strategy: str) -> int:
     """How many of ``ranks`` ranks write under the most crowded key prefix with ``strategy``."""
-    return max(Counter(rank_prefix(rank, strategy) for rank in range(ranks)).values(), default=0)
+    return max(ranks_per_prefix(range(ranks), strategy).values(), default=0)
+
+
+def prefix_sharers(groups: Mapping[int, str], strategy: str) -> dict[int, tuple[int, int]]:
+    """For each writing rank, the ranks writing under its key prefix with ``strategy``, and those of
+    them in its group (on its machine, sharing its request-rate state).
+
+    Args:
+        groups: rank -> the name of its group (``s3_utils.request_rate.sharing_group``), for every
+            rank that writes a shard.
+        strategy: one of :data:`KEY_PREFIX_STRATEGIES`.
+
+    Returns:
+        rank -> (writers under its prefix, those of them in its group).
+    """
+    writers = ranks_per_prefix(groups, strategy)
+    local = Counter((rank_prefix(rank, strategy), group) for rank, group in groups.items())
+    return {
+        rank: (writers[rank_prefix(rank, strategy)], local[rank_prefix(rank, strategy), group])
+        for rank, group in groups.items()
+    }
 
 
 def shard_name(save_id: str, rank: int, strategy: str) -> str:

@@ -10,10 +10,27 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 
 @dataclass(frozen=True)
 class RankTarget:
-    """The coordinator's instruction to one rank (in ``SavePlan.storage_data``): where to write."""
+    """The coordinator's instruction to one rank (in ``SavePlan.storage_data``): where to write.
+
+    Attributes:
+        save_id: the save's id, in the shard's name.
+        rank: the rank, in the shard's name.
+        writers: the ranks writing under this rank's key prefix in this save; 0: not known.
+        local_writers: those of them on this rank's machine; 0: not known (no pacing).
+    """
 
     save_id: str
     rank: int
+    writers: int = 0
+    local_writers: int = 0
+
+
+@dataclass(frozen=True)
+class RankGroup:
+    """What one rank tells the coordinator (in its local ``SavePlan.storage_data``): the group of
+    processes it shares its request-rate state with (``s3_utils.request_rate.sharing_group``)."""
+
+    name: str
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -19,17 +20,19 @@ from s3_checkpoint_io.dcp._layout import (
     busiest_prefix_ranks,
     check_key_prefix_strategy,
     new_save_id,
+    prefix_sharers,
     save_id_of,
     shard_name,
 )
 from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
-from s3_checkpoint_io.dcp._records import RankTarget
+from s3_checkpoint_io.dcp._records import RankGroup, RankTarget
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_writer import WrittenItem, expected_shard_bytes, write_items
 from s3_checkpoint_io.dcp._step_store import StepStore
 from s3_checkpoint_io.dcp._stored_items import storage_meta_with_layout
 from s3_checkpoint_io.errors import CheckpointExistsError
 from s3_utils import S3ClientConfig, S3Error, S3NotFoundError, S3ObjectChangedError, S3Store
+from s3_utils.request_rate import sharing_group
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,12 @@ class S3StorageWriter(StorageWriter):
             refusals per useful request); ``"flat"``: directly under the prefix, as torch's
             ``FileSystemWriter`` lays them out. The coordinator warns
             (``S3RequestRateWarning``) when the ranks writing under one prefix times
-            ``max_concurrency`` can exceed S3's 3,500 PUT/s per prefix.
+            ``max_concurrency`` can exceed S3's 3,500 PUT/s per prefix. Either way each rank's
+            uploads are paced from the first request to its fair share of its prefix's rate
+            (``client_config``'s ``put_requests_per_prefix_per_s``, S3's figure by default, divided
+            by the ranks writing under that prefix; the ranks of one machine pool theirs), so a
+            many-rank save does not open with a wave of SlowDown; ``TransferConfig``'s adaptive
+            rate still lowers it on SlowDown.
         overwrite: if False, refuse (``CheckpointExistsError``, before any shard is written) to save
             where a checkpoint is already committed; the commit PUT is then ``If-None-Match: *``, so a
             save racing to the same empty prefix also loses. True (the default, as torch's
@@ -141,8 +149,11 @@ class S3StorageWriter(StorageWriter):
         return StorageMeta(checkpoint_id=self.layout.prefix_url)
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
-        """Nothing to add locally: the coordinator assigns the objects."""
-        return plan
+        """Tell the coordinator which machine's request-rate state this rank shares (it counts the
+        ranks writing under each prefix, and those of them on each machine, to pace them)."""
+        if not self.settings.transfer_config.adaptive_request_rate:
+            return plan
+        return dataclasses.replace(plan, storage_data=RankGroup(sharing_group()))
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         """Choose this save's id and tell every rank the shard object it writes."""
@@ -165,10 +176,25 @@ class S3StorageWriter(StorageWriter):
                 "overwrite=False: save to another checkpoint_id, delete it first (s3ckpt rm), or pass "
                 "overwrite=True"
             )
+        sharers = self._prefix_sharers(plans)
         return [
-            dataclasses.replace(plan, storage_data=RankTarget(self._save_id, rank))
+            dataclasses.replace(
+                plan, storage_data=RankTarget(self._save_id, rank, *sharers.get(rank, (0, 0)))
+            )
             for rank, plan in enumerate(plans)
         ]
+
+    def _prefix_sharers(self, plans: list[SavePlan]) -> dict[int, tuple[int, int]]:
+        """rank -> (ranks writing under its prefix, those on its machine), for the ranks that write a
+        shard; empty where a rank's group is unknown (another planner dropped it): nothing is paced."""
+        groups: dict[int, str] = {}
+        for rank, plan in enumerate(plans):
+            if not plan.items:
+                continue
+            if not isinstance(plan.storage_data, RankGroup):
+                return {}
+            groups[rank] = plan.storage_data.name
+        return prefix_sharers(groups, self.key_prefix_strategy)
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         """Stream this rank's items into its shard object; it exists once this returns.
@@ -201,7 +227,8 @@ class S3StorageWriter(StorageWriter):
         name = shard_name(target.save_id, target.rank, self.key_prefix_strategy)
         started = time.monotonic()
         url, size_hint = self.layout.url_of(name), expected_shard_bytes(plan.items)
-        with self._store.get().open_writer(url, expected_size=size_hint) as out:
+        store = self._store.get()
+        with self._paced(store, url, target), store.open_writer(url, expected_size=size_hint) as out:
             results = write_items(out, name, plan.items, planner)
         size = sum(result.size_in_bytes for result in results)
         seconds = time.monotonic() - started
@@ -210,6 +237,14 @@ class S3StorageWriter(StorageWriter):
             "DCP shard %s: %.1f MiB in %.2f s (%.1f MiB/s)", name, mib, seconds, mib / max(seconds, 1e-9)
         )
         return results
+
+    @staticmethod
+    def _paced(store: S3Store, url: str, target: RankTarget) -> contextlib.AbstractContextManager[None]:
+        """Pace the shard's upload to this machine's share of its prefix, when the coordinator counted
+        the ranks writing under it."""
+        if not target.local_writers:
+            return contextlib.nullcontext()
+        return store.share_prefix(url, writers=target.writers, local_writers=target.local_writers)
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
         """Commit: PUT the metadata naming this save's shards, then delete every other shard object.
