@@ -95,6 +95,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="start each bucket as one partition, split a prefix off after this many busy seconds "
         "(default: every prefix its own partition)",
     )
+    scale.add_argument(
+        "--scale-sharded-only",
+        action="store_true",
+        help="only the sharded save and load cases (no single-file resume; add --scale-replicated-size 0M "
+        "to skip the replicated case too)",
+    )
+    scale.add_argument(
+        "--scale-unpaced",
+        action="store_true",
+        help="do not tell ours the emulator's per-prefix rates (it paces to S3's own, which never bind here)",
+    )
     args = parser.parse_args(argv)
     try:
         args.sizes = [harness.parse_size(s) for s in ("16M" if args.quick else args.sizes).split(",")]

@@ -46,6 +46,7 @@ def run(args: Any) -> int:
     Args:
         args: run.py's parsed flags (``scale_ranks``, ``scale_size``, ``scale_resume_size``,
             ``scale_put_per_s``, ``scale_get_per_s``, ``scale_split_after_s``, ``scale_chunk_MB``,
+            ``scale_sharded_only``, ``scale_unpaced``,
             ``out``).
 
     Returns:
@@ -87,6 +88,11 @@ def run(args: Any) -> int:
                     "read_concurrency": 15,
                     "dist_port": port,
                     "rates_url": proxy_url,
+                    # the emulator's rates, which ours paces to (s3torchconnector takes no such setting);
+                    # unpaced: ours is left with S3's own, which never bind here
+                    "put_per_s": None if args.scale_unpaced else args.scale_put_per_s,
+                    "get_per_s": None if args.scale_unpaced else args.scale_get_per_s,
+                    "resume": not args.scale_sharded_only,
                     "timeout_s": RUNNER_TIMEOUT_S,
                     "tag": f"scale-{ranks}r-{peer}",
                 }
@@ -110,6 +116,7 @@ def run(args: Any) -> int:
         put_per_s=args.scale_put_per_s,
         get_per_s=args.scale_get_per_s,
         split_after_s=args.scale_split_after_s,
+        ours_paced_to_emulator=not args.scale_unpaced,
     )
     document = report(results, meta) + "\n" + paper_model(pythons["ours"])
     harness.write_results(args.out, "scale-", meta, results, document)
@@ -178,7 +185,12 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             if meta["split_after_s"]
             else "every prefix its own partition"
         ),
-        f"- ours: {meta['ours']}",
+        f"- ours: {meta['ours']}"
+        + (
+            ", told the emulator's per-prefix rates (S3ClientConfig), which its writer paces to"
+            if meta.get("ours_paced_to_emulator")
+            else ", not told the emulator's rates (paces to S3's own, which never bind here)"
+        ),
         f"- sharded state {meta['sharded_size']} in all (split over the ranks), ours in "
         f"{meta['chunk_size_MB']} MiB parts (s3torchconnector: its default); dcp-replicated adds "
         f"{meta['replicated_size']} of items every rank holds alike; single-file resume "

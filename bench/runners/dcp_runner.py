@@ -40,7 +40,18 @@ METADATA = ".metadata"
 def _ours(cfg: dict[str, Any], url: str, endpoint: str) -> tuple[Any, Any]:
     from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
 
-    common = {"chunk_size_MB": cfg["chunk_size_MB"], "endpoint_url": endpoint}
+    common: dict[str, Any] = {"chunk_size_MB": cfg["chunk_size_MB"], "endpoint_url": endpoint}
+    if cfg.get("put_per_s"):  # the request-rate emulator's limits, which our writer paces to
+        from s3_utils import S3ClientConfig
+
+        rates = {
+            "put_requests_per_prefix_per_s": cfg["put_per_s"],
+            "get_requests_per_prefix_per_s": cfg["get_per_s"],
+        }
+        common = {
+            "chunk_size_MB": cfg["chunk_size_MB"],
+            "client_config": S3ClientConfig.from_env(endpoint_url=endpoint, **rates),
+        }
     layout = cfg.get("key_prefix_strategy", "flat")
     return (
         S3StorageWriter(url, max_concurrency=cfg["write_concurrency"], key_prefix_strategy=layout, **common),

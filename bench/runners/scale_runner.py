@@ -5,7 +5,9 @@
 the ``dcp-replicated`` case; 0: no such case), resume_bytes (the single-file checkpoint every rank
 loads), layouts (our ``key_prefix_strategy`` values to save with; s3torchconnector has one layout,
 ``flat``), bucket, chunk_size_MB, write_concurrency, read_concurrency, dist_port, tag, rates_url (the
-emulator proxy, which is also the endpoint in the environment), out (a file for the JSON).
+emulator proxy, which is also the endpoint in the environment), put_per_s and get_per_s (the
+emulator's rates, which ours paces to; None: ours keeps S3's own), resume (False: the sharded cases
+only), out (a file for the JSON).
 
 It starts ``ranks`` gloo CPU processes (this file again, in rank mode, launched as ``dcp_runner.py``
 launches them), which warm up with one small untimed save and load. Each case runs as timed phases;
@@ -206,6 +208,10 @@ def rank_main(cfg: dict[str, Any]) -> None:
         state.update(replicated_state(cfg["replicated_bytes"]))
         phases += sharded_case(cfg, "dcp-replicated", "flat", state)
     del state
+    if not cfg.get("resume", True):
+        _write_phases(cfg, rank, phases)
+        dist.destroy_process_group()
+        return
 
     dirpath = f"s3://{cfg['bucket']}/scale/{cfg['tag']}-resume"
     url = f"{dirpath}/epoch=0-step=100.ckpt"
@@ -215,10 +221,14 @@ def rank_main(cfg: dict[str, Any]) -> None:
     record, checkpoint = timed_phase(cfg, "resume", "load", functools.partial(resumer.load, url))
     phases.append({**record, "how": resumer.how})
     check_resumed(checkpoint, rank, cfg["peer"])
+    _write_phases(cfg, rank, phases)
+    dist.destroy_process_group()
+
+
+def _write_phases(cfg: dict[str, Any], rank: int, phases: list[dict[str, Any]]) -> None:
     if rank == 0:
         with open(cfg["out"] + ".rank0", "w") as out:
             json.dump({"phases": phases}, out)
-    dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------- the parent

@@ -1,5 +1,6 @@
-"""The per-prefix AIMD request-rate limiter: its rules on a fake clock, its table shared with a child
-process, and its effect on real requests through a proxy that refuses past a request rate."""
+"""The per-prefix request-rate limiter (a known share, then AIMD): its rules on a fake clock, its table
+shared with a child process, and its effect on real requests through a proxy that refuses past a
+request rate."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from s3_utils import TransferStats
 from s3_utils.rate_table import TABLE_ENV_VAR, RateTable, open_shared_table
 from s3_utils.request_rate import (
     RateLimiterSettings,
     RequestRateLimiter,
+    node_share,
     process_limiter,
     request_prefix,
 )
@@ -314,3 +318,109 @@ def test_the_local_ranks_of_one_job_share_one_table_and_its_first_rank_removes_i
         for rank in ranks:
             rank.communicate("\n", timeout=60)
     assert not os.path.exists(paths[0])
+
+
+# -- pacing to a known share of a prefix ------------------------------------------------------------
+
+
+def start_times(
+    limiter: RequestRateLimiter, clock: FakeClock, prefix: str, arrivals: list[float]
+) -> list[float]:
+    """When each request, arriving at ``arrivals`` (sorted), was let go: one thread, so a wait delays the
+    requests after it as well."""
+    started = []
+    for arrival in arrivals:
+        clock.now = max(clock.now, arrival)
+        grant = limiter.acquire(prefix, "PUT")
+        started.append(clock.now)
+        limiter.succeeded(grant)
+    return started
+
+
+def test_node_share_is_the_prefix_rate_split_over_its_writers_times_the_local_ones() -> None:
+    assert node_share(3500.0, writers=8, local_writers=8) == 3500.0
+    assert node_share(10.0, writers=16, local_writers=8) == 5.0
+    assert node_share(10.0, writers=4, local_writers=1) == 2.5
+    for writers, local in ((0, 0), (4, 0), (4, 5)):
+        with pytest.raises(ValueError, match="local_writers"):
+            node_share(10.0, writers=writers, local_writers=local)
+
+
+def test_a_shared_prefix_is_paced_from_the_first_request_with_a_burst(clock: FakeClock) -> None:
+    limiter = limiter_on(clock, share_burst_s=0.5)
+    limiter.share("b/ckpt/", "PUT", 10.0)
+    started = start_times(limiter, clock, "b/ckpt/", [clock.now] * 15)
+
+    assert limiter.rate("b/ckpt/", "PUT") is None  # no SlowDown: AIMD set nothing
+    assert limiter.limit("b/ckpt/", "PUT") == 10.0
+    assert started[:5] == [1000.0] * 5  # the burst: half a second of the share at once
+    assert clock.slept == [pytest.approx(0.1)] * 10  # then one request every 1/10 s
+    assert started[-1] == pytest.approx(1001.0)
+
+
+def test_a_share_does_not_pace_other_prefixes_or_classes(clock: FakeClock) -> None:
+    limiter = limiter_on(clock, share_burst_s=0.0)
+    limiter.share("b/ckpt/", "PUT", 1.0)
+    for prefix, request_class in (("b/other/", "PUT"), ("b/ckpt/", "GET")):
+        for _ in range(5):
+            limiter.succeeded(limiter.acquire(prefix, request_class))
+    assert clock.slept == []
+
+
+def test_a_slowdown_lowers_the_rate_below_the_share(clock: FakeClock) -> None:
+    limiter = limiter_on(clock, share_burst_s=0.0, decrease_factor=0.5)
+    limiter.share("b/ckpt/", "PUT", 10.0)
+    start_times(limiter, clock, "b/ckpt/", [clock.now] * 20)  # 2 s at the share: 10/s served
+    limiter.throttled(limiter.acquire("b/ckpt/", "PUT"))
+
+    assert limiter.rate("b/ckpt/", "PUT") == pytest.approx(5.0, rel=0.1)
+    assert limiter.limit("b/ckpt/", "PUT") == pytest.approx(5.0, rel=0.1)
+
+
+def test_a_share_ends_when_the_last_of_its_writers_releases_it(clock: FakeClock) -> None:
+    limiter = limiter_on(clock)
+    limiter.share("b/ckpt/", "PUT", 10.0)
+    limiter.share("b/ckpt/", "PUT", 10.0)  # a second local rank writing under the prefix
+    limiter.release("b/ckpt/", "PUT")
+    assert limiter.limit("b/ckpt/", "PUT") == 10.0
+    limiter.release("b/ckpt/", "PUT")
+    assert limiter.limit("b/ckpt/", "PUT") is None
+    start_times(limiter, clock, "b/ckpt/", [clock.now] * 50)
+    assert clock.slept == []
+
+
+def test_a_share_its_killed_writers_never_released_ends_after_a_quiet_spell(clock: FakeClock) -> None:
+    limiter = limiter_on(clock, quiet_s=30.0, share_burst_s=0.0)
+    limiter.share("b/ckpt/", "PUT", 1.0)
+    start_times(limiter, clock, "b/ckpt/", [clock.now] * 3)
+    assert len(clock.slept) == 2
+    clock.now += 31.0
+    clock.slept.clear()
+    start_times(limiter, clock, "b/ckpt/", [clock.now] * 10)
+    assert clock.slept == []
+    assert limiter.limit("b/ckpt/", "PUT") is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.floats(min_value=1.0, max_value=200.0),
+    burst_s=st.floats(min_value=0.0, max_value=1.0),
+    jitter=st.floats(min_value=0.0, max_value=0.5),
+    uniform=st.floats(min_value=0.0, max_value=0.999),
+    gaps=st.lists(st.floats(min_value=0.0, max_value=0.3), min_size=1, max_size=80),
+)
+def test_requests_to_a_shared_prefix_never_exceed_the_share_over_any_window(
+    rate: float, burst_s: float, jitter: float, uniform: float, gaps: list[float]
+) -> None:
+    """Over any window, at most the burst plus the share times the window's length; jitter (which delays
+    a start by at most ``jitter`` of one spacing) can bring a start closer to the next by that much."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, uniform=uniform, share_burst_s=burst_s, jitter=jitter)
+    limiter.share("b/ckpt/", "PUT", rate)
+    arrivals = [clock.now + sum(gaps[: i + 1]) for i in range(len(gaps))]
+    started = start_times(limiter, clock, "b/ckpt/", arrivals)
+
+    burst = max(1.0, rate * burst_s)
+    for first in range(len(started)):
+        for last in range(first, len(started)):
+            assert last - first + 1 <= burst + rate * (started[last] - started[first]) + jitter + 1e-6
