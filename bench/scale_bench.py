@@ -19,6 +19,7 @@ from typing import Any
 
 import harness
 import rate_emulator
+import server
 
 log = logging.getLogger("bench.scale")
 
@@ -35,7 +36,6 @@ COMPARED = (  # the phases both peers run, ours against s3torchconnector's
 PHASE_CLASS = {"save": "PUT", "load": "GET"}  # the request class a phase is bounded by
 REFUSED_TARGET = 0.15  # at most this share of the requests a save needs may be refused
 BOUND_TARGET = 1.3  # a save within this multiple of its request-rate lower bound
-FIRST_DIST_PORT = 29900  # run.py's jobs count up from 29500, the DCP benchmark's from 29700
 RUNNER_TIMEOUT_S = 1200
 MiB = 1 << 20
 
@@ -59,7 +59,6 @@ def run(args: Any) -> int:
         log.error("the ours venv is needed to run the emulator; skipped: %s", skipped)
         return 1
     results: list[dict[str, Any]] = []
-    port = FIRST_DIST_PORT
     with (
         harness.local_s3("s3ckpt-scale-bench-") as s3,
         rate_emulator.emulator_proxy(
@@ -74,7 +73,7 @@ def run(args: Any) -> int:
         env = s3.runner_env(proxy_url)
         for ranks in args.scale_ranks:
             for peer in peers:
-                port += 1
+                port = server.free_port()  # not a fixed one: another benchmark may share the host
                 cfg = {
                     "peer": peer,
                     "ranks": ranks,
