@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from s3_utils import S3ClientConfig, S3ConfigError, TransferConfig
+from s3_utils.limits import GET_REQUESTS_PER_PREFIX_PER_S, PUT_REQUESTS_PER_PREFIX_PER_S
 
 
 @pytest.mark.parametrize(
@@ -47,11 +48,23 @@ def test_client_config_repr_hides_secrets() -> None:
         ({"min_throughput_MiB_s": 0}, "min_throughput_MiB_s=0"),
         ({"max_pool_connections": 0}, "max_pool_connections=0"),
         ({"access_key_id": "only-the-id"}, "must be given together"),
+        ({"put_requests_per_prefix_per_s": 0}, "put_requests_per_prefix_per_s=0"),
+        ({"get_requests_per_prefix_per_s": -1.0}, "get_requests_per_prefix_per_s=-1.0"),
     ],
 )
 def test_client_config_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(S3ConfigError, match=message):
         S3ClientConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_per_prefix_request_rates_are_s3s_unless_set() -> None:
+    assert S3ClientConfig().requests_per_prefix_per_s("PUT") == PUT_REQUESTS_PER_PREFIX_PER_S
+    assert S3ClientConfig().requests_per_prefix_per_s("GET") == GET_REQUESTS_PER_PREFIX_PER_S
+    emulated = S3ClientConfig(put_requests_per_prefix_per_s=10.0, get_requests_per_prefix_per_s=20.0)
+    assert (emulated.requests_per_prefix_per_s("PUT"), emulated.requests_per_prefix_per_s("GET")) == (
+        10.0,
+        20.0,
+    )
 
 
 def test_from_env_reads_endpoint_region_and_profile() -> None:
