@@ -13,6 +13,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.planner import LoadPlan, SavePlan
 
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
+from s3_checkpoint_io.dcp._layout import busiest_prefix_ranks, prefix_sharers, rank_prefix
 from s3_utils.limits import S3RequestRateWarning
 from support.s3_objects import object_keys
 
@@ -38,6 +39,23 @@ def test_dcp_rank_hash_layout_puts_shards_under_a_hashed_prefix_and_overwrites_c
     loaded = {"w": torch.zeros(4)}
     dcp.load(loaded, storage_reader=S3StorageReader(url))
     assert torch.equal(loaded["w"], torch.full((4,), 2.0))
+
+
+def test_the_ranks_sharing_a_prefix_are_counted_per_prefix_and_per_machine() -> None:
+    groups = {rank: "node-a" if rank < 24 else "node-b" for rank in range(32)}  # 24 + 8 ranks
+
+    flat = prefix_sharers(groups, "flat")  # every rank under the checkpoint's prefix
+    assert flat == {rank: (32, 24 if rank < 24 else 8) for rank in range(32)}
+
+    hashed = prefix_sharers(groups, "rank-hash")
+    for rank, (writers, local) in hashed.items():
+        same_prefix = [
+            other for other in groups if rank_prefix(other, "rank-hash") == rank_prefix(rank, "rank-hash")
+        ]
+        assert writers == len(same_prefix)
+        assert local == sum(groups[other] == groups[rank] for other in same_prefix)
+    assert max(writers for writers, _ in hashed.values()) == busiest_prefix_ranks(32, "rank-hash")
+    assert prefix_sharers({3: "node-a", 7: "node-a"}, "flat") == {3: (2, 2), 7: (2, 2)}  # writers only
 
 
 def test_dcp_writer_rejects_an_unknown_key_prefix_strategy() -> None:
