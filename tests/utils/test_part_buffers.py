@@ -1,9 +1,18 @@
-"""A streaming upload sends its part buffers in place and reuses them: no copy, no fresh buffer per part."""
+"""A streaming upload sends its part buffers in place and reuses them: no copy, no fresh buffer per part;
+the buffers it creates are backed by transparent huge pages where the kernel offers them."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import pathlib
+import re
+import weakref
 from typing import Any
 
+import pytest
+
+from s3_utils.buffers import LARGE_PAGE, new_part_buffer
 from support.payloads import payload
 from support.s3_server import MotoServer
 from support.stores import CHUNK, small_store
@@ -33,15 +42,29 @@ def test_parts_are_sent_from_at_most_concurrency_plus_one_reused_buffers(
             store.client.meta.events.unregister("before-send.s3.UploadPart", record_body)
         assert store.download_bytes(url) == data
     assert len(sent_from) == 9
-    assert all(isinstance(source, bytearray) for source in sent_from), "parts were copied before sending"
+    assert all(isinstance(source, bytearray | mmap.mmap) for source in sent_from), (
+        "parts were copied before sending"
+    )
     assert len({id(source) for source in sent_from}) <= 3, "a fresh buffer per part instead of reuse"
 
 
 def test_a_closed_writer_kept_for_its_stats_holds_no_part_buffers(s3_server: MotoServer, bucket: str) -> None:
     import tracemalloc
 
+    mapped: list[weakref.ref[mmap.mmap]] = []  # tracemalloc does not see mappings; weak references do
+
+    def record_body(request: Any, **kwargs: Any) -> None:
+        if request.body is not None:
+            start = request.body.tell()
+            source = memoryview(request.body.read(1)).obj
+            request.body.seek(start)
+            if isinstance(source, mmap.mmap):
+                mapped.append(weakref.ref(source))
+            del source
+
     with small_store(max_concurrency=2) as store:
         store.upload_bytes(f"s3://{bucket}/warm-up", b"x")  # loads botocore's service models first
+        store.client.meta.events.register("before-send.s3.UploadPart", record_body)
         tracemalloc.start()
         try:
             with store.open_writer(f"s3://{bucket}/kept.ckpt") as writer:
@@ -49,6 +72,45 @@ def test_a_closed_writer_kept_for_its_stats_holds_no_part_buffers(s3_server: Mot
             held, _ = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
+            store.client.meta.events.unregister("before-send.s3.UploadPart", record_body)
         assert writer.stats is not None
         assert writer.stats.bytes == 4 * CHUNK
+        alive = [ref for ref in mapped if ref() is not None]
     assert held < CHUNK, f"{held / CHUNK:.1f} chunks still held after close()"
+    assert mapped or not hasattr(mmap, "MADV_HUGEPAGE"), "no part was sent from a mapped buffer"
+    assert alive == [], f"{len(alive)} mapped part buffers still alive after close()"
+
+
+def _huge_pages_offered() -> bool:
+    setting = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    return setting.exists() and "[never]" not in setting.read_text() and hasattr(mmap, "MADV_HUGEPAGE")
+
+
+def test_a_new_part_buffer_is_backed_by_huge_pages_where_the_kernel_offers_them() -> None:
+    if not _huge_pages_offered():
+        pytest.skip("this kernel offers no transparent huge pages: part buffers are ordinary memory")
+    buffer = new_part_buffer(8 * LARGE_PAGE)
+    assert isinstance(buffer, mmap.mmap)
+    view = memoryview(buffer)
+    view[:] = b"\x01" * len(buffer)  # fault every page in, as filling a part does
+    huge_kib = _anon_huge_kib_of(buffer)
+    view.release()
+    buffer.close()
+    assert huge_kib > 0, "the part buffer was faulted in 4 KiB pages"
+
+
+def _anon_huge_kib_of(buffer: mmap.mmap) -> int:
+    """AnonHugePages of the mapping holding ``buffer``, from /proc/self/smaps."""
+    first_byte = ctypes.c_char.from_buffer(buffer)
+    address = ctypes.addressof(first_byte)
+    del first_byte  # the export would keep the mapping from closing
+    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", pathlib.Path("/proc/self/smaps").read_text()):
+        start, end = (int(bound, 16) for bound in block.split(maxsplit=1)[0].split("-"))
+        if start <= address < end:
+            match = re.search(r"^AnonHugePages:\s+(\d+) kB", block, re.M)
+            return int(match.group(1)) if match else 0
+    raise AssertionError(f"no mapping holds address {address:#x}")
+
+
+def test_a_small_part_buffer_is_a_bytearray() -> None:
+    assert isinstance(new_part_buffer(LARGE_PAGE - 1), bytearray)

@@ -1,18 +1,54 @@
-"""Part buffers for streaming uploads: reused from part to part, and sent without a copy.
+"""Part buffers for streaming uploads: reused from part to part, backed by large pages, sent without a copy.
 
 A streaming upload fills a part buffer, hands it to a worker to send, and fills the next. Allocating
 a fresh buffer per part costs a page fault and a zeroed page for every 4 KiB of it, and turning it
 into ``bytes`` for botocore costs a full copy, both holding the GIL: together the largest share of a
 save's CPU. :class:`BufferPool` gives a sent buffer back to the next part instead, and
 :class:`BufferBody` lets botocore read a buffer in place.
+
+The buffers a pool creates are anonymous mappings the kernel is asked to back with transparent huge
+pages (``MADV_HUGEPAGE``): filling a fresh 64 MiB buffer then faults 32 pages of 2 MiB instead of
+16,384 of 4 KiB. Measured on this project's 2-core host (Linux 6.18, THP ``madvise``): 11 to 14 ms of
+CPU per fresh 64 MiB filled against 48 to 50 ms for a ``bytearray`` (7 ms to refill a reused one).
+A planned 512 MiB upload fills ten fresh parts, so that is about 0.3 s of CPU per save, spent holding
+the GIL. Where the platform has no ``MADV_HUGEPAGE`` (or the kernel refuses it) the buffer is a plain
+``bytearray`` or an ordinary mapping: the same bytes, only slower to fill.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import mmap
 import os
 import threading
 from typing import IO, cast
+
+PartBuffer = bytearray | mmap.mmap
+"""A writable part buffer: a mapping backed by large pages where the platform has them, else a bytearray."""
+
+LARGE_PAGE = 2 * 1024 * 1024
+"""The size of an x86-64/arm64 transparent huge page; smaller buffers are plain bytearrays."""
+
+_HUGEPAGE_ADVICE: int | None = getattr(mmap, "MADV_HUGEPAGE", None)
+
+
+def new_part_buffer(size: int) -> PartBuffer:
+    """A new zero-filled buffer of ``size`` bytes, backed by transparent huge pages where possible.
+
+    Args:
+        size: the buffer's length in bytes.
+
+    Returns:
+        An anonymous private mapping advised ``MADV_HUGEPAGE`` (Linux), or a ``bytearray`` for a
+        buffer below :data:`LARGE_PAGE` or a platform without the advice.
+    """
+    if _HUGEPAGE_ADVICE is None or size < LARGE_PAGE:
+        return bytearray(size)
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(OSError):  # THP unsupported: an ordinary mapping, faulted in 4 KiB pages
+        buffer.madvise(_HUGEPAGE_ADVICE)
+    return buffer
 
 
 class BufferBody(io.RawIOBase):
@@ -74,19 +110,19 @@ class BufferPool:
     """
 
     def __init__(self) -> None:
-        self._free: list[bytearray] = []
+        self._free: list[PartBuffer] = []
         self._lock = threading.Lock()
 
-    def take(self, size: int) -> bytearray:
-        """A buffer of at least ``size`` bytes: a given-back one, or a new one."""
+    def take(self, size: int) -> PartBuffer:
+        """A buffer of at least ``size`` bytes: a given-back one, or a new one (:func:`new_part_buffer`)."""
         with self._lock:
             while self._free:
                 buffer = self._free.pop()
                 if len(buffer) >= size:
                     return buffer
-        return bytearray(size)
+        return new_part_buffer(size)
 
-    def give_back(self, buffer: bytearray) -> None:
+    def give_back(self, buffer: PartBuffer) -> None:
         """Make ``buffer`` available to the next :meth:`take`; nothing may still be reading it."""
         with self._lock:
             self._free.append(buffer)

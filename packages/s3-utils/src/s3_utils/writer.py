@@ -8,7 +8,9 @@ when the uploads fall behind. Parts start at 5 MiB, so a small object's first pa
 still being written, ramp up to the chunk size and grow again much later
 (:func:`~s3_utils.part_sizes.part_size`), so any object up to S3's 5 TiB fits in its 10,000 parts. A
 writer told the object's expected size splits it into equal parts that upload at once instead
-(:func:`~s3_utils.part_sizes.planned_part_size`). An object of at most one first part is a single
+(:func:`~s3_utils.part_sizes.planned_part_size`); such a writer, when the plan is more than one part,
+also creates the multipart upload while the first part is still being filled and fills that part in
+a whole pooled buffer (not one grown as bytes come). An object of at most one first part is a single
 PUT. Nothing is visible under the key until :meth:`S3Writer.close` completes the upload; any failure
 aborts it.
 
@@ -21,13 +23,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, wait
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from s3_dirpath_utils import build_s3_url
 from s3_utils import checksums
-from s3_utils.buffers import BufferPool, request_body
+from s3_utils.buffers import BufferPool, PartBuffer, request_body
 from s3_utils.errors import S3Error
 from s3_utils.limits import check_object_size
 from s3_utils.part_sizes import part_size, planned_part_size
@@ -81,12 +84,17 @@ class S3Writer:
             if expected_size is None
             else planned_part_size(self._chunk, expected_size, transport.transfer.max_concurrency)
         )
+        # An object planned over several parts is multipart for sure: no need to wait for part 1.
+        self._multipart_planned = (
+            self._planned is not None and expected_size is not None and expected_size > self._planned
+        )
         self._checksum = transport.transfer.checksum
         self._pool = BufferPool()
-        self._buffer: bytearray | None = None
+        self._buffer: PartBuffer | None = None
         self._filled = 0
         self._written = 0
         self._upload_id: str | None = None
+        self._creating: Future[None] | None = None  # the early CreateMultipartUpload, if sent
         self._next_part = 1
         self._futures: list[Future[None]] = []
         self._parts: dict[int, tuple[str, int, int]] = {}  # part number -> (etag, crc, length)
@@ -145,6 +153,8 @@ class S3Writer:
             view = memoryview(data).cast("B")
             total = len(view)
             check_object_size(self._written + total, self.url)
+            if total and self._multipart_planned and self._creating is None and self._upload_id is None:
+                self._creating = self._submit(self._create_upload)
             self._append(view)
         except S3Error as exc:
             self._record(exc)
@@ -162,9 +172,11 @@ class S3Writer:
                 self._send()  # a full part, and more bytes follow: it is not the last part
                 continue
             if self._buffer is None:
-                # The first part grows as bytes come (a small object never takes a whole chunk);
-                # later ones are multipart for sure: a whole part, reused from a sent one if any.
-                self._buffer = bytearray() if self._next_part == 1 else self._pool.take(capacity)
+                # The first part grows as bytes come (a small object never takes a whole chunk),
+                # unless the plan has several parts; later ones are multipart for sure: a whole
+                # part, reused from a sent one if any.
+                growing = self._next_part == 1 and not self._multipart_planned
+                self._buffer = bytearray() if growing else self._pool.take(capacity)
             take = min(capacity - self._filled, total - offset)
             self._buffer[self._filled : self._filled + take] = view[offset : offset + take]
             self._filled += take
@@ -182,6 +194,7 @@ class S3Writer:
             return
         try:
             self._raise_if_failed()
+            self._wait_for_upload_id()
             if self._upload_id is None:
                 self._put_single()
             else:
@@ -209,10 +222,11 @@ class S3Writer:
         self._closed = True
         self._buffer = None
         self._pool.clear()
-        for future in self._futures:
-            future.cancel()
-        # wait() never counts a cancelled future whose executor has shut down as done: skip those
-        wait([f for f in self._futures if not f.cancelled()], timeout=_ABORT_WAIT_S)
+        # Cancel what has not started; wait for the rest (wait() never counts a cancelled future
+        # whose executor has shut down as done, so those are left out). An early create still
+        # running sets the upload id this abort then aborts.
+        running = [f for f in [*self._futures, self._creating] if f is not None and not f.cancel()]
+        wait(running, timeout=_ABORT_WAIT_S)
         if self._upload_id is None:
             return
         upload_id = self._upload_id
@@ -277,13 +291,11 @@ class S3Writer:
             self._raise_if_failed()
         try:
             self._raise_if_failed()
+            self._wait_for_upload_id()
             if self._upload_id is None:
                 self._create_upload()
             buffer, length = self._take_buffer()
-            try:
-                future = self._t.executor.submit(self._upload_part, part_number, buffer, length)
-            except RuntimeError:  # the executor was shut down
-                raise S3Error(f"{self.url}: the S3Store was closed while this writer was open") from None
+            future = self._submit(self._upload_part, part_number, buffer, length)
         except BaseException:
             self._slots.release()
             raise
@@ -291,7 +303,19 @@ class S3Writer:
         self._futures.append(future)
         self._next_part += 1
 
-    def _take_buffer(self) -> tuple[bytearray, int]:
+    def _submit(self, task: Callable[..., None], *args: object) -> Future[None]:
+        try:
+            return self._t.executor.submit(task, *args)
+        except RuntimeError:  # the executor was shut down
+            raise S3Error(f"{self.url}: the S3Store was closed while this writer was open") from None
+
+    def _wait_for_upload_id(self) -> None:
+        """Let the early CreateMultipartUpload finish; its failure is raised here, as the S3 error."""
+        creating, self._creating = self._creating, None
+        if creating is not None:
+            creating.result()
+
+    def _take_buffer(self) -> tuple[PartBuffer, int]:
         buffer, length = self._buffer if self._buffer is not None else bytearray(), self._filled
         self._buffer = None
         self._filled = 0
@@ -316,7 +340,7 @@ class S3Writer:
         )
         self._upload_id = response["UploadId"]
 
-    def _upload_part(self, part_number: int, buffer: bytearray, length: int) -> None:
+    def _upload_part(self, part_number: int, buffer: PartBuffer, length: int) -> None:
         # The buffer goes back to the pool before the slot is freed: buffers never outnumber slots + 1.
         try:
             self._send_part(part_number, memoryview(buffer)[:length])
