@@ -59,14 +59,11 @@ _STOP_TIMEOUT_S = 30.0
 _POLL_S = 0.5  # only where there is no pidfd to wait on
 # The helper imports this copy of the package (its folder comes first on sys.path) and only the
 # modules it needs: the package's __init__ imports nothing heavy, so Lightning is never loaded there.
-# It lowers its priority first: Linux keeps a nice value per thread and a new thread inherits its
-# creator's, so every thread the helper (or torch, or the S3 client) starts later runs at it too.
 _BOOTSTRAP = (
-    "import os, sys\n"
-    "os.nice(int(sys.argv[3]))\n"
+    "import sys\n"
     "sys.path.insert(0, sys.argv[1])\n"
     "from s3_checkpoint_io.background.upload_helper import serve\n"
-    "serve(int(sys.argv[2]))\n"
+    "serve(int(sys.argv[2]), int(sys.argv[3]))\n"
 )
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s3_checkpoint_io.background.upload_helper import MAX_NICE
 from s3_utils.limits import check_part_size_MB
 
 ASYNC_UPLOADERS = ("process", "thread")
 """Where asynchronous saves may run: a helper process, or a thread of the trainer's process."""
-MAX_UPLOAD_NICE = 19
-"""The largest nice increment: Linux caps a process's niceness at 19."""
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -65,10 +64,10 @@ class CheckpointIOSettings:
         _check_int("max_pending_saves", self.max_pending_saves, 1)
         _check_int("history_size", self.history_size, 1)
         _check_int("upload_process_nice", self.upload_process_nice, 0)
-        if self.upload_process_nice > MAX_UPLOAD_NICE:
+        if self.upload_process_nice > MAX_NICE:
             raise ValueError(
                 f"upload_process_nice={self.upload_process_nice!r} is invalid: it must be an int from 0 "
-                f"to {MAX_UPLOAD_NICE}"
+                f"to {MAX_NICE}"
             )
         if self.async_uploader not in ASYNC_UPLOADERS:
             raise ValueError(
