@@ -10,7 +10,7 @@ from harness import size_text
 MiB = 1 << 20
 GiB = 1 << 30
 OURS = ("ours-sync", "ours-async", "ours-transfer")
-ASYNC = {"ours-async", "nemo-async", "lightning-s3fs-async"}
+ASYNC = {"ours-async", "ours-async-nice0", "nemo-async", "lightning-s3fs-async"}
 # compared with ours-transfer (bytes already serialized): NeMo's transfer layer and the engines
 TRANSFER = {"nemo-s3utils", "raw-boto3-crt", "crt-transfer"}
 

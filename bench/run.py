@@ -41,6 +41,7 @@ log = logging.getLogger("bench")
 PEER_VENVS = {
     "ours-sync": "ours",
     "ours-async": "ours",
+    "ours-async-nice0": "ours",  # ours-async with the upload helper at the trainer's priority
     "nemo-sync": "nemo",
     "nemo-async": "nemo",
     "s3torchconnector": "s3torch",
@@ -53,6 +54,8 @@ PEER_VENVS = {
     "raw-boto3-crt": "raw",  # boto3's transfer manager with preferred_transfer_client="crt"
     "crt-transfer": "ours",  # awscrt.s3.S3Client used directly (C threads, C checksums)
 }
+# run only when named in --peers: ablations of ours, not peers
+OPT_IN_PEERS = ("ours-async-nice0",)
 # the engine comparison: which transfer engine moves a checkpoint's bytes fastest and cheapest
 ENGINE_PEERS = ("ours-transfer", "raw-boto3", "raw-boto3-crt", "crt-transfer")
 RUNNER_TIMEOUT_S = 900
@@ -121,7 +124,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     elif args.peers:
         args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     else:
-        args.peers = list(known)
+        args.peers = [p for p in known if p not in OPT_IN_PEERS]
     unknown = sorted(set(args.peers) - set(known))
     if unknown:
         parser.error(f"unknown peers {unknown}; choose from {sorted(known)}")

@@ -201,10 +201,10 @@ def _seed_arguments(cfg: dict[str, Any], async_checkpointing: bool) -> dict[str,
     }
 
 
-def _ours(cfg: dict[str, Any], async_checkpointing: bool) -> Any:
+def _ours(cfg: dict[str, Any], async_checkpointing: bool, **settings: Any) -> Any:
     from s3_checkpoint_io import S3CheckpointIO
 
-    return CheckpointIOAdapter(S3CheckpointIO(**_seed_arguments(cfg, async_checkpointing)))
+    return CheckpointIOAdapter(S3CheckpointIO(**_seed_arguments(cfg, async_checkpointing), **settings))
 
 
 def _nemo(cfg: dict[str, Any], async_checkpointing: bool) -> Any:
@@ -465,6 +465,8 @@ class CrtTransfer(BytesTransfer):
 PEERS: dict[str, Peer] = {
     "ours-sync": Peer(lambda c: _ours(c, False)),
     "ours-async": Peer(lambda c: _ours(c, True), is_async=True),
+    # the upload helper at the trainer's own priority, to compare with the default in one run
+    "ours-async-nice0": Peer(lambda c: _ours(c, True, upload_process_nice=0), is_async=True),
     "nemo-sync": Peer(lambda c: _nemo(c, False)),
     "nemo-async": Peer(lambda c: _nemo(c, True), is_async=True),
     "s3torchconnector": Peer(_s3torch),

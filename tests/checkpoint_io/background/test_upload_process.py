@@ -209,6 +209,44 @@ def test_thread_mode_uploads_from_this_process(s3_server: Any, bucket: str) -> N
         io.teardown()
 
 
+def thread_niceness(pid: int) -> dict[int, int]:
+    """The nice value of every thread of ``pid`` (Linux keeps one per thread)."""
+    return {int(tid): os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.parametrize("nice", [None, 0, 7, 19])
+def test_the_helper_and_every_thread_it_starts_run_at_the_configured_niceness_below_the_trainer(
+    s3_server: Any, bucket: str, nice: int | None
+) -> None:
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    chosen = {} if nice is None else {"upload_process_nice": nice}
+    io = S3CheckpointIO(f"s3://{bucket}/run", chunk_size_MB=5, async_checkpointing=True, **chosen)
+    try:
+        io.save_checkpoint(state(1), f"s3://{bucket}/run/a.ckpt")
+        io.wait_for_saves(timeout=60)
+        helper = io.upload_process_pid
+        assert helper is not None
+        threads = thread_niceness(helper)
+        assert len(threads) > 1  # the helper's own threads, started after it lowered its priority
+        expected = min(19, ours + (10 if nice is None else nice))
+        assert set(threads.values()) == {expected}
+        assert os.getpriority(os.PRIO_PROCESS, 0) == ours  # the trainer keeps its own
+        io.save_checkpoint(state(2), f"s3://{bucket}/run/b.ckpt")
+        io.wait_for_saves(timeout=60)
+        assert io.upload_process_pid == helper
+        assert set(thread_niceness(helper).values()) == {expected}
+        loaded = io.load_checkpoint(f"s3://{bucket}/run/b.ckpt")
+        assert torch.equal(loaded["state_dict"]["w"], state(2)["state_dict"]["w"])
+    finally:
+        io.teardown()
+
+
+@pytest.mark.parametrize("nice", [-1, 20, True, 2.5])
+def test_a_niceness_out_of_range_is_refused_naming_the_range(bucket: str, nice: Any) -> None:
+    with pytest.raises(ValueError, match=rf"upload_process_nice={nice!r} is invalid: it must be an int"):
+        S3CheckpointIO(f"s3://{bucket}/run", async_checkpointing=True, upload_process_nice=nice)
+
+
 def test_an_unknown_uploader_is_refused_naming_the_choices(bucket: str) -> None:
     with pytest.raises(
         ValueError, match=r"async_uploader='fork' is invalid: use one of \('process', 'thread'\)"

@@ -38,6 +38,7 @@ class SnapshotWriter:
         transfer_config: part size, concurrency, retries and checksums for the uploads.
         use_upload_process: serialize and upload in a helper process where the platform allows it
             (``async_uploader="process"``); False writes from the calling thread.
+        upload_nice: how many nice levels below this process the upload helper runs (0 to 19).
 
     Attributes:
         buffers: the host buffers to take snapshots into (``take_snapshot(state, writer.buffers)``),
@@ -45,11 +46,16 @@ class SnapshotWriter:
     """
 
     def __init__(
-        self, client_config: S3ClientConfig, transfer_config: TransferConfig, use_upload_process: bool
+        self,
+        client_config: S3ClientConfig,
+        transfer_config: TransferConfig,
+        use_upload_process: bool,
+        upload_nice: int = 0,
     ) -> None:
         self._client_config = client_config
         self._transfer_config = transfer_config
         self._use_upload_process = use_upload_process
+        self._upload_nice = upload_nice
         self._told_about_main = False
         self._start_fresh()
         start_fresh_after_fork(self, SnapshotWriter._start_fresh)
@@ -102,7 +108,9 @@ class SnapshotWriter:
 
     def _helper(self) -> UploadProcess:
         if self._upload_process is None:
-            self._upload_process = UploadProcess(self._client_config, self._transfer_config)
+            self._upload_process = UploadProcess(
+                self._client_config, self._transfer_config, self._upload_nice
+            )
         return self._upload_process
 
     def _own_store(self) -> S3Store:

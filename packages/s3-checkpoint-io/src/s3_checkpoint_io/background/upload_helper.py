@@ -12,6 +12,7 @@ Imports only the standard library, torch, s3_utils and this package's ``engine``
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import mmap
@@ -32,6 +33,9 @@ from s3_checkpoint_io.background.wire import receive_message, send_message
 from s3_checkpoint_io.engine.write import write_checkpoint
 from s3_checkpoint_io.sent_errors import SentError
 from s3_utils import S3Store
+
+MAX_NICE = 19
+"""Linux's largest nice value: how far below the trainer the helper can run."""
 
 
 class _Slabs:
@@ -76,12 +80,17 @@ class _Slabs:
         return _Unpickler(io.BytesIO(payload)).load()
 
 
-def serve(fd: int) -> None:
+def serve(fd: int, nice: int = 0) -> None:
     """The upload process's main loop: answer every ``"upload"`` message on the socket ``fd``.
 
     Runs until the trainer closes the socket; exits at once (leaving any multipart upload incomplete,
     never completed) if the trainer dies.
+
+    Args:
+        fd: this end of the socket to the trainer.
+        nice: how many nice levels below the trainer every thread of this process runs.
     """
+    lower_priority(nice)
     sock = socket.socket(fileno=fd)
     _exit_with_parent()
     (kind, client_config, transfer_config, sys_path, log_level), _ = receive_message(sock)
@@ -105,6 +114,22 @@ def serve(fd: int) -> None:
                 send_message(sock, _upload(store, slabs, url, payload, forget))
             else:
                 return  # "stop"
+
+
+def lower_priority(nice: int) -> None:
+    """Run every thread of this process, and so every thread started later, ``nice`` levels lower.
+
+    Linux keeps a nice value per thread and a new thread inherits its creator's: the threads that
+    exist now (the interpreter's, any an import started) are lowered one by one, and the threads the
+    S3 client and torch start later inherit it. Called once the imports are done, so the helper's
+    start-up (importing torch, once per run) is not the part that waits behind training.
+    """
+    if nice == 0:
+        return
+    target = min(os.getpriority(os.PRIO_PROCESS, 0) + nice, MAX_NICE)
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+            os.setpriority(os.PRIO_PROCESS, int(tid), target)
 
 
 def _upload(

@@ -21,6 +21,11 @@ A helper that dies (OOM-killed, SIGKILL) is noticed at once (its socket closes, 
 readable): that save fails with :class:`~s3_checkpoint_io.errors.UploadProcessError` naming the
 signal, nothing is published (the multipart upload it began stays incomplete, never completed), and
 the next save starts a new helper.
+
+The helper runs ``nice`` levels below the trainer (``upload_process_nice``, 10 by default): where the
+helper and the training loop compete for a core, the scheduler gives the loop the core first and the
+upload what the loop leaves. It changes no guarantee: saves still complete in order, and an upload
+still finishes while training runs, only more slowly where training keeps every core busy.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ _BOOTSTRAP = (
     "import sys\n"
     "sys.path.insert(0, sys.argv[1])\n"
     "from s3_checkpoint_io.background.upload_helper import serve\n"
-    "serve(int(sys.argv[2]))\n"
+    "serve(int(sys.argv[2]), int(sys.argv[3]))\n"
 )
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
@@ -82,11 +87,13 @@ class UploadProcess:
     Args:
         client_config: where S3 is (the helper builds its own ``S3Store`` from it).
         transfer_config: part size, concurrency, retries and checksums for the uploads.
+        nice: how many nice levels below this process the helper runs (0 to 19; 0: the same).
     """
 
-    def __init__(self, client_config: S3ClientConfig, transfer_config: TransferConfig) -> None:
+    def __init__(self, client_config: S3ClientConfig, transfer_config: TransferConfig, nice: int = 0) -> None:
         self._client_config = client_config
         self._transfer_config = transfer_config
+        self._nice = nice
         self._reset()
         start_fresh_after_fork(self, UploadProcess._forget_after_fork)
 
@@ -171,7 +178,7 @@ class UploadProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_PARENT, str(theirs.fileno())],
+                [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_PARENT, str(theirs.fileno()), str(self._nice)],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )

@@ -81,6 +81,9 @@ class S3CheckpointIO(CheckpointIO):
         async_uploader: ``"process"`` (default): asynchronous saves are serialized and uploaded by a
             helper process, off this interpreter's GIL; ``"thread"``: by a thread of this process.
             Where shared memory is not available (not Linux), ``"process"`` runs as ``"thread"``.
+        upload_process_nice: how many nice levels below this process the upload helper runs (0 to
+            19, default 10), so that training gets a core first where the two compete; 0: the same
+            priority as training.
         max_pending_saves: asynchronous saves outstanding at once (each holds one snapshot).
         clean_same_step_last: after saving ``...step=<n>-...last.ckpt``, delete the other ``-last``
             checkpoints of the same step (NeMo's behaviour; off by default).
@@ -106,6 +109,7 @@ class S3CheckpointIO(CheckpointIO):
         profile: str | None = None,
         client_config: S3ClientConfig | None = None,
         async_uploader: str = "process",
+        upload_process_nice: int = 10,
         max_pending_saves: int = 1,
         clean_same_step_last: bool = False,
         history_size: int = 1000,
@@ -119,6 +123,7 @@ class S3CheckpointIO(CheckpointIO):
             max_write_concurrency=max_write_concurrency,
             async_checkpointing=async_checkpointing,
             async_uploader=async_uploader,
+            upload_process_nice=upload_process_nice,
             max_pending_saves=max_pending_saves,
             clean_same_step_last=clean_same_step_last,
             history_size=history_size,
@@ -139,7 +144,10 @@ class S3CheckpointIO(CheckpointIO):
         # Everything but the configuration: what a new object, or one just unpickled, starts with.
         self._saver = OrderedSaves(self.settings.max_pending_saves)
         self._snapshot_writer = SnapshotWriter(
-            self.client_config, self._write_transfer, self.settings.async_uploader == "process"
+            self.client_config,
+            self._write_transfer,
+            self.settings.async_uploader == "process",
+            self.settings.upload_process_nice,
         )
         self._history: collections.deque[SaveStats] = collections.deque(maxlen=self.settings.history_size)
         self._saves_started = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s3_checkpoint_io.background.upload_helper import MAX_NICE
 from s3_utils.limits import check_part_size_MB
 
 ASYNC_UPLOADERS = ("process", "thread")
@@ -28,6 +29,10 @@ class CheckpointIOSettings:
         async_uploader: where asynchronous saves are serialized and uploaded: ``"process"`` (a helper
             process, so the trainer's interpreter is never held up by them) or ``"thread"`` (a thread
             of the trainer's process).
+        upload_process_nice: how many nice levels below the trainer the upload helper process runs
+            (0 to 19; 0: the trainer's own priority). Where the helper and training compete for a
+            core, the kernel's scheduler then gives training the core first and the upload the time
+            training leaves; the save takes longer only when training keeps every core busy.
         max_pending_saves: asynchronous saves that may be queued or uploading at once (>= 1); a
             further save waits for the oldest (backpressure). Each holds one snapshot of the state.
         clean_same_step_last: after saving ``...step=<n>-...last.ckpt``, delete older ``-last``
@@ -46,6 +51,7 @@ class CheckpointIOSettings:
     max_write_concurrency: int = 10
     async_checkpointing: bool = False
     async_uploader: str = "process"
+    upload_process_nice: int = 10
     max_pending_saves: int = 1
     clean_same_step_last: bool = False
     history_size: int = 1000
@@ -57,6 +63,12 @@ class CheckpointIOSettings:
         _check_int("max_write_concurrency", self.max_write_concurrency, 1)
         _check_int("max_pending_saves", self.max_pending_saves, 1)
         _check_int("history_size", self.history_size, 1)
+        _check_int("upload_process_nice", self.upload_process_nice, 0)
+        if self.upload_process_nice > MAX_NICE:
+            raise ValueError(
+                f"upload_process_nice={self.upload_process_nice!r} is invalid: it must be an int from 0 "
+                f"to {MAX_NICE}"
+            )
         if self.async_uploader not in ASYNC_UPLOADERS:
             raise ValueError(
                 f"async_uploader={self.async_uploader!r} is invalid: use one of {ASYNC_UPLOADERS}"
