@@ -19,7 +19,8 @@ from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadIte
 from checkpoint_io.dcp import replicated_targets
 from checkpoint_io.dcp.replicated_targets import KILLED_RANK, RANKS, checkpoint_bytes, full_state
 from s3_checkpoint_io.dcp import S3StorageWriter
-from s3_checkpoint_io.dcp._replicated_plan import plan_broadcasts
+from s3_checkpoint_io.dcp._records import NodeMemory
+from s3_checkpoint_io.dcp._replicated_plan import plan_shared_files
 from s3_checkpoint_io.dcp._stored_items import StoredItem
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
@@ -146,15 +147,17 @@ def test_the_plan_gives_each_replicated_item_one_reader_and_sends_it_only_to_the
     }
     plans = [LoadPlan([_read_item(fqn, elements[fqn]) for fqn in wants[rank]]) for rank in range(4)]
 
-    broadcasts = plan_broadcasts(plans, locations, chunk_bytes=4096)
+    one_node = [NodeMemory("host:1", 2**30)] * 4
+    files = plan_shared_files(plans, one_node, locations, "t")
 
-    by_fqn = {shared.storage_index.fqn: b for b in broadcasts for shared in b.items}
+    by_fqn = {shared.storage_index.fqn: f for f in files for shared in f.items}
     assert set(by_fqn) == {"shard0.w", "shard1.w", "norm"}  # rank3.extra: one rank reads it itself
-    for fqn, broadcast in by_fqn.items():
+    for fqn, file in by_fqn.items():
         wanting = {rank for rank in range(4) if fqn in wants[rank]}
-        assert broadcast.source in wanting
-        assert set(broadcast.receivers) == wanting - {broadcast.source}, fqn
+        assert file.reader in wanting
+        assert set(file.receivers) == wanting - {file.reader}, fqn
     # the two shards go to different readers, and rank 3 (which reads rank3.extra) reads neither
-    assert by_fqn["shard0.w"].source in (0, 2)
-    assert by_fqn["shard1.w"].source == 1
-    assert plan_broadcasts(plans, locations, chunk_bytes=4096) == broadcasts  # deterministic
+    assert by_fqn["shard0.w"].reader in (0, 2)
+    assert by_fqn["shard1.w"].reader == 1
+    assert len({f.name for f in files}) == len(files)  # one name per file
+    assert plan_shared_files(plans, one_node, locations, "t") == files  # deterministic
