@@ -107,6 +107,11 @@ def read_and_share(
             for file in receiving:
                 maps.append(_shared_memory.open_mapped(file.name, file.size))
         except Exception as exc:
+            exc.add_note(
+                f"opening the shared memory that rank {file.reader} of this load read replicated items "
+                "into for this node; if ranks of one host do not share /dev/shm, load with "
+                "S3StorageReader(share_replicated=False)"
+            )
             error = exc
         try:
             _require_every_rank(error, OPEN_FAILED, layout, shared, group)
