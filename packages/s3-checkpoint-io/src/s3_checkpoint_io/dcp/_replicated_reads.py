@@ -121,7 +121,8 @@ def read_and_share(
                 wanting.setdefault(share_key(item), []).append(item)
             for file, mapping in zip(receiving, maps, strict=True):
                 _copy_out(file, mapping, wanting, locations, planner)
-        finally:
+                _close(mapping)  # the last rank of the node to get here frees its memory
+        finally:  # after a failure (closing twice is no error)
             for mapping in maps:
                 _close(mapping)
     except BaseException:
@@ -176,12 +177,16 @@ def _copy_out(
     locations: Mapping[MetadataIndex, StoredItem],
     planner: LoadPlanner,
 ) -> None:
-    """Hand each item of ``file`` that this rank loads its bytes from ``mapping``."""
-    with memoryview(mapping) as view:
-        for shared_item in file.items:
-            with view[shared_item.offset : shared_item.offset + shared_item.length] as data:
-                for item in wanting.get(shared_item.key, ()):
-                    fill_from(item, locations[item.storage_index], data, planner)
+    """Hand each item of ``file`` that this rank loads its bytes from ``mapping``.
+
+    The views of the mapping are not released explicitly: a failed fill's traceback may still hold a
+    tensor made from one, and releasing would then raise over the fill's own error; they go with
+    this call's frame (see :func:`_close`)."""
+    view = memoryview(mapping)
+    for shared_item in file.items:
+        data = view[shared_item.offset : shared_item.offset + shared_item.length]
+        for item in wanting.get(shared_item.key, ()):
+            fill_from(item, locations[item.storage_index], data, planner)
 
 
 def _close(mapping: mmap.mmap) -> None:
