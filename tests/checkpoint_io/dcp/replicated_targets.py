@@ -18,6 +18,8 @@ from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.futures import Future
 
 from s3_checkpoint_io.dcp import S3StorageReader, S3StorageWriter
+from s3_checkpoint_io.dcp._records import LoadInstruction
+from s3_checkpoint_io.dcp._shared_memory import path_of
 from support.ranks import init_process_group
 
 RANKS = 3
@@ -74,6 +76,18 @@ def _equal(state: dict[str, Any], expected: dict[str, Any]) -> bool:
     )
 
 
+class RecordingReader(S3StorageReader):
+    """Records the shared-memory files of its load (their paths, which file this rank reads for
+    others) as ``read_data`` starts."""
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        instruction = plan.storage_data
+        assert isinstance(instruction, LoadInstruction)
+        self.shared_paths = [path_of(file.name) for file in instruction.shared]
+        self.readers = sorted({file.reader for file in instruction.shared})
+        return super().read_data(plan, planner)
+
+
 def save_then_load_twice(
     url: str, share_endpoint: str, each_endpoint: str, out_dir: str, model_mib: str = "0"
 ) -> None:
@@ -93,13 +107,14 @@ def save_then_load_twice(
     result: dict[str, Any] = {}
     for name, endpoint, share in (("shared", share_endpoint, True), ("each", each_endpoint, False)):
         state = _template(expected, keys)
-        reader = S3StorageReader(url, endpoint_url=endpoint, chunk_size_MB=5, share_replicated=share)
+        reader = RecordingReader(url, endpoint_url=endpoint, chunk_size_MB=5, share_replicated=share)
         started = time.monotonic()
         dcp.load(state, storage_reader=reader)
         result[name] = {
             "equal": _equal(state, expected),
             "bytes_read": reader.bytes_read,
             "seconds": time.monotonic() - started,
+            "shared_paths": reader.shared_paths,
         }
         dist.barrier()
     pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
@@ -107,7 +122,7 @@ def save_then_load_twice(
     dist.destroy_process_group()
 
 
-class _KilledWhileReading(S3StorageReader):
+class _KilledWhileReading(RecordingReader):
     """On :data:`KILLED_RANK`, SIGKILLs its own process :data:`KILL_AFTER_S` into ``read_data`` (its
     GETs are delayed by the proxy, so it dies in the middle of them)."""
 
@@ -124,7 +139,7 @@ def load_and_record_failure(url: str, endpoint: str, out_dir: str, kill: str) ->
     what it raised and how long after the start of the load."""
     init_process_group(timeout_s=30)
     rank = dist.get_rank()
-    kind = _KilledWhileReading if kill == "1" else S3StorageReader
+    kind = _KilledWhileReading if kill == "1" else RecordingReader
     reader = kind(url, endpoint_url=endpoint, chunk_size_MB=5)
     started = time.monotonic()
     try:
@@ -133,6 +148,8 @@ def load_and_record_failure(url: str, endpoint: str, out_dir: str, kill: str) ->
     except BaseException as exc:  # DCP's CheckpointException is a BaseException
         outcome = {"raised": type(exc).__name__, "message": str(exc)}
     outcome["seconds"] = time.monotonic() - started
+    outcome["shared_paths"] = getattr(reader, "shared_paths", [])
+    outcome["readers"] = getattr(reader, "readers", [])
     pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps(outcome))
     if outcome["raised"] is not None:
         os._exit(3)  # the group is broken: skip its teardown

@@ -5,6 +5,7 @@ a read refused by S3."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import urllib.parse
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadIte
 from checkpoint_io.dcp import replicated_targets
 from checkpoint_io.dcp.replicated_targets import KILLED_RANK, RANKS, checkpoint_bytes, full_state
 from s3_checkpoint_io.dcp import S3StorageWriter
-from s3_checkpoint_io.dcp._replicated_plan import plan_broadcasts
+from s3_checkpoint_io.dcp._records import NodeMemory
+from s3_checkpoint_io.dcp._replicated_plan import plan_shared_files
 from s3_checkpoint_io.dcp._stored_items import StoredItem
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
@@ -50,6 +52,13 @@ def _outcomes(tmp_path: pathlib.Path) -> list[dict[str, Any]]:
     return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(RANKS)]
 
 
+def _shared_files_gone(paths: list[str]) -> None:
+    """The load shared replicated items through files, and none of them is left in /dev/shm."""
+    assert paths, "the load shared no replicated items"
+    assert all(path.startswith("/dev/shm/") for path in paths), paths
+    assert not [path for path in paths if os.path.exists(path)], paths
+
+
 def test_a_ddp_state_loaded_on_three_ranks_is_fetched_once_and_every_rank_gets_its_tensors(
     bucket: str, tmp_path: pathlib.Path, fault_proxy: FaultProxy, second_proxy: FaultProxy
 ) -> None:
@@ -74,6 +83,10 @@ def test_a_ddp_state_loaded_on_three_ranks_is_fetched_once_and_every_rank_gets_i
         _shard_gets(fault_proxy),
         _shard_gets(second_proxy),
     )
+    # every rank was given the same files, and they were removed; the plain load planned none
+    assert len({tuple(o["shared"]["shared_paths"]) for o in outcomes}) == 1, outcomes
+    _shared_files_gone(outcomes[0]["shared"]["shared_paths"])
+    assert all(o["each"]["shared_paths"] == [] for o in outcomes), outcomes
 
 
 def test_a_reading_rank_killed_mid_read_fails_the_others_soon_saying_why(
@@ -98,6 +111,11 @@ def test_a_reading_rank_killed_mid_read_fails_the_others_soon_saying_why(
         assert outcome["raised"] is not None, (rank, outcome)
         assert "could not exchange the replicated items" in results[rank].output, results[rank].output[-3000:]
         assert url in results[rank].output
+        # the killed rank read for the others, and its error names the readers
+        assert KILLED_RANK in outcome["readers"], outcome
+        assert f"that ranks {outcome['readers']} read" in results[rank].output
+        # the killed rank's file (made before it died) was removed by the survivors
+        _shared_files_gone(outcome["shared_paths"])
 
 
 def test_a_read_refused_by_s3_fails_every_rank_naming_the_reading_rank(
@@ -122,6 +140,7 @@ def test_a_read_refused_by_s3_fails_every_rank_naming_the_reading_rank(
         assert "AccessDenied" in outcome["message"] or "Access Denied" in outcome["message"], outcome
         assert f"of the load of {url}" in outcome["message"], outcome
         assert "failed reading the items it reads for every rank" in outcome["message"], outcome
+    _shared_files_gone(outcomes[0]["shared_paths"])
 
 
 def _read_item(fqn: str, elements: int) -> ReadItem:
@@ -146,15 +165,46 @@ def test_the_plan_gives_each_replicated_item_one_reader_and_sends_it_only_to_the
     }
     plans = [LoadPlan([_read_item(fqn, elements[fqn]) for fqn in wants[rank]]) for rank in range(4)]
 
-    broadcasts = plan_broadcasts(plans, locations, chunk_bytes=4096)
+    one_node = [NodeMemory("host:1", 2**30)] * 4
+    files = plan_shared_files(plans, one_node, locations, "t")
 
-    by_fqn = {shared.storage_index.fqn: b for b in broadcasts for shared in b.items}
+    by_fqn = {shared.storage_index.fqn: f for f in files for shared in f.items}
     assert set(by_fqn) == {"shard0.w", "shard1.w", "norm"}  # rank3.extra: one rank reads it itself
-    for fqn, broadcast in by_fqn.items():
+    for fqn, file in by_fqn.items():
         wanting = {rank for rank in range(4) if fqn in wants[rank]}
-        assert broadcast.source in wanting
-        assert set(broadcast.receivers) == wanting - {broadcast.source}, fqn
+        assert file.reader in wanting
+        assert set(file.receivers) == wanting - {file.reader}, fqn
     # the two shards go to different readers, and rank 3 (which reads rank3.extra) reads neither
-    assert by_fqn["shard0.w"].source in (0, 2)
-    assert by_fqn["shard1.w"].source == 1
-    assert plan_broadcasts(plans, locations, chunk_bytes=4096) == broadcasts  # deterministic
+    assert by_fqn["shard0.w"].reader in (0, 2)
+    assert by_fqn["shard1.w"].reader == 1
+    assert len({f.name for f in files}) == len(files)  # one name per file
+    assert plan_shared_files(plans, one_node, locations, "t") == files  # deterministic
+
+
+def test_each_node_reads_its_replicated_items_once_and_a_node_without_room_reads_as_if_unshared() -> None:
+    # two nodes of two ranks: every rank loads "w" and "norm"; "x" is loaded by one rank of each node
+    elements = {"w": 1000, "norm": 10, "x": 500}
+    locations = {
+        MetadataIndex(fqn, torch.Size([0])): StoredItem(f"{i}.distcp", 0, n * 4, 0, torch.float32, (n,))
+        for i, (fqn, n) in enumerate(elements.items())
+    }
+    wants = {0: ["w", "norm", "x"], 1: ["w", "norm"], 2: ["w", "norm"], 3: ["w", "norm", "x"]}
+    plans = [LoadPlan([_read_item(fqn, elements[fqn]) for fqn in wants[rank]]) for rank in range(4)]
+    node_of = {0: "a", 1: "a", 2: "b", 3: "b"}
+    nodes = [NodeMemory(f"host-{node_of[rank]}:1", 2**30) for rank in range(4)]
+
+    files = plan_shared_files(plans, nodes, locations, "t")
+
+    for fqn in ("w", "norm"):
+        holding = [f for f in files if fqn in {s.storage_index.fqn for s in f.items}]
+        # one file per node, read by one of its ranks for the other: nothing crosses nodes
+        assert sorted(node_of[f.reader] for f in holding) == ["a", "b"], (fqn, holding)
+        for f in holding:
+            assert [node_of[r] for r in f.receivers] == [node_of[f.reader]], f
+    assert "x" not in {s.storage_index.fqn for f in files for s in f.items}  # one rank per node wants it
+
+    # node b's shared memory cannot hold its files: its ranks read all they load, node a still shares
+    cramped = [*nodes[:2], NodeMemory("host-b:1", 100), NodeMemory("host-b:1", 2**30)]
+    files = plan_shared_files(plans, cramped, locations, "t")
+    assert files
+    assert {node_of[f.reader] for f in files} == {"a"}, files

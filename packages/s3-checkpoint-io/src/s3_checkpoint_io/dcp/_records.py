@@ -68,14 +68,28 @@ class CommitRecord:
 
 
 @dataclass(frozen=True)
+class NodeMemory:
+    """What a rank tells the coordinator of a load (in its local ``LoadPlan.storage_data``) about its
+    node's shared memory.
+
+    Attributes:
+        node: which node-local shared memory the rank sees (ranks with the same value share it).
+        free_bytes: the room left in it (0 where there is none: every rank reads all it loads).
+    """
+
+    node: str
+    free_bytes: int
+
+
+@dataclass(frozen=True)
 class SharedItem:
-    """One stored span that several ranks read, as it lies in a :class:`Broadcast`.
+    """One stored span that several ranks of a node read, as it lies in a :class:`SharedFile`.
 
     Attributes:
         storage_index: the stored item (as in ``ReadItem.storage_index``).
         storage_offsets: the first element of the piece read (``ReadItem.storage_offsets``).
         lengths: the piece's shape (``ReadItem.lengths``).
-        offset: where its bytes start in the broadcast buffer.
+        offset: where its bytes start in the file.
         length: its bytes (the span of its shard object it needs).
     """
 
@@ -92,23 +106,25 @@ class SharedItem:
 
 
 @dataclass(frozen=True)
-class Broadcast:
-    """One transfer of a load: ``source`` reads ``items`` from S3 and sends them to ``receivers``.
+class SharedFile:
+    """A node-local shared-memory file of a load: ``reader`` reads ``items`` from S3 into it, and
+    ``receivers`` (ranks of the same node) copy them out.
 
     Attributes:
-        source: the rank of the load's group that reads and sends (its group rank).
-        receivers: the group ranks that want some of ``items`` (every other rank: a broadcast over the
-            group; fewer, as with HSDP's replica groups: point-to-point sends to each).
-        items: the spans it sends, at their offsets in one buffer.
+        name: the file's name (unique to the load; ``_shared_memory`` says where it lies).
+        reader: the rank of the load's group that reads the items (its group rank).
+        receivers: the group ranks of its node that want every one of ``items``.
+        items: the spans it holds, at their offsets.
     """
 
-    source: int
+    name: str
+    reader: int
     receivers: tuple[int, ...]
     items: tuple[SharedItem, ...]
 
     @property
     def size(self) -> int:
-        """The buffer's bytes."""
+        """The file's bytes."""
         last = self.items[-1]
         return last.offset + last.length
 
@@ -119,10 +135,10 @@ class LoadInstruction:
 
     Attributes:
         save_id: the save whose metadata the coordinator read (None for a stock checkpoint).
-        broadcasts: every transfer of the load, the same sequence on every rank (each rank takes part
-            in those it sends or receives); the items of this rank's plan that another rank sends, this
-            rank does not read.
+        shared: every shared-memory file of the load, the same on every rank (each rank writes those
+            it reads, copies out of those it receives); the items of this rank's plan that another rank
+            of its node reads, this rank does not read.
     """
 
     save_id: str | None
-    broadcasts: tuple[Broadcast, ...] = ()
+    shared: tuple[SharedFile, ...] = ()

@@ -1,56 +1,57 @@
-"""One rank's part of a load whose replicated items are read once (see ``_replicated_plan``).
+"""One rank's part of a load whose replicated items are read once per node (see ``_replicated_plan``).
 
-In data-flow order: the rank reads its own items and the replicated ones it reads for every rank
-(``_shard_reader``, keeping the latter's bytes: the destination tensor itself when it holds them as
-stored, else a copy); then every rank learns whether every rank's reads succeeded (one all-gather,
+In data-flow order: the rank creates the shared-memory files it writes (``_shared_memory``), reads
+its own items and the replicated ones it reads for the other ranks of its node (``_shard_reader``,
+copying the latter's bytes into those files as each read completes); then every rank learns whether
+every rank's reads succeeded (one all-gather,
 :func:`~s3_checkpoint_io.one_rank.failures_of_every_rank`), so that a failed read fails the load on
-every rank with an error naming the rank that failed, before any rank waits in a broadcast for bytes
-that will never come; then the broadcasts run in the plan's order, each one buffer of at most one
-chunk (an item larger than a chunk is sent chunk by chunk), and the receivers hand each item its
-bytes as a read of their own would. A broadcast that every other rank receives is one
-``dist.broadcast``; one for fewer ranks (HSDP's replica groups) is a point-to-point send to each of
-them, which the other ranks skip (every rank runs the same sequence, so each send meets its receive).
+every rank with an error naming the rank that failed; then each rank maps the files it receives,
+every rank learns that every rank has them open (a second all-gather), the files' names are removed,
+and each rank copies its items out of the mappings as a read of its own would (to whatever device
+the destination is on) and unmaps each file as soon as it is done with it.
 
-The transfers go over the load's process group: CPU tensors where it has gloo, through the current
-CUDA device where it is NCCL only. A rank that stops (killed) breaks the collective: the backend
-raises on the others, which raise :class:`~s3_checkpoint_io.errors.PeerReadError` saying so (and log
-it: torch's own collective after ``read_data`` may then fail with the backend's text instead).
+Nothing is left in ``/dev/shm``: the names go as soon as every rank has its files open, so their
+memory is freed when the last rank of the node unmaps them (or exits, killed or not); and when any
+step fails (a read, a rank killed: the collective raises on the others) every surviving rank removes
+every file of the load, which it can name from the plan. Only all the ranks of a node dying in the
+window between creating a file and that second all-gather would leave one behind.
+
+Memory: a node's files hold its replicated items once (the sum of the items its ranks share), in
+RAM (tmpfs), from the reads until its last rank has copied them out; the reading rank also holds its
+own copy in its state, as every rank does.
+
+A rank that stops (killed) breaks the all-gathers: the backend raises on the others, which raise
+:class:`~s3_checkpoint_io.errors.PeerReadError` saying so (and log it: torch's own collective after
+``read_data`` may then fail with the backend's text instead).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import mmap
 import time
 from collections.abc import Mapping, Sequence
 
-import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadPlanner, ReadItem
 
+from s3_checkpoint_io.dcp import _shared_memory
 from s3_checkpoint_io.dcp._broadcast import LoadGroup
 from s3_checkpoint_io.dcp._layout import CheckpointLayout
-from s3_checkpoint_io.dcp._records import Broadcast
+from s3_checkpoint_io.dcp._records import SharedFile
 from s3_checkpoint_io.dcp._replicated_plan import ShareKey, share_key
-from s3_checkpoint_io.dcp._shard_reader import KeptBytes, destination_holding, fill_from, read_items
+from s3_checkpoint_io.dcp._shard_reader import fill_from, read_items
 from s3_checkpoint_io.dcp._stored_items import StoredItem
 from s3_checkpoint_io.errors import PeerReadError
 from s3_checkpoint_io.one_rank import failures_of_every_rank
 from s3_utils import S3Store
-from s3_utils.download import chunk_ranges
 
 log = logging.getLogger(__name__)
 
-
-def transport_device(group: LoadGroup) -> torch.device | None:
-    """The device broadcast buffers go through on ``group``: the CPU with gloo, the current CUDA
-    device with NCCL; None for another backend (then every rank reads its items itself)."""
-    backend = str(dist.get_backend(group.group))
-    if "gloo" in backend or backend == "mpi":
-        return torch.device("cpu")
-    if "nccl" in backend and torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return None
+READ_FAILED = "failed reading the items it reads for every rank"
+OPEN_FAILED = "could not open the shared memory that a rank of its node read replicated items into"
 
 
 def read_and_share(
@@ -60,20 +61,20 @@ def read_and_share(
     locations: Mapping[MetadataIndex, StoredItem],
     planner: LoadPlanner,
     *,
-    broadcasts: Sequence[Broadcast],
+    shared: Sequence[SharedFile],
     group: LoadGroup,
 ) -> int:
-    """Fill every item of this rank's plan: read its own, receive the others from their readers.
+    """Fill every item of this rank's plan: read its own, copy the others out of their node's files.
 
-    Every rank of ``group`` must call this with the same ``broadcasts``: it is a collective.
+    Every rank of ``group`` must call this with the same ``shared``: it is a collective.
 
     Args:
-        store: the store to read with; its chunk size also bounds one broadcast.
+        store: the store to read with.
         layout: where the shard objects are.
         items: this rank's read items (its whole plan).
         locations: where each stored item's bytes are.
         planner: resolves each item's destination and takes the loaded data.
-        broadcasts: the load's broadcasts (from the coordinator's plan).
+        shared: the load's shared-memory files (from the coordinator's plan).
         group: the load's process group.
 
     Returns:
@@ -81,162 +82,155 @@ def read_and_share(
 
     Raises:
         Exception: this rank's own read error, on this rank.
-        PeerReadError: on the other ranks, naming the rank whose read failed; on every rank, when a
-            rank of the load stopped during the exchange.
+        PeerReadError: on the other ranks, naming the rank whose read failed (or that could not open
+            a file); on every rank, when a rank of the load stopped before every rank had its files
+            open.
     """
     started = time.monotonic()
     me = dist.get_rank(group.group)
-    source_of = {shared.key: broadcast.source for broadcast in broadcasts for shared in broadcast.items}
-    own = [item for item in items if source_of.get(share_key(item), me) == me]
-    sent = {item for item in own if share_key(item) in source_of}
-    error: Exception | None = None
-    kept: dict[ShareKey, KeptBytes] = {}
-    bytes_read = 0
+    writing = [file for file in shared if file.reader == me]
+    receiving = [file for file in shared if me in file.receivers]
+    received = {shared_item.key for file in receiving for shared_item in file.items}
+    own = [item for item in items if share_key(item) not in received]
     try:
-        result = read_items(store, layout, own, locations, planner, keep=sent)
-        kept = {share_key(item): data for item, data in result.kept.items()}
-        bytes_read = result.bytes_read
-    except Exception as exc:  # every rank must still take part in the all-gather below
-        error = exc
-    try:
-        failures = failures_of_every_rank(error, group.group)
-    except RuntimeError as exc:
-        raise _stopped(exc, layout, broadcasts) from exc
-    if error is not None:
-        raise error
-    if failures:
-        rank, failure = min(failures.items())
-        raise PeerReadError(
-            f"rank {rank} of the load of {layout.prefix_url} (global rank "
-            f"{_global_rank(group, rank)}) failed reading the items it reads for every rank "
-            f"({failure.description}); no rank can finish this load, see that rank's error",
-            rank,
-        ) from failure.unpickled()
-    received: dict[ShareKey, list[ReadItem]] = {}
-    for item in items:
-        if source_of.get(share_key(item), me) != me:
-            received.setdefault(share_key(item), []).append(item)
-    device = transport_device(group)
-    assert device is not None, "the coordinator plans broadcasts only where they can run"
-    chunk = store.transfer_config.chunk_size
-    read_s = time.monotonic() - started
-    moved = 0
-    for broadcast in broadcasts:
-        if broadcast.source != me and me not in broadcast.receivers:
-            continue  # a transfer between other ranks
-        sending = broadcast.source == me
-        destination = None if sending else _destination(broadcast, received, locations, planner)
-        buffer: bytearray | None = None
-        if sending:
-            payload = _payload(broadcast, kept)
-        elif destination is not None:
-            payload = _bytes_of(destination[1])
-        else:
-            buffer = bytearray(broadcast.size)
-            payload = torch.frombuffer(buffer, dtype=torch.uint8)
+        error: Exception | None = None
+        bytes_read = 0
         try:
-            _transfer(payload, broadcast, group, device, chunk)
-        except RuntimeError as exc:
-            raise _stopped(exc, layout, broadcasts) from exc
-        moved += broadcast.size
-        if destination is not None:
-            planner.commit_tensor(*destination)
-        elif buffer is not None:
-            view = memoryview(buffer)
-            for shared in broadcast.items:
-                data = view[shared.offset : shared.offset + shared.length]
-                for item in received.get(shared.key, ()):
-                    fill_from(item, locations[item.storage_index], data, planner)
+            bytes_read = _read_and_write(store, layout, own, locations, planner, writing=writing)
+        except Exception as exc:  # every rank must still take part in the all-gather below
+            error = exc
+        _require_every_rank(error, READ_FAILED, layout, shared, group)
+        read_s = time.monotonic() - started
+        maps: list[mmap.mmap] = []
+        error = None
+        try:
+            for file in receiving:
+                maps.append(_shared_memory.open_mapped(file.name, file.size))
+        except Exception as exc:
+            exc.add_note(
+                f"opening the shared memory that rank {file.reader} of this load read replicated items "
+                "into for this node; if ranks of one host do not share /dev/shm, load with "
+                "S3StorageReader(share_replicated=False)"
+            )
+            error = exc
+        try:
+            _require_every_rank(error, OPEN_FAILED, layout, shared, group)
+            _shared_memory.remove(file.name for file in shared)  # all open: freed once all unmap
+            wanting: dict[ShareKey, list[ReadItem]] = {}
+            for item in items:
+                wanting.setdefault(share_key(item), []).append(item)
+            for file, mapping in zip(receiving, maps, strict=True):
+                _copy_out(file, mapping, wanting, locations, planner)
+                _close(mapping)  # the last rank of the node to get here frees its memory
+        finally:  # after a failure (closing twice is no error)
+            for mapping in maps:
+                _close(mapping)
+    except BaseException:
+        _shared_memory.remove(file.name for file in shared)
+        raise
     log.info(
-        "DCP load of %s: read %.1f MiB in %.2f s (all ranks' reads included), then sent or received "
-        "%.1f MiB of replicated items in %.2f s",
+        "DCP load of %s: read %.1f MiB in %.2f s (all ranks' reads included), then copied %.1f MiB of "
+        "replicated items out of shared memory in %.2f s",
         layout.prefix_url,
         bytes_read / 2**20,
         read_s,
-        moved / 2**20,
+        sum(file.size for file in receiving) / 2**20,
         time.monotonic() - started - read_s,
     )
     return bytes_read
 
 
-def _destination(
-    broadcast: Broadcast,
-    received: Mapping[ShareKey, list[ReadItem]],
+def _read_and_write(
+    store: S3Store,
+    layout: CheckpointLayout,
+    own: Sequence[ReadItem],
     locations: Mapping[MetadataIndex, StoredItem],
     planner: LoadPlanner,
-) -> tuple[ReadItem, torch.Tensor] | None:
-    """The one item of ``broadcast`` this rank wants and the destination tensor to receive it straight
-    into, when there is exactly one and its memory is the stored bytes; else None (a buffer, then
-    copies)."""
-    if len(broadcast.items) != 1:
-        return None
-    wanting = received.get(broadcast.items[0].key, [])
-    if len(wanting) != 1:
-        return None
-    item = wanting[0]
-    target = destination_holding(item, locations[item.storage_index], planner)
-    return None if target is None else (item, target)
+    *,
+    writing: Sequence[SharedFile],
+) -> int:
+    """Read ``own``, copying the items of the files in ``writing`` into those files (created here and
+    unmapped before returning: their names keep them)."""
+    maps: list[mmap.mmap] = []
+    views: list[memoryview] = []
+    try:
+        places: dict[ShareKey, memoryview] = {}
+        for file in writing:
+            maps.append(_shared_memory.create(file.name, file.size))
+            for shared_item in file.items:
+                end = shared_item.offset + shared_item.length
+                views.append(memoryview(maps[-1])[shared_item.offset : end])
+                places[shared_item.key] = views[-1]
+        copies = {item: places[share_key(item)] for item in own if share_key(item) in places}
+        return read_items(store, layout, own, locations, planner, copies=copies)
+    finally:
+        for view in views:
+            view.release()  # only slice assignments wrote through them: nothing else holds them
+        for mapping in maps:
+            mapping.close()
 
 
-def _payload(broadcast: Broadcast, kept: Mapping[ShareKey, KeptBytes]) -> torch.Tensor:
-    """What the source sends: the destination tensor it read one item into, as it is, or a buffer
-    with each item's bytes at its offset."""
-    if len(broadcast.items) == 1 and isinstance(data := kept[broadcast.items[0].key], torch.Tensor):
-        return _bytes_of(data)
-    whole = torch.frombuffer(bytearray(broadcast.size), dtype=torch.uint8)
-    for shared in broadcast.items:
-        data = kept[shared.key]
-        source = (
-            torch.frombuffer(data, dtype=torch.uint8) if isinstance(data, memoryview) else _bytes_of(data)
-        )
-        whole[shared.offset : shared.offset + shared.length].copy_(source)
-    return whole
-
-
-def _bytes_of(tensor: torch.Tensor) -> torch.Tensor:
-    """A contiguous tensor's memory as a flat uint8 tensor (a view: no copy)."""
-    return tensor.detach().reshape(-1).view(torch.uint8)
-
-
-def _transfer(
-    payload: torch.Tensor, broadcast: Broadcast, group: LoadGroup, device: torch.device, chunk: int
+def _copy_out(
+    file: SharedFile,
+    mapping: mmap.mmap,
+    wanting: Mapping[ShareKey, list[ReadItem]],
+    locations: Mapping[MetadataIndex, StoredItem],
+    planner: LoadPlanner,
 ) -> None:
-    """Send ``payload`` (flat uint8, on any device) from ``broadcast``'s source to its receivers, at most
-    ``chunk`` bytes at a time, staged through ``device`` where it lies elsewhere (on the source it holds
-    the bytes; on a receiver it gets them)."""
-    src = _global_rank(group, broadcast.source)
-    sending = dist.get_rank(group.group) == broadcast.source
-    to_all = len(broadcast.receivers) == dist.get_world_size(group.group) - 1
-    for start, end in chunk_ranges(0, payload.numel(), chunk):
-        piece = payload[start:end]
-        if piece.device == device:
-            staged = piece
-        elif sending:
-            staged = piece.to(device)
-        else:
-            staged = torch.empty(end - start, dtype=torch.uint8, device=device)
-        if to_all:
-            dist.broadcast(staged, src=src, group=group.group)
-        elif sending:
-            for receiver in broadcast.receivers:
-                dist.send(staged, dst=_global_rank(group, receiver), group=group.group)
-        else:
-            dist.recv(staged, src=src, group=group.group)
-        if not sending and staged is not piece:
-            piece.copy_(staged)
+    """Hand each item of ``file`` that this rank loads its bytes from ``mapping``.
+
+    The views of the mapping are not released explicitly: a failed fill's traceback may still hold a
+    tensor made from one, and releasing would then raise over the fill's own error; they go with
+    this call's frame (see :func:`_close`)."""
+    view = memoryview(mapping)
+    for shared_item in file.items:
+        data = view[shared_item.offset : shared_item.offset + shared_item.length]
+        for item in wanting.get(shared_item.key, ()):
+            fill_from(item, locations[item.storage_index], data, planner)
+
+
+def _close(mapping: mmap.mmap) -> None:
+    """Unmap ``mapping`` now; where a view of it is still alive (an error's traceback holding one),
+    it is unmapped when that is collected instead."""
+    with contextlib.suppress(BufferError):
+        mapping.close()
+
+
+def _require_every_rank(
+    error: Exception | None,
+    what: str,
+    layout: CheckpointLayout,
+    shared: Sequence[SharedFile],
+    group: LoadGroup,
+) -> None:
+    """Raise on every rank if any rank of ``group`` had an ``error`` (this rank its own, the others a
+    :class:`PeerReadError` naming the first that failed, and ``what`` it did)."""
+    try:
+        failures = failures_of_every_rank(error, group.group)
+    except RuntimeError as exc:
+        raise _stopped(exc, layout, shared) from exc
+    if error is not None:
+        raise error
+    if failures:
+        rank, failure = min(failures.items())
+        raise PeerReadError(
+            f"rank {rank} of the load of {layout.prefix_url} (global rank {_global_rank(group, rank)}) "
+            f"{what} ({failure.description}); no rank can finish this load, see that rank's error",
+            rank,
+        ) from failure.unpickled()
 
 
 def _global_rank(group: LoadGroup, rank: int) -> int:
     return rank if group.group is None else dist.get_global_rank(group.group, rank)
 
 
-def _stopped(exc: RuntimeError, layout: CheckpointLayout, broadcasts: Sequence[Broadcast]) -> PeerReadError:
+def _stopped(exc: RuntimeError, layout: CheckpointLayout, shared: Sequence[SharedFile]) -> PeerReadError:
     """The error every surviving rank raises when the exchange broke (a rank of the load stopped)."""
-    readers = sorted({broadcast.source for broadcast in broadcasts})
+    readers = sorted({file.reader for file in shared})
     error = PeerReadError(
         f"the ranks loading {layout.prefix_url} could not exchange the replicated items that ranks "
-        f"{readers} read for all ({type(exc).__name__}: {exc}): a rank of the load stopped (killed, out "
-        "of memory?); see the first rank that failed",
+        f"{readers} read for their nodes ({type(exc).__name__}: {exc}): a rank of the load stopped "
+        "(killed, out of memory?); see the first rank that failed",
         None,
     )
     log.error("%s", error)

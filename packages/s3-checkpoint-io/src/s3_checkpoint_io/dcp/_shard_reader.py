@@ -20,7 +20,7 @@ import io
 import itertools
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -69,23 +69,6 @@ class _Read:
     last_of_direct: bool = False
 
 
-KeptBytes = memoryview | torch.Tensor
-"""A read item's span bytes after the load: a copy, or the destination tensor that holds them as is."""
-
-
-@dataclass
-class ReadResult:
-    """What :func:`read_items` did.
-
-    Attributes:
-        bytes_read: the bytes downloaded.
-        kept: for each item asked to be kept, its span's bytes (to send them to other ranks).
-    """
-
-    bytes_read: int
-    kept: dict[ReadItem, KeptBytes] = field(default_factory=dict)
-
-
 def read_items(
     store: S3Store,
     layout: CheckpointLayout,
@@ -93,8 +76,8 @@ def read_items(
     locations: Mapping[MetadataIndex, StoredItem],
     planner: LoadPlanner,
     *,
-    keep: Set[ReadItem] = frozenset(),
-) -> ReadResult:
+    copies: Mapping[ReadItem, memoryview] | None = None,
+) -> int:
     """Read the bytes ``items`` need from their shard objects and fill every item.
 
     Args:
@@ -103,11 +86,11 @@ def read_items(
         items: this rank's read items.
         locations: where each stored item's bytes are (from the committed metadata).
         planner: resolves each item's destination and takes the loaded data.
-        keep: items whose span bytes to keep after the load (the destination tensor when it holds
-            them as stored, else a copy).
+        copies: for some of ``items``, where to copy their span bytes too, as each is read (for
+            other ranks); each as large as its item's span.
 
     Returns:
-        The bytes downloaded, and the kept items' bytes.
+        The bytes downloaded.
 
     Raises:
         S3NotFoundError: if a shard object the committed metadata references is missing.
@@ -117,7 +100,7 @@ def read_items(
         (_span_of(item, locations[item.storage_index]) for item in items),
         key=lambda span: (span.location.name, span.start),
     )
-    result = ReadResult(0)
+    copies = copies or {}
     reads: list[_Read] = []
     for span in spans:
         if span.start == span.end:
@@ -136,31 +119,20 @@ def read_items(
         try:
             for read in reads:
                 if len(pending) >= 2 * workers:
-                    _finish(*pending.popleft(), planner, keep, result)
+                    _finish(*pending.popleft(), planner, copies)
                 pending.append((read, pool.submit(_get, store, layout, read)))
             while pending:
-                _finish(*pending.popleft(), planner, keep, result)
+                _finish(*pending.popleft(), planner, copies)
         finally:
             for _, future in pending:
                 future.cancel()
-    result.bytes_read = sum(read.end - read.start for read in reads)
-    return result
+    return sum(read.end - read.start for read in reads)
 
 
 def span_bytes(item: ReadItem, location: StoredItem) -> int:
     """How many bytes of its shard object ``item`` needs (what reading it downloads)."""
     span = _span_of(item, location)
     return span.end - span.start
-
-
-def destination_holding(item: ReadItem, location: StoredItem, planner: LoadPlanner) -> torch.Tensor | None:
-    """``item``'s destination tensor (on any device) if its memory, filled, is exactly the item's span
-    bytes as stored, so that they can be received straight into it; else None."""
-    span = _span_of(item, location)
-    if item.type == LoadItemType.BYTE_IO or span.is_stream:
-        return None
-    target = planner.resolve_tensor(item).detach()
-    return target if _holds_span(target, span) else None
 
 
 def fill_from(item: ReadItem, location: StoredItem, data: memoryview, planner: LoadPlanner) -> None:
@@ -259,38 +231,33 @@ def _get(store: S3Store, layout: CheckpointLayout, read: _Read) -> int:
 
 
 def _finish(
-    read: _Read, future: Future[int], planner: LoadPlanner, keep: Set[ReadItem], result: ReadResult
+    read: _Read, future: Future[int], planner: LoadPlanner, copies: Mapping[ReadItem, memoryview]
 ) -> None:
-    """Wait for ``read``, then hand what it completed to the planner (in the calling thread), keeping
-    the bytes of the items in ``keep`` in ``result``."""
+    """Wait for ``read``, then hand what it completed to the planner (in the calling thread), copying
+    the bytes of the items in ``copies`` there."""
     future.result()
     if read.direct is not None:
         if read.last_of_direct:
-            assert read.direct.target is not None
-            planner.commit_tensor(read.direct.item, read.direct.target)
-            if read.direct.item in keep:
-                result.kept[read.direct.item] = read.direct.target
+            span = read.direct
+            assert span.target is not None
+            if (copy := copies.get(span.item)) is not None:
+                copy[:] = tensor_bytes(span.target)
+            planner.commit_tensor(span.item, span.target)
         return
     for span in read.spans:
-        target = _fill(span, read.buffer, read.start, planner)
-        if span.item in keep:
-            data = read.buffer[span.start - read.start : span.end - read.start]
-            held = target is not None and _holds_span(target, span)
-            result.kept[span.item] = target if held and target is not None else memoryview(bytearray(data))
+        if (copy := copies.get(span.item)) is not None:
+            copy[:] = read.buffer[span.start - read.start : span.end - read.start]
+        _fill(span, read.buffer, read.start, planner)
     read.buffer = memoryview(b"")  # release the bytes now, not when the whole load ends
 
 
-def _fill(span: _Span, buffer: memoryview, buffer_start: int, planner: LoadPlanner) -> torch.Tensor | None:
-    """Hand ``span``'s item its bytes, which lie in ``buffer`` (holding the object from ``buffer_start``).
-
-    Returns:
-        The destination tensor it filled (None for a byte item).
-    """
+def _fill(span: _Span, buffer: memoryview, buffer_start: int, planner: LoadPlanner) -> None:
+    """Hand ``span``'s item its bytes, which lie in ``buffer`` (holding the object from ``buffer_start``)."""
     item, location = span.item, span.location
     data = buffer[span.start - buffer_start : span.end - buffer_start]
     if item.type == LoadItemType.BYTE_IO:
         planner.load_bytes(item, io.BytesIO(data))
-        return None
+        return
     assert location.shape is not None, "a tensor's location records its shape"
     assert location.dtype is not None, "a tensor's location records its dtype"
     lengths = tuple(item.lengths)
@@ -312,4 +279,3 @@ def _fill(span: _Span, buffer: memoryview, buffer_start: int, planner: LoadPlann
         )
     target.copy_(stored)
     planner.commit_tensor(item, target)
-    return target

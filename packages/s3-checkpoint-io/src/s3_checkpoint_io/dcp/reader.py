@@ -8,6 +8,7 @@ import math
 import os
 import pickle
 import time
+import uuid
 
 import torch.distributed as dist
 from torch.distributed.checkpoint.metadata import Metadata
@@ -18,11 +19,12 @@ from torch.futures import Future
 from s3_checkpoint_io.dcp._broadcast import LoadGroup, group_for, read_once
 from s3_checkpoint_io.dcp._layout import CheckpointLayout
 from s3_checkpoint_io.dcp._rates import warn_if_over_request_budget
-from s3_checkpoint_io.dcp._records import Broadcast, LoadInstruction
-from s3_checkpoint_io.dcp._replicated_plan import plan_broadcasts
-from s3_checkpoint_io.dcp._replicated_reads import read_and_share, transport_device
+from s3_checkpoint_io.dcp._records import LoadInstruction, NodeMemory, SharedFile
+from s3_checkpoint_io.dcp._replicated_plan import plan_shared_files
+from s3_checkpoint_io.dcp._replicated_reads import read_and_share
 from s3_checkpoint_io.dcp._settings import StoreSettings
 from s3_checkpoint_io.dcp._shard_reader import read_items
+from s3_checkpoint_io.dcp._shared_memory import node_memory
 from s3_checkpoint_io.dcp._step_store import StepStore
 from s3_checkpoint_io.dcp._stored_items import CommittedCheckpoint, committed_checkpoint
 from s3_checkpoint_io.dcp._torch_load_frame import group_of_running_load
@@ -49,13 +51,15 @@ class S3StorageReader(StorageReader):
     checks that all ranks read the same commit, so a load racing an overwrite fails rather than mixing
     two saves.
 
-    Items that several ranks load (a DDP model loaded on every rank, HSDP's replicated parameters and
-    optimizer state) are read from S3 once per load: the coordinator gives each to one of the ranks
-    that want it (balancing the bytes each rank reads), and that rank broadcasts them to the others
-    over the load's process group (gloo, or NCCL through the current CUDA device). If that rank's read
-    fails, every rank of the load raises an error naming it; if it dies, the others fail when the
-    backend sees its connection close. ``share_replicated=False`` makes every rank read all its items
-    itself, as before. The checkpoint's format is the same either way.
+    Items that several ranks of a node load (a DDP model loaded on every rank, HSDP's replicated
+    parameters and optimizer state) are read from S3 once per node: the coordinator gives each to one
+    of the node's ranks that want it (balancing the bytes each rank reads), that rank reads it into a
+    node-local shared-memory file (``/dev/shm``), and the node's other ranks copy it out from there,
+    whatever the backend (gloo, NCCL); nothing travels between nodes. If that rank's read fails,
+    every rank of the load raises an error naming it; if it dies, the others fail when the backend
+    sees its connection close; no file is left behind either way. A node without room in
+    ``/dev/shm`` (or without one) reads as with ``share_replicated=False``: every rank reads all its
+    items itself. The checkpoint's format is the same either way.
 
     The metadata is unpickled: load only checkpoints you trust, as with ``torch.load``.
 
@@ -74,8 +78,8 @@ class S3StorageReader(StorageReader):
             to ``dcp.load(process_group=...)``, ``torch.distributed.group.WORLD`` for the default
             group): its rank 0 GETs the metadata and broadcasts it over it. Default: the group is
             found from the running ``dcp.load``.
-        share_replicated: read each item that several ranks load once and broadcast it (default);
-            False: every rank reads every item it loads from S3.
+        share_replicated: read each item that several ranks of a node load once and share it through
+            the node's shared memory (default); False: every rank reads every item it loads from S3.
 
     Raises:
         ValueError: if ``checkpoint_id`` is not an ``s3://bucket/prefix`` URL or a setting is invalid.
@@ -199,13 +203,16 @@ class S3StorageReader(StorageReader):
         self._commit = committed_checkpoint(metadata, self.layout.metadata_url)
 
     def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
-        """Nothing to add locally."""
-        return plan
+        """Tell the coordinator which node-local shared memory this rank sees (to share replicated
+        items through it)."""
+        if not self.share_replicated:
+            return plan
+        return dataclasses.replace(plan, storage_data=node_memory())
 
     def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
         """Send every rank the save id the coordinator read, to check against its own, and the
-        broadcasts that share the items several ranks load; warn if the ranks' ranged GETs can exceed
-        S3's request rate on one prefix."""
+        shared-memory files that share the items several ranks of a node load; warn if the ranks'
+        ranged GETs can exceed S3's request rate on one prefix."""
         prefixes = {name.rpartition("/")[0] for name in self.commit.shard_names} or {""}
         warn_if_over_request_budget(
             math.ceil(len(plans) / len(prefixes)),
@@ -213,12 +220,16 @@ class S3StorageReader(StorageReader):
             "GET",
             "S3StorageReader(max_concurrency=...)",
         )
-        broadcasts: tuple[Broadcast, ...] = ()
-        group = self._group
-        if self.share_replicated and group is not None and len(plans) > 1 and transport_device(group):
-            chunk = self.settings.transfer_config.chunk_size
-            broadcasts = plan_broadcasts(plans, self.commit.items, chunk)
-        instruction = LoadInstruction(self.commit.save_id, broadcasts)
+        shared: tuple[SharedFile, ...] = ()
+        if self.share_replicated and self._group is not None and len(plans) > 1:
+            nodes = [  # a rank whose plan says nothing of its node reads all it loads
+                plan.storage_data
+                if isinstance(plan.storage_data, NodeMemory)
+                else NodeMemory(f"rank {rank}", 0)
+                for rank, plan in enumerate(plans)
+            ]
+            shared = plan_shared_files(plans, nodes, self.commit.items, uuid.uuid4().hex)
+        instruction = LoadInstruction(self.commit.save_id, shared)
         return [dataclasses.replace(plan, storage_data=instruction) for plan in plans]
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
@@ -238,24 +249,26 @@ class S3StorageReader(StorageReader):
                 f"{self.layout.metadata_url} was overwritten during the load (this rank read save "
                 f"{self.commit.save_id}, the coordinator {instruction.save_id}); load again"
             )
-        broadcasts = instruction.broadcasts if isinstance(instruction, LoadInstruction) else ()
+        shared = instruction.shared if isinstance(instruction, LoadInstruction) else ()
         started = time.monotonic()
         try:
             store = self._store.get()
-            if broadcasts:
+            if shared:
                 if self._group is None:
-                    raise RuntimeError("S3StorageReader: a plan with broadcasts reached a load with no group")
+                    raise RuntimeError(
+                        "S3StorageReader: a plan with shared files reached a load with no group"
+                    )
                 size = read_and_share(
                     store,
                     self.layout,
                     plan.items,
                     self.commit.items,
                     planner,
-                    broadcasts=broadcasts,
+                    shared=shared,
                     group=self._group,
                 )
             else:
-                size = read_items(store, self.layout, plan.items, self.commit.items, planner).bytes_read
+                size = read_items(store, self.layout, plan.items, self.commit.items, planner)
         finally:
             self._store.close()  # this rank's part of the load is done
         self.bytes_read = size
