@@ -73,9 +73,11 @@ def test_a_range_cut_on_every_attempt_fails_naming_the_object(
     url = f"s3://{bucket}/always-cut.ckpt"
     store.upload_bytes(url, payload(CHUNK))
     fault_proxy.add_fault("GetObject", "reset_mid_body")
-    with small_store(fault_proxy.url, **{**FAST_RETRIES, "max_attempts": 3}) as proxied:
-        with pytest.raises(S3TransferError, match=r"GetObject .*always-cut.ckpt.* failed 3 times"):
-            proxied.download_bytes(url)
+    with (
+        small_store(fault_proxy.url, **{**FAST_RETRIES, "max_attempts": 3}) as proxied,
+        pytest.raises(S3TransferError, match=r"GetObject .*always-cut.ckpt.* failed 3 times"),
+    ):
+        proxied.download_bytes(url)
     assert fault_proxy.count("GetObject") == 3
 
 
