@@ -6,13 +6,21 @@ carrying ``If-Match: <etag>``: if the object is overwritten mid-download the nex
 Each range is written straight to its offset in the destination (a buffer or a file) and checksummed
 on the way; the range CRCs combine into the object's CRC64NVME, compared with the server's when it
 returned a full-object one.
+
+Into a buffer (:class:`MemorySink`) a body is read from the socket straight into its slice of the
+destination (``http.client``'s ``readinto``, under botocore's and urllib3's responses, whose own
+``read``/``readinto`` return a new ``bytes`` per piece that is then copied again), and the CRC is taken
+over that slice while it is still in cache. A body whose stream is not a plain ``http.client``
+response (a content encoding, another urllib3) is read piece by piece as before. Either way a body
+that ends early raises :class:`TruncatedBodyError` and the range is fetched again.
 """
 
 from __future__ import annotations
 
 import functools
+import http.client
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +35,39 @@ from s3_utils.transport import Transport
 READ_BLOCK = 1024 * 1024
 """Bytes read from a response body at a time."""
 
+_PLAIN = (None, "", "identity")
+"""Content encodings under which a body's bytes on the wire are its bytes."""
+
 WriteAt = Callable[[int, bytes], None]
 """Writes bytes at an offset of the destination."""
 
 
+class MemorySink:
+    """A :data:`WriteAt` into a writable buffer whose byte 0 stands at object offset ``base``.
+
+    Ranges downloaded into it are read straight into :meth:`view` slices, not through ``bytes``.
+
+    Args:
+        target: the destination (a ``memoryview`` of bytes).
+        base: the object offset of ``target[0]``.
+    """
+
+    def __init__(self, target: memoryview, base: int = 0) -> None:
+        self._target = target
+        self._base = base
+
+    def __call__(self, offset: int, data: bytes) -> None:
+        start = offset - self._base
+        self._target[start : start + len(data)] = data
+
+    def view(self, start: int, end: int) -> memoryview:
+        """The destination bytes of object offsets ``[start, end)``."""
+        return self._target[start - self._base : end - self._base]
+
+
 def memory_sink(target: memoryview) -> WriteAt:
-    """A :data:`WriteAt` into a writable buffer."""
-
-    def write_at(offset: int, data: bytes) -> None:
-        target[offset : offset + len(data)] = data
-
-    return write_at
+    """A :data:`WriteAt` into a writable buffer (a :class:`MemorySink` at offset 0)."""
+    return MemorySink(target)
 
 
 def file_sink(fd: int) -> WriteAt:
@@ -112,25 +142,79 @@ def get_range(
                 f"bytes ({response.get('ContentRange', 'no Content-Range')}); the server does not honour "
                 "Range requests correctly"
             )
-        crc = 0
-        position = start
         try:
-            while position < end:
-                piece = body.read(min(READ_BLOCK, end - position))
-                if not piece:
-                    raise TruncatedBodyError(
-                        f"{url}: range {start}-{end - 1} ended after {position - start} bytes"
-                    )
-                write_at(position, piece)
-                if checksum:
-                    crc = checksums.crc(piece, crc)
-                position += len(piece)
+            if isinstance(write_at, MemorySink) and (raw := _plain_urllib3_body(response)) is not None:
+                return _read_into(raw, write_at.view(start, end), checksum, url, start)
+            return _read_pieces(body, write_at, span, checksum, url)
         finally:
             body.close()
-        return crc
 
     crc = transport.requester.call(once, operation="GetObject", bucket=bucket, key=key, stats=stats)
     stats.add_bytes(end - start)
+    return crc
+
+
+def _plain_urllib3_body(response: Mapping[str, Any]) -> Any:
+    """urllib3's response under a GetObject ``response``'s body when its ``http.client`` response can be
+    read directly for exactly what the body's ``read`` would return (nothing read yet, no content
+    encoding); else None."""
+    raw = getattr(response["Body"], "_raw_stream", None)  # botocore's attribute
+    stream = getattr(raw, "_fp", None)  # urllib3's attribute
+    if raw is None or not isinstance(stream, http.client.HTTPResponse):
+        return None
+    if response.get("ContentEncoding") not in _PLAIN or raw.tell() != 0:
+        return None
+    return raw
+
+
+def _read_into(raw: Any, target: memoryview, checksum: bool, url: str, start: int) -> int:
+    """Fill ``target`` from urllib3's response ``raw`` by ``http.client``'s ``readinto``.
+
+    Returns:
+        The CRC64NVME of the bytes (0 unless ``checksum``).
+
+    Raises:
+        TruncatedBodyError: the body ended before ``target`` was full.
+    """
+    stream: http.client.HTTPResponse = raw._fp
+    crc = 0
+    filled = 0
+    while filled < len(target):
+        piece = target[filled : filled + READ_BLOCK]
+        count = stream.readinto(piece)
+        if not count:
+            raise TruncatedBodyError(
+                f"{url}: range {start}-{start + len(target) - 1} ended after {filled} bytes"
+            )
+        if checksum:
+            crc = checksums.crc(piece[:count], crc)
+        filled += count
+    # read to its end behind urllib3's back: hand the connection back to the pool, as urllib3 does
+    # when it reads the end itself
+    raw.release_conn()
+    return crc
+
+
+def _read_pieces(body: Any, write_at: WriteAt, span: tuple[int, int], checksum: bool, url: str) -> int:
+    """Copy ``body`` to ``write_at`` one ``bytes`` piece at a time.
+
+    Returns:
+        The CRC64NVME of the bytes (0 unless ``checksum``).
+
+    Raises:
+        TruncatedBodyError: the body ended before ``span[1]``.
+    """
+    start, end = span
+    crc = 0
+    position = start
+    while position < end:
+        piece = body.read(min(READ_BLOCK, end - position))
+        if not piece:
+            raise TruncatedBodyError(f"{url}: range {start}-{end - 1} ended after {position - start} bytes")
+        write_at(position, piece)
+        if checksum:
+            crc = checksums.crc(piece, crc)
+        position += len(piece)
     return crc
 
 

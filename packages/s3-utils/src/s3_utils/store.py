@@ -25,7 +25,15 @@ from s3_utils import checksums
 from s3_utils.client import get_client, pool_size
 from s3_utils.config import S3ClientConfig, TransferConfig
 from s3_utils.copies import copy_refused, server_copy
-from s3_utils.download import RangeSource, chunk_ranges, file_sink, memory_sink, ranged_download, run_ranges
+from s3_utils.download import (
+    MemorySink,
+    RangeSource,
+    chunk_ranges,
+    file_sink,
+    memory_sink,
+    ranged_download,
+    run_ranges,
+)
 from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError, S3ObjectChangedError
 from s3_utils.limits import MAX_COPY_OBJECT_SIZE, MAX_KEYS_PER_DELETE, RequestClass, check_object_size
 from s3_utils.objects import ObjectInfo
@@ -500,11 +508,9 @@ class S3Store:
         end = offset + len(target)
         stats = StatsRecorder("download", build_s3_url(bucket, key))
 
-        def write_at(position: int, data: bytes) -> None:
-            target[position - offset : position - offset + len(data)] = data
-
         ranges = chunk_ranges(offset, end, self.transfer_config.chunk_size)
-        run_ranges(self._transport(), RangeSource(stats.url, bucket, key, etag), ranges, write_at, stats)
+        sink = MemorySink(target, base=offset)
+        run_ranges(self._transport(), RangeSource(stats.url, bucket, key, etag), ranges, sink, stats)
         stats.finish(self._subscribers)
         return len(target)
 

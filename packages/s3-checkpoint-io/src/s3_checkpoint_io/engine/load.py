@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import mmap
 import pickle
@@ -96,20 +97,16 @@ class _CopyOut:
             return clone
         target = torch.empty(nbytes, dtype=torch.uint8)
         # Read through the download's own mapping, whose pages are already in place (torch's would
-        # fault each one in again).
-        file = self._mapped.buffer()
-        try:
-            for start in range(0, nbytes, _COPY_CHUNK):
-                end = min(start + _COPY_CHUNK, nbytes)
-                target[start:end].copy_(
-                    torch.frombuffer(file[offset + start : offset + end], dtype=torch.uint8)
-                )
-                # Free what is copied, from the first page wholly after what was freed before; a page
-                # shared with bytes outside the storage (a neighbour's) is kept.
-                freed = max(offset, (offset + start) // mmap.PAGESIZE * mmap.PAGESIZE)
-                self._mapped.release(freed, offset + end - freed)
-        finally:
-            file.release()
+        # fault each one in again), with one plain memcpy per chunk: ``Tensor.copy_`` hands each chunk
+        # to OpenMP, whose threads then spin waiting for more work (1.4 of 1.6 CPU s/GiB measured).
+        source, destination = self._mapped.address + offset, target.data_ptr()
+        for start in range(0, nbytes, _COPY_CHUNK):
+            end = min(start + _COPY_CHUNK, nbytes)
+            ctypes.memmove(destination + start, source + start, end - start)
+            # Free what is copied, from the first page wholly after what was freed before; a page
+            # shared with bytes outside the storage (a neighbour's) is kept.
+            freed = max(offset, (offset + start) // mmap.PAGESIZE * mmap.PAGESIZE)
+            self._mapped.release(freed, offset + end - freed)
         return target.untyped_storage()
 
 

@@ -13,6 +13,7 @@ memory.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import mmap
 import os
 from types import TracebackType
@@ -41,6 +42,9 @@ class MemoryFile:
             os.close(self._fd)
             raise
         self.size = size
+        anchor = ctypes.c_char.from_buffer(self._map)  # a buffer export: dropped at once, so close()
+        self._address = ctypes.addressof(anchor)  # can unmap; the address holds while the map does
+        del anchor
         self._inode = os.fstat(self._fd).st_ino
         self._known_mapping: tuple[int, int, int] | None = None  # start, end, file offset
         self._can_release = True
@@ -49,6 +53,11 @@ class MemoryFile:
     def path(self) -> str:
         """A path that opens this file (valid while it is open)."""
         return f"/proc/self/fd/{self._fd}"
+
+    @property
+    def address(self) -> int:
+        """Where this file's bytes start in this process's memory (valid until :meth:`close`)."""
+        return self._address
 
     def buffer(self) -> memoryview:
         """A writable view of the file's ``size`` bytes; release it before :meth:`close`."""
