@@ -84,6 +84,28 @@ def test_a_slowdown_sets_the_rate_to_a_fraction_of_the_measured_one(clock: FakeC
     assert 45 <= rate <= 55
 
 
+def test_a_slowdown_after_an_idle_spell_is_not_judged_by_the_few_requests_before_it(clock: FakeClock) -> None:
+    # A save's few GETs, a quiet spell, then a load's burst drawing SlowDown before any success: the
+    # three old successes over ten seconds are no measure of what the prefix serves (0.3/s).
+    limiter = limiter_on(clock, decrease_factor=0.5)
+    serve(limiter, clock, "b/ckpt/", 3, every_s=0.01)
+    clock.now += 10.0
+    limiter.throttled(limiter.acquire("b/ckpt/", "GET"))
+    limiter.throttled(limiter.acquire("b/ckpt/", "PUT"))
+    assert limiter.rate("b/ckpt/", "PUT") is None  # the retry's backoff alone slows down
+
+
+def test_a_burst_after_an_idle_spell_is_measured_by_itself(clock: FakeClock) -> None:
+    limiter = limiter_on(clock, decrease_factor=0.5)
+    serve(limiter, clock, "b/ckpt/", 3, every_s=0.01)
+    clock.now += 10.0
+    serve(limiter, clock, "b/ckpt/", 100, every_s=0.01)  # 100 requests/s for 1 s
+    limiter.throttled(limiter.acquire("b/ckpt/", "PUT"))
+    rate = limiter.rate("b/ckpt/", "PUT")
+    assert rate is not None
+    assert 45 <= rate <= 55
+
+
 def test_once_limited_requests_are_spaced_by_the_rate(clock: FakeClock) -> None:
     limiter = limiter_on(clock, decrease_factor=0.5, increase_fraction=0.0)
     serve(limiter, clock, "b/ckpt/", 200, every_s=0.01)

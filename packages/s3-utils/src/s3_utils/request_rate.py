@@ -303,7 +303,10 @@ class RequestRateLimiter:
     @staticmethod
     def _count_success(slot: Slot, now: float) -> None:
         elapsed = now - slot.window_start
-        if elapsed >= _WINDOW_S:
+        if _went_idle(slot, now):
+            slot.last_count = slot.last_s = 0.0  # counted before an idle spell: not a rate
+            slot.window_start, slot.window_count = now, 0.0
+        elif elapsed >= _WINDOW_S:
             slot.last_count, slot.last_s = slot.window_count, elapsed
             slot.window_start, slot.window_count = now, 0.0
         slot.window_count += 1
@@ -312,13 +315,22 @@ class RequestRateLimiter:
     def _served(slot: Slot, now: float) -> float:
         """Successes per second over the last one or two windows (since the last decrease at most), or
         0 while too few were seen to tell a rate: fewer than ``_MIN_SUCCESSES`` in under a window since
-        the last decrease, or in under two windows before the first one."""
+        the last decrease, or in under two windows before the first one; and 0 after an idle spell
+        (a burst after a quiet minute must not be judged by the few requests before it)."""
+        if _went_idle(slot, now):
+            return 0.0
         count = slot.last_count + slot.window_count
         span = slot.last_s + now - slot.window_start
         enough_s = _WINDOW_S if slot.rate > 0 else 2 * _WINDOW_S
         if count < _MIN_SUCCESSES and (count == 0 or span < enough_s):
             return 0.0
         return count / max(span, _WINDOW_S)
+
+
+def _went_idle(slot: Slot, now: float) -> bool:
+    """Whether no request succeeded for over a window: a window rolls at the first success after
+    :data:`_WINDOW_S`, so one older than two windows saw its last success over a window ago."""
+    return slot.window_count > 0 and now - slot.window_start >= 2 * _WINDOW_S
 
 
 def _limit(slot: Slot) -> float:
