@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 _WINDOW_S = 0.5
 _MIN_SUCCESSES = 8
+_IDLE_S = 2.0
+"""No success on a prefix for this long: it was not busy, and what was counted before is no rate."""
 
 
 @dataclass(frozen=True)
@@ -328,9 +330,9 @@ class RequestRateLimiter:
 
 
 def _went_idle(slot: Slot, now: float) -> bool:
-    """Whether no request succeeded for over a window: a window rolls at the first success after
-    :data:`_WINDOW_S`, so one older than two windows saw its last success over a window ago."""
-    return slot.window_count > 0 and now - slot.window_start >= 2 * _WINDOW_S
+    """Whether no request succeeded for :data:`_IDLE_S`: a window rolls at the first success after
+    :data:`_WINDOW_S`, so one older than both saw its last success at least ``_IDLE_S`` ago."""
+    return slot.window_count > 0 and now - slot.window_start >= _WINDOW_S + _IDLE_S
 
 
 def _limit(slot: Slot) -> float:
