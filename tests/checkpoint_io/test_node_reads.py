@@ -13,7 +13,7 @@ import torch
 
 from checkpoint_io.lit_helpers import assert_same
 from checkpoint_io.node_reads_targets import load_as_two_hosts, load_on_every_rank
-from s3_checkpoint_io.node_reads import node_readers
+from s3_checkpoint_io.one_rank import node_readers
 from support.fault_proxy import FaultProxy
 from support.ranks import launch
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,25 +41,13 @@ import torch.distributed as dist
 
 from s3_checkpoint_io.engine.memory_file import MemoryFile
 from s3_checkpoint_io.errors import NodeReaderLostError
-from s3_checkpoint_io.one_rank import Outcome, compute_on_ranks, raised_from
+from s3_checkpoint_io.one_rank import Outcome, compute_on_ranks, node_readers, raised_from
 from s3_utils import ObjectInfo, S3ObjectChangedError
 from s3_utils.limits import MiB
 
 BROADCAST_CHUNK_BYTES = 64 * MiB
 """Bytes of one gloo broadcast: the file is sent in pieces this large, each straight from the reader's
 file into each receiver's."""
-
-
-def node_readers(hosts: Sequence[str]) -> list[list[int]]:
-    """The ranks of each node, nodes in order of their lowest rank; a node's first rank reads for it.
-
-    Args:
-        hosts: each global rank's host name, by rank.
-    """
-    nodes: dict[str, list[int]] = {}
-    for rank, host in enumerate(hosts):
-        nodes.setdefault(host, []).append(rank)
-    return list(nodes.values())
 
 
 @dataclass(frozen=True)

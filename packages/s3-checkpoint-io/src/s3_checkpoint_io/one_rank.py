@@ -16,7 +16,7 @@ others' errors the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
@@ -137,3 +137,15 @@ def failures_of_every_rank(
     gathered: list[object] = [None] * dist.get_world_size(group)
     dist.all_gather_object(gathered, None if error is None else SentError.of(error), group=group)
     return {rank: sent for rank, sent in enumerate(gathered) if isinstance(sent, SentError)}
+
+
+def node_readers(hosts: Sequence[str]) -> list[list[int]]:
+    """The ranks of each node, nodes in order of their lowest rank; a node's first rank reads for it.
+
+    Args:
+        hosts: each global rank's host name, by rank.
+    """
+    nodes: dict[str, list[int]] = {}
+    for rank, host in enumerate(hosts):
+        nodes.setdefault(host, []).append(rank)
+    return list(nodes.values())

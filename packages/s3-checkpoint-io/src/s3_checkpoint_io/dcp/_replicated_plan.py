@@ -7,7 +7,7 @@ coordinator sees every rank's load plan, so it finds those items here: an item i
 node when more than one of the node's ranks' plans reads the same piece (``storage_index``,
 ``storage_offsets``, ``lengths``) of a stored item. Nodes are the ranks that see the same node-local
 shared memory (each rank's :class:`~s3_checkpoint_io.dcp._records.NodeMemory`, grouped by
-:func:`~s3_checkpoint_io.node_reads.node_readers`); each node reads its replicated items once, and
+:func:`~s3_checkpoint_io.one_rank.node_readers`); each node reads its replicated items once, and
 nothing travels between nodes. On each node each item is given to one of the ranks that want it, the
 one with the fewest bytes to read so far (largest items first, ties to the lowest rank:
 deterministic). The items a rank reads for the same set of ranks lie, in stored order, in one
@@ -27,7 +27,7 @@ from torch.distributed.checkpoint.planner import LoadPlan, ReadItem
 from s3_checkpoint_io.dcp._records import NodeMemory, SharedFile, SharedItem
 from s3_checkpoint_io.dcp._shard_reader import span_bytes
 from s3_checkpoint_io.dcp._stored_items import StoredItem
-from s3_checkpoint_io.node_reads import node_readers
+from s3_checkpoint_io.one_rank import node_readers
 
 log = logging.getLogger(__name__)
 
