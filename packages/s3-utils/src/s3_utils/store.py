@@ -36,6 +36,7 @@ from s3_utils.download import (
 )
 from s3_utils.errors import S3ConfigError, S3Error, S3NotFoundError, S3ObjectChangedError
 from s3_utils.limits import MAX_COPY_OBJECT_SIZE, MAX_KEYS_PER_DELETE, RequestClass, check_object_size
+from s3_utils.local_files import file_replacing
 from s3_utils.objects import ObjectInfo
 from s3_utils.request_rate import node_share, process_limiter, request_prefix
 from s3_utils.retry import Requester
@@ -567,23 +568,9 @@ class S3Store:
         """
         stats = StatsRecorder("download", self._url_of(url), on_progress)
         info = self._head(url, stats)
-        target = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(target))
-        fd, temporary = tempfile.mkstemp(
-            prefix=f".{os.path.basename(target)}.", suffix=".part", dir=directory
-        )
-        try:
+        with file_replacing(path) as fd:
             os.ftruncate(fd, info.size)
             ranged_download(self._transport(), info, file_sink(fd), stats)
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(temporary, target)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            os.unlink(temporary)
-            raise
         return stats.finish(self._subscribers)
 
     # -- copies --------------------------------------------------------------------------------------

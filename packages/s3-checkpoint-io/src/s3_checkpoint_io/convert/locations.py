@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol, cast
 
 from s3_dirpath_utils import is_s3_url, join_s3_url
 from s3_utils import S3NotFoundError, S3Store
+from s3_utils.local_files import file_replacing
 
 
 class Location(Protocol):
@@ -106,15 +106,8 @@ class LocalLocation:
     def writer(self, name: str, size: int | None) -> Iterator[IO[bytes]]:
         target = self.folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                yield file
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
+        with file_replacing(target, suffix=".partial") as fd, os.fdopen(fd, "wb", closefd=False) as file:
+            yield file
 
 
 def location_of(url_or_path: str, store: S3Store) -> Location:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,7 @@ from s3_utils.cli.plugins import CommitSummary, commit_reader, load_plugins, sha
 from s3_utils.cli.stored_object import read_stored_object, stored_checks
 from s3_utils.cli.urls import basename
 from s3_utils.errors import S3NotFoundError
+from s3_utils.local_files import file_replacing
 from s3_utils.sharded import COMMIT_NAME, SHARD_SUFFIX, commit_url
 
 log = logging.getLogger(__name__)
@@ -273,14 +273,8 @@ def _read_commit_or_explain(store: S3Store, prefix: str) -> tuple[bytearray, Com
 
 def _write_whole(path: Path, data: bytearray) -> None:
     """Write ``path`` through a temporary file beside it, renamed over it once complete."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with file_replacing(path) as fd, os.fdopen(fd, "wb", closefd=False) as out:
+        out.write(data)
 
 
 def upload_sharded(store: S3Store, src: Path, dst: str, console: Console) -> str:
