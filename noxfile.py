@@ -46,8 +46,16 @@ S3_TEST_DEPS = (*TEST_DEPS, "moto[server]")
 # constraints/test.txt and constraints/lightning24.txt, both of which resolve with them and pass pip check)
 INTEROP_TEST_DEPS = ("s3torchconnector[dcp,lightning]==1.5.0", "safetensors")
 
-NO_LIGHTNING_TESTS = ("dcp", "convert", "engine")
-"""Folders of tests/checkpoint_io that import no Lightning: run on the newest Lightning only."""
+NO_LIGHTNING_TESTS = (
+    "dcp",
+    "convert",
+    "engine",
+    "test_rank_zero.py",
+    "test_ranks_launcher.py",
+    "test_rank_targets_by_name.py",
+    "test_demo.py",  # the demo imports Lightning, but `./dev demo` always runs it on the newest
+)
+"""Parts of tests/checkpoint_io that import no Lightning: run on the newest Lightning only."""
 
 nox.options.sessions = [
     "lint",
@@ -110,10 +118,10 @@ def checkpoint_io(session: nox.Session, lightning: str) -> None:
     if lightning == LIGHTNING_NEWEST:
         _pytest(session, "tests/checkpoint_io")
     else:
-        # The folders whose tests import no Lightning (sharded DCP, conversion, the single-file engine)
+        # The tests that import no Lightning (sharded DCP, conversion, the single-file engine, ranks)
         # run once, above; on the Lightning NeMo pins the rest, which is what differs between versions,
         # and keeps the suite within its 30 minutes on CI's 2 cores.
-        ignored = (f"--ignore=tests/checkpoint_io/{folder}" for folder in NO_LIGHTNING_TESTS)
+        ignored = (f"--ignore=tests/checkpoint_io/{part}" for part in NO_LIGHTNING_TESTS)
         _pytest(session, "tests/checkpoint_io", *ignored)
 
 
