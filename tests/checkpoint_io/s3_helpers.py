@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any
 
+import psutil
 import torch
 
 from s3_checkpoint_io import S3CheckpointIO
@@ -25,6 +26,22 @@ def state(seed: int = 0) -> dict[str, Any]:
         "global_step": seed,
         "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 0.1}]}],
     }
+
+
+def wait_for(condition: Any, what: str, timeout_s: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def has_exited(pid: int) -> bool:
+    """Whether process ``pid`` has ended: gone, or a zombie (only its parent's wait is missing)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def wait_until_idle(io: S3CheckpointIO, timeout_s: float = 60.0) -> None:

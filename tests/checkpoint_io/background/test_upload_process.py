@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import traceback
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch
 from checkpoint_io.background.lifecycle_targets import MULTIPART_BYTES, multipart_state
 from checkpoint_io.background.test_async_lifecycle import load_exactly, run_script, wait_for_child
 from checkpoint_io.background.upload_process_targets import async_save_as_last_statement_reporting_helper
-from checkpoint_io.s3_helpers import Gate, keys, state, wait_until_idle
+from checkpoint_io.s3_helpers import Gate, has_exited, keys, state, wait_for, wait_until_idle
 from s3_checkpoint_io import BackgroundSaveError, S3CheckpointIO
 from s3_checkpoint_io.errors import UploadProcessError
 from s3_utils.rate_table import TABLE_ENV_VAR
@@ -25,13 +24,6 @@ from support.fault_proxy import FaultProxy
 
 def incomplete_uploads(s3_client: Any, bucket: str) -> list[str]:
     return [u["Key"] for u in s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
-
-
-def wait_for(condition: Any, what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_an_async_save_runs_in_a_helper_process_not_in_the_trainer(s3_server: Any, bucket: str) -> None:
@@ -56,7 +48,7 @@ def test_an_async_save_runs_in_a_helper_process_not_in_the_trainer(s3_server: An
     finally:
         io.teardown()
     assert io.upload_process_pid is None
-    assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+    assert has_exited(helper)
 
 
 def test_helper_killed_mid_upload_fails_the_save_naming_the_signal_and_the_next_save_starts_a_new_one(
@@ -147,7 +139,7 @@ def test_a_script_ending_with_a_pending_save_lands_it_and_leaves_no_helper_behin
     assert keys(s3_client, bucket) == {"run/final.ckpt"}
     assert torch.equal(load_exactly(url)["w"], multipart_state()["w"])
     wait_for(
-        lambda: not psutil.pid_exists(helper) or psutil.Process(helper).status() == psutil.STATUS_ZOMBIE,
+        lambda: has_exited(helper),
         "the upload process to exit with the script",
         timeout_s=30,
     )

@@ -9,6 +9,7 @@ import signal
 import time
 from typing import Any
 
+import psutil
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ from checkpoint_io.lightning.train_targets import (
     sync_save_peak_memory,
 )
 from checkpoint_io.lit_helpers import resume
-from checkpoint_io.s3_helpers import keys
+from checkpoint_io.s3_helpers import has_exited, keys, wait_for
 from s3_checkpoint_io import S3CheckpointIO
 from support.fault_proxy import FaultProxy
 from support.ranks import launch, spawn
@@ -66,11 +67,15 @@ def test_trainer_killed_mid_async_upload_leaves_the_previous_checkpoint_and_resu
                 if proxy.count("UploadPart") >= 2:  # parts are on their way: the upload is half done
                     break
                 time.sleep(0.05)
-            helpers = _children_of(child.pid)
+            helpers = [helper.pid for helper in psutil.Process(child.pid).children()]
             assert helpers, "the async save runs in an upload helper process"
             os.kill(child.pid, signal.SIGKILL)
             child.wait(timeout=30)
-            _wait_until_gone(helpers, timeout_s=30)  # the helper exits with its trainer
+            wait_for(
+                lambda: all(has_exited(helper) for helper in helpers),
+                "the upload helper to exit with its trainer",
+                timeout_s=30,
+            )
         finally:
             if child.poll() is None:
                 child.kill()
@@ -122,30 +127,3 @@ def test_load_needs_one_checkpoint_of_memory_not_two(
     # the tensors are views of the downloaded pages; a download buffer plus an unpickled copy
     # would be about 2 x 96 MiB
     assert measured["peak_rise_mib"] < 1.4 * tensor_mib, measured
-
-
-def _children_of(pid: int) -> list[int]:
-    children = []
-    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:  # it ended meanwhile
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
-
-
-def _wait_until_gone(pids: list[int], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while running := [pid for pid in pids if _is_running(pid)]:
-        assert time.monotonic() < deadline, f"processes {running} outlived their parent by {timeout_s} s"
-        time.sleep(0.05)
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")  # a zombie has exited: only its parent's wait is missing
