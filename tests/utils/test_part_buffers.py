@@ -11,8 +11,10 @@ import weakref
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from s3_utils.buffers import LARGE_PAGE, new_part_buffer
+from s3_utils.buffers import LARGE_PAGE, SEND_PIECE, BufferBody, new_part_buffer
 from support.payloads import payload
 from support.s3_server import MotoServer
 from support.stores import CHUNK, small_store
@@ -114,3 +116,32 @@ def _anon_huge_kib_of(buffer: mmap.mmap) -> int:
 
 def test_a_small_part_buffer_is_a_bytearray() -> None:
     assert isinstance(new_part_buffer(LARGE_PAGE - 1), bytearray)
+
+
+@given(
+    data=st.binary(min_size=0, max_size=3 * SEND_PIECE + 7),
+    block=st.sampled_from([1, 8192, 128 * 1024, SEND_PIECE, 2 * SEND_PIECE + 1]),
+)
+@settings(max_examples=25, deadline=None)
+def test_a_body_read_block_by_block_as_urllib3_does_gives_back_every_byte_in_order(
+    data: bytes, block: int
+) -> None:
+    body = BufferBody(memoryview(data))
+    pieces = []
+    while piece := body.read(block):
+        assert len(piece) == min(max(block, SEND_PIECE), len(data) - sum(map(len, pieces)))
+        pieces.append(bytes(piece))
+    assert b"".join(pieces) == data
+    assert body.read(block) == b""
+
+
+def test_a_small_read_of_a_body_gets_a_send_piece_but_readinto_never_overfills_its_target() -> None:
+    data = bytes(range(256)) * (3 * SEND_PIECE // 256)
+    body = BufferBody(memoryview(data))
+    assert len(body.read(128 * 1024)) == SEND_PIECE
+    target = bytearray(100)
+    assert body.readinto(target) == 100
+    assert bytes(target) == data[SEND_PIECE : SEND_PIECE + 100]
+    assert body.read(0) == b""
+    body.seek(0)
+    assert bytes(body.read()) == data

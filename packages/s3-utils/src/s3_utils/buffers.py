@@ -32,6 +32,16 @@ LARGE_PAGE = 2 * 1024 * 1024
 
 _HUGEPAGE_ADVICE: int | None = getattr(mmap, "MADV_HUGEPAGE", None)
 
+SEND_PIECE = 1024 * 1024
+"""The smallest piece :meth:`BufferBody.read` hands out (all that is left, if less).
+
+urllib3 reads a request body in botocore's 128 KiB blocks and ``sendall``s each: 4,096 rounds of
+Python per 512 MiB saved, each taking and releasing the GIL. Answering with 1 MiB slices instead cuts
+that to 512. Measured on this project's 2-core host (sync 512 MiB ``S3CheckpointIO`` saves to
+SeaweedFS, median of 8, two runs each): 0.27 to 0.30 s of process CPU per save against 0.34, with no
+change in wall time.
+"""
+
 
 def new_part_buffer(size: int) -> PartBuffer:
     """A new zero-filled buffer of ``size`` bytes, backed by transparent huge pages where possible.
@@ -55,8 +65,10 @@ class BufferBody(io.RawIOBase):
     """A read-only, seekable file over a memoryview, for a request body: reads return slices, not copies.
 
     botocore accepts any object with ``read`` as a ``Body``; http.client and urllib3 send whatever
-    ``read`` returns with ``sendall``, which takes a memoryview. Make a new one per attempt (a retry
-    starts from the beginning).
+    ``read`` returns with ``sendall``, which takes a memoryview. ``read(size)`` may return more than
+    ``size``, up to :data:`SEND_PIECE`: its callers here (urllib3, http.client) send what they get and
+    read again until it is empty; :meth:`readinto` fills at most its target. Make a new one per attempt
+    (a retry starts from the beginning).
 
     Args:
         view: the bytes to send; they must not change until the request is over.
@@ -85,15 +97,20 @@ class BufferBody(io.RawIOBase):
         return self._position
 
     def read(self, size: int | None = -1) -> memoryview:
-        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
+        if size is None or size < 0:
+            return self._take(len(self._view))
+        return self._take(max(size, SEND_PIECE) if size else 0)
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        piece = self._take(len(target))
+        memoryview(target)[: len(piece)] = piece
+        return len(piece)
+
+    def _take(self, size: int) -> memoryview:
+        end = min(len(self._view), self._position + size)
         piece = self._view[self._position : end]
         self._position = end
         return piece
-
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        piece = self.read(len(target))
-        memoryview(target)[: len(piece)] = piece
-        return len(piece)
 
 
 def request_body(view: memoryview) -> IO[bytes]:
