@@ -12,9 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3_utils import S3AccessDeniedError, S3ClientConfig, S3ConfigError, S3Store, TransferConfig, part_sizes
+from s3_utils import (
+    S3AccessDeniedError,
+    S3ClientConfig,
+    S3ConfigError,
+    S3Store,
+    TransferConfig,
+    buffers,
+    part_sizes,
+)
 from s3_utils.limits import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, GiB, MiB
-from s3_utils.part_sizes import part_size, planned_part_size
+from s3_utils.part_sizes import PARTS_PER_SLOT, part_size, planned_part_size
 from support.fault_proxy import FaultProxy
 
 chunk_sizes = st.one_of(
@@ -43,7 +51,7 @@ def test_part_numbers_outside_s3s_range_are_refused(chunk: int, part: int) -> No
 
 @settings(max_examples=60, deadline=None)
 @given(chunk=chunk_sizes, expected=st.integers(0, MAX_OBJECT_SIZE), concurrency=st.integers(1, 64))
-def test_planned_parts_hold_five_tib_and_split_the_expected_size_over_the_parallel_uploads(
+def test_planned_parts_hold_five_tib_and_split_the_expected_size_into_parts_per_upload_slot(
     chunk: int, expected: int, concurrency: int
 ) -> None:
     planned = planned_part_size(chunk, expected, concurrency)
@@ -51,10 +59,10 @@ def test_planned_parts_hold_five_tib_and_split_the_expected_size_over_the_parall
     assert sum(sizes) >= MAX_OBJECT_SIZE  # however wrong the estimate, any object still fits
     assert all(MIN_PART_SIZE <= size <= MAX_PART_SIZE for size in sizes)
     parts_needed = next(n for n in range(1, MAX_PARTS + 1) if sum(sizes[:n]) >= max(expected, 1))
-    parallel = max(1, min(concurrency, expected // MIN_PART_SIZE))
-    assert parts_needed <= max(parallel, -(-expected // chunk))  # no part more than the plan needs
-    if planned < chunk:  # not capped by the chunk size: every part uploads at once
-        assert parts_needed <= parallel
+    plan = max(1, min(PARTS_PER_SLOT * concurrency, expected // MIN_PART_SIZE))
+    assert parts_needed <= max(plan, -(-expected // chunk))  # no part more than the plan needs
+    if planned < chunk:  # not capped by the chunk size: the planned number of parts, no more
+        assert parts_needed <= plan
 
 
 @pytest.fixture
@@ -62,6 +70,30 @@ def proxied_store(fault_proxy: FaultProxy) -> Iterator[S3Store]:
     config = S3ClientConfig.from_env(endpoint_url=fault_proxy.url)
     with S3Store(config, TransferConfig(chunk_size_MB=5, max_concurrency=2)) as store:
         yield store
+
+
+def test_a_large_planned_upload_sends_parts_per_slot_and_refills_sent_buffers(
+    fault_proxy: FaultProxy, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[int] = []
+    real_new = buffers.new_part_buffer
+
+    def counting_new(size: int) -> buffers.PartBuffer:
+        created.append(size)
+        return real_new(size)
+
+    monkeypatch.setattr(buffers, "new_part_buffer", counting_new)
+    data = random.Random(7).randbytes(62 * MiB)
+    url = f"s3://{bucket}/planned.ckpt"
+    config = S3ClientConfig.from_env(endpoint_url=fault_proxy.url)
+    with S3Store(config, TransferConfig(chunk_size_MB=64, max_concurrency=2)) as store:
+        with store.open_writer(url, expected_size=len(data)) as writer:
+            for start in range(0, len(data), 3 * MiB):
+                writer.write(data[start : start + 3 * MiB])
+        assert store.download_bytes(url) == data
+    # 62 MiB over 2 slots: 4 parts of about 15.9 MiB (2 per slot), not 2 of 32 MiB
+    assert fault_proxy.count("UploadPart") == 4
+    assert len(created) <= 2 + 1  # two in flight and one filling: the fourth refills a sent buffer
 
 
 def test_a_streaming_upload_grows_its_parts_and_round_trips(
