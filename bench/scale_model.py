@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from s3_checkpoint_io.dcp._layout import busiest_prefix_ranks
 from s3_utils.config import TransferConfig
+from s3_utils.download import chunk_ranges
 from s3_utils.limits import GET_REQUESTS_PER_PREFIX_PER_S, PUT_REQUESTS_PER_PREFIX_PER_S, GiB, MiB, TiB
 from s3_utils.part_sizes import planned_part_size
 
@@ -49,8 +50,13 @@ class Model:
 
 
 def parts_of(size: int, model: Model) -> int:
-    """Data requests (parts, or ranged GETs) for one object of ``size`` bytes, as our writer plans it."""
+    """Parts of one object of ``size`` bytes, as our writer plans its upload."""
     return math.ceil(size / planned_part_size(model.chunk_size, size, model.concurrency))
+
+
+def ranged_gets_of(size: int, model: Model) -> int:
+    """Ranged GETs that load one object of ``size`` bytes: one per chunk, as our download splits it."""
+    return len(chunk_ranges(0, size, model.chunk_size))
 
 
 def save_requests_per_rank(model: Model) -> int:
@@ -63,7 +69,7 @@ def save_rows(model: Model) -> list[str]:
     """Per rank count and layout: requests per second on the busiest prefix, against S3's rate."""
     window_s = model.shard_size / MiB / model.rank_MiBps
     per_rank_put = save_requests_per_rank(model)
-    per_rank_get = parts_of(model.shard_size, model)  # ranged GETs of the shard on a load
+    per_rank_get = ranged_gets_of(model.shard_size, model)
     rows = []
     for ranks in model.ranks:
         for layout in ("flat", "rank-hash"):
@@ -85,7 +91,7 @@ def resume_rows(model: Model) -> list[str]:
     rows = []
     for ranks in model.ranks:
         nodes = math.ceil(ranks / model.ranks_per_node)
-        single_gets = parts_of(model.single_file_size, model) + 1  # + the HEAD
+        single_gets = ranged_gets_of(model.single_file_size, model) + 1  # + the HEAD
         sharded = ranks * model.shard_size
         for what, readers in (("every rank", ranks), ("once per node", nodes)):
             # one object, so one prefix: every reader's GETs share one partition's rate
