@@ -10,7 +10,7 @@ from harness import size_text
 MiB = 1 << 20
 GiB = 1 << 30
 OURS = ("ours-sync", "ours-async", "ours-transfer")
-ASYNC = {"ours-async", "ours-async-nice0", "nemo-async", "lightning-s3fs-async"}
+ASYNC = {"ours-async", "ours-async-nice0", "nemo-async", "lightning-s3fs-async", "s3torchconnector-async"}
 # compared with ours-transfer (bytes already serialized): NeMo's transfer layer and the engines
 TRANSFER = {"nemo-s3utils", "raw-boto3-crt", "crt-transfer"}
 
@@ -45,12 +45,12 @@ def figures(result: dict[str, Any]) -> dict[str, Any] | None:
         out["bare_clone_ms"] = result["bare_clone_s"] * 1000
         out["stall_vs_clone"] = out["stall_ms"] / max(out["bare_clone_ms"], 1e-6)
     training = result.get("training")
-    if training and training.get("busy_steps_per_s"):
+    if training and training.get("steps_ratio"):
         out["train_stall_ms"] = training["train_stall_s"] * 1000
-        out["steps_ratio"] = training["busy_steps_per_s"] / training["idle_steps_per_s"]
+        out["steps_ratio"] = training["steps_ratio"]
     pinned = result.get("training_pinned")
-    if pinned and pinned.get("busy_steps_per_s"):
-        out["pinned_steps_ratio"] = pinned["busy_steps_per_s"] / pinned["idle_steps_per_s"]
+    if pinned and pinned.get("steps_ratio"):
+        out["pinned_steps_ratio"] = pinned["steps_ratio"]
     if "requests_per_step" in result:
         out["requests_per_step"] = result["requests_per_step"]
     return out
@@ -190,7 +190,8 @@ def build(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "server. Stall is how long "
         "save_checkpoint blocked the training loop; bare clone is one `tensor.clone()` of every tensor. "
         "Steps/s during save is the training rate while the async save is in flight, as a % of the rate "
-        "with none; pinned: the same with the training loop alone on CPU 0 and every other thread, helper "
+        "with none (median of three samples, each a 2 s idle rate and then one save); pinned: the same "
+        "with the training loop alone on CPU 0 and every other thread, helper "
         "process and the S3 server on CPU 1 (what the save costs the trainer's interpreter, not its cores). "
         "Requests/step: one step that saves the same state as top-k and as last, until both are durable. "
         "Held is the memory the checkpoint IO still holds after one warm-up save and load "

@@ -45,6 +45,7 @@ PEER_VENVS = {
     "nemo-sync": "nemo",
     "nemo-async": "nemo",
     "s3torchconnector": "s3torch",
+    "s3torchconnector-async": "s3torch",  # in Lightning's AsyncCheckpointIO, as a Lightning user runs it
     "lightning-s3fs": "s3fs",
     "lightning-s3fs-async": "s3fs",
     "raw-boto3": "raw",
