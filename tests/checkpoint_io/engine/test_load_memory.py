@@ -11,6 +11,8 @@ import torch
 
 from checkpoint_io.engine.load_memory_targets import resident_after_keeping_one_small_tensor
 from s3_checkpoint_io import S3CheckpointIO
+from s3_checkpoint_io.engine import load
+from s3_checkpoint_io.engine.memory_file import MemoryFile
 from support.ranks import spawn
 
 pytestmark = pytest.mark.slow
@@ -40,7 +42,22 @@ def test_keeping_one_small_tensor_does_not_keep_the_whole_checkpoint_resident(
     assert measured["kept_rise_mib"] < 0.25 * BIG_MIB, measured
 
 
-def test_a_load_of_many_storages_sharing_pages_is_exact(s3_server: Any, bucket: str) -> None:
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "ordinary-memory"])
+def test_a_load_of_many_storages_sharing_pages_is_exact(
+    s3_server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch, mapped: bool
+) -> None:
+    # a 24 MiB checkpoint is loaded from ordinary memory; with the threshold at 0 it takes the mapped
+    # path that checkpoints from MAPPED_LOAD_MIN_BYTES on take
+    made: list[int] = []
+
+    class CountedMemoryFile(MemoryFile):
+        def __init__(self, size: int) -> None:
+            made.append(size)
+            super().__init__(size)
+
+    monkeypatch.setattr(load, "MemoryFile", CountedMemoryFile)
+    if mapped:
+        monkeypatch.setattr(load, "MAPPED_LOAD_MIN_BYTES", 0)
     generator = torch.Generator().manual_seed(3)
     sizes = torch.randint(1, 300_000, (40,), generator=generator).tolist()
     tensors = [torch.randint(-1000, 1000, (n,), generator=generator, dtype=torch.int32) for n in sizes]
@@ -59,3 +76,4 @@ def test_a_load_of_many_storages_sharing_pages_is_exact(s3_server: Any, bucket: 
         assert copy.untyped_storage().data_ptr() == loaded["t"][index].untyped_storage().data_ptr()
     assert torch.equal(loaded["f"], state["f"])
     assert loaded["f"].stride() == state["f"].stride()
+    assert len(made) == (1 if mapped else 0)

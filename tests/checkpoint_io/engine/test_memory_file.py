@@ -7,6 +7,7 @@ import mmap
 
 import pytest
 
+from s3_checkpoint_io.engine.load import MAPPED_LOAD_MIN_BYTES, download_target
 from s3_checkpoint_io.engine.memory_file import MemoryFile, memory_files_supported
 
 pytestmark = pytest.mark.skipif(not memory_files_supported(), reason="in-memory files are Linux-only")
@@ -53,3 +54,13 @@ def test_an_empty_file_has_an_address_and_a_path() -> None:
     with MemoryFile(0) as file:
         assert file.address != 0
         assert file.buffer().nbytes == 0
+
+
+def test_a_checkpoint_is_downloaded_into_a_memory_file_from_the_mapped_load_size_on() -> None:
+    below = download_target(MAPPED_LOAD_MIN_BYTES - 1)
+    assert type(below) is bytearray
+    assert len(below) == MAPPED_LOAD_MIN_BYTES - 1
+    at = download_target(MAPPED_LOAD_MIN_BYTES)
+    assert isinstance(at, MemoryFile)
+    assert at.size == MAPPED_LOAD_MIN_BYTES
+    at.close()

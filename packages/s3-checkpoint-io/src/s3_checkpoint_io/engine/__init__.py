@@ -6,13 +6,14 @@ Imports torch and s3_utils only (no Lightning): the upload helper process writes
 from __future__ import annotations
 
 from s3_checkpoint_io.engine.buffer_reader import BufferReader
-from s3_checkpoint_io.engine.load import load_from_buffer
+from s3_checkpoint_io.engine.load import download_target, load_from_buffer
 from s3_checkpoint_io.engine.memory_file import MemoryFile, memory_files_supported
 from s3_checkpoint_io.engine.write import storage_bytes, write_checkpoint
 
 __all__ = [
     "BufferReader",
     "MemoryFile",
+    "download_target",
     "load_from_buffer",
     "memory_files_supported",
     "storage_bytes",

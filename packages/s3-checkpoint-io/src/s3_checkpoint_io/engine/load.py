@@ -14,13 +14,25 @@ import torch
 from typing_extensions import Buffer
 
 from s3_checkpoint_io.engine.buffer_reader import BufferReader
-from s3_checkpoint_io.engine.memory_file import MemoryFile
+from s3_checkpoint_io.engine.memory_file import MemoryFile, memory_files_supported
 from s3_checkpoint_io.errors import CorruptCheckpointError, WeightsOnlyLoadError
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 _PICKLE_PROTOCOL_2 = 0x80  # torch.save's legacy format begins with a pickle protocol marker
 _COPY_CHUNK = 4 * 2**20
 """Bytes copied out of the mapping between two releases of its pages: the extra peak of a load."""
+MAPPED_LOAD_MIN_BYTES = 64 * 2**20
+"""From this size on a checkpoint is downloaded into an in-memory file and loaded mapped; below it,
+into ordinary memory and loaded with one copy.
+
+Mapped, a load needs about one checkpoint of memory, not two, but each page is touched twice, in the
+in-memory file and again in the storage copied out of it, and freed from the file besides. For a small
+checkpoint the second copy costs little memory and the ordinary load is faster. Measured on this
+project's 2-core host (SeaweedFS on loopback, ``load_checkpoint`` of a state dict of 16 MiB tensors,
+both ways in shuffled order, 12 loads each, medians): 16 MiB 29 ms and 1.06 CPU s/GiB against 39 ms
+and 1.84 mapped; 32 MiB 46 against 67 ms; 64 MiB 90 against 131 ms; 128 MiB 249 against 232 ms and
+256 MiB 527 against 463 ms, where the mapped load is the faster as well as the smaller.
+"""
 _CORRUPT_HINTS = (
     "PytorchStreamReader",
     "zip archive",
@@ -29,6 +41,18 @@ _CORRUPT_HINTS = (
     "EOF",
     "seek position",
 )
+
+
+def download_target(size: int) -> MemoryFile | bytearray:
+    """Where to download a checkpoint of ``size`` bytes before :func:`load_from_buffer`.
+
+    Returns:
+        A :class:`MemoryFile` (pass it as ``mapped``) from :data:`MAPPED_LOAD_MIN_BYTES` on where the
+        platform has in-memory files, else a ``bytearray``.
+    """
+    if size >= MAPPED_LOAD_MIN_BYTES and memory_files_supported():
+        return MemoryFile(size)
+    return bytearray(size)
 
 
 def load_from_buffer(

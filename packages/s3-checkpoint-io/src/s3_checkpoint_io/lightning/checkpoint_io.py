@@ -9,8 +9,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from lightning.fabric.plugins import CheckpointIO
 
@@ -18,7 +18,7 @@ from s3_checkpoint_io.background.fork import start_fresh_after_fork
 from s3_checkpoint_io.background.ordered_saves import OrderedSaves
 from s3_checkpoint_io.background.snapshot import Snapshot, take_snapshot
 from s3_checkpoint_io.background.snapshot_writer import SnapshotWriter
-from s3_checkpoint_io.engine.load import load_from_buffer
+from s3_checkpoint_io.engine.load import download_target, load_from_buffer
 from s3_checkpoint_io.engine.memory_file import MemoryFile, memory_files_supported
 from s3_checkpoint_io.engine.write import write_checkpoint
 from s3_checkpoint_io.lightning import spawn_handoff
@@ -33,6 +33,8 @@ from s3_utils.checkpoint_names import parse_prefix_with_step
 from s3_utils.limits import MiB
 
 log = logging.getLogger(__name__)
+
+_Target = TypeVar("_Target", MemoryFile, bytearray, MemoryFile | bytearray)
 
 PathLike = str | os.PathLike[str]
 
@@ -390,32 +392,32 @@ class S3CheckpointIO(CheckpointIO):
         return checkpoint
 
     def _download(self, url: str) -> tuple[MemoryFile | bytearray, float]:
-        """``url``'s bytes on this rank: an in-memory file where the platform has them, else a buffer."""
+        """``url``'s bytes on this rank, where :func:`download_target` puts a checkpoint of its size."""
         started = time.perf_counter()
-        if not memory_files_supported():
-            with _missing_checkpoint(url):
-                buffer = self._store(write=False).download_bytes(url)
-            return buffer, time.perf_counter() - started
-        file, _ = self._download_memory_file(url)
+        file, _ = self._download_into(url, download_target)
         return file, time.perf_counter() - started
 
     def _download_memory_file(self, url: str) -> tuple[MemoryFile, ObjectInfo]:
-        # Download into an in-memory file and map it: a load needs one checkpoint's worth of memory,
-        # not two (see load_from_buffer).
-        files: list[MemoryFile] = []
+        """``url``'s bytes in an in-memory file, whatever its size (read once per node shares it)."""
+        return self._download_into(url, MemoryFile)
 
-        def allocate(info: ObjectInfo) -> memoryview:
-            files.append(MemoryFile(info.size))
-            return files[0].buffer()
+    def _download_into(self, url: str, make: Callable[[int], _Target]) -> tuple[_Target, ObjectInfo]:
+        """Download ``url`` into ``make(size)`` once its HEAD gave the size."""
+        made: list[_Target] = []
+
+        def allocate(info: ObjectInfo) -> memoryview | bytearray:
+            made.append(make(info.size))
+            return made[0].buffer() if isinstance(made[0], MemoryFile) else made[0]
 
         try:
             with _missing_checkpoint(url):
                 info = self._store(write=False).download_to(url, allocate)
         except BaseException:
-            for memory_file in files:
-                memory_file.close()
+            for target in made:
+                if isinstance(target, MemoryFile):
+                    target.close()
             raise
-        return files[0], info
+        return made[0], info
 
     def _shared_download(self, url: str) -> tuple[MemoryFile, float]:
         started = time.perf_counter()
