@@ -14,7 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3_utils.buffers import LARGE_PAGE, SEND_PIECE, BufferBody, new_part_buffer
+from s3_utils import buffers
+from s3_utils.buffers import (
+    KEPT_BUFFER_BYTES,
+    LARGE_PAGE,
+    SEND_PIECE,
+    BufferBody,
+    KeptBuffers,
+    new_part_buffer,
+)
 from support.payloads import payload
 from support.s3_server import MotoServer
 from support.stores import CHUNK, small_store
@@ -50,37 +58,86 @@ def test_parts_are_sent_from_at_most_concurrency_plus_one_reused_buffers(
     assert len({id(source) for source in sent_from}) <= 3, "a fresh buffer per part instead of reuse"
 
 
-def test_a_closed_writer_kept_for_its_stats_holds_no_part_buffers(s3_server: MotoServer, bucket: str) -> None:
-    import tracemalloc
-
-    mapped: list[weakref.ref[mmap.mmap]] = []  # tracemalloc does not see mappings; weak references do
+def _record_mapped_bodies(mapped: list[weakref.ref[mmap.mmap]]) -> Any:
+    """A before-send handler that records a weak reference to each mapped buffer a part is sent from."""
 
     def record_body(request: Any, **kwargs: Any) -> None:
         if request.body is not None:
             start = request.body.tell()
             source = memoryview(request.body.read(1)).obj
             request.body.seek(start)
-            if isinstance(source, mmap.mmap):
+            if isinstance(source, mmap.mmap) and not any(ref() is source for ref in mapped):
                 mapped.append(weakref.ref(source))
             del source
 
-    with small_store(max_concurrency=2) as store:
-        store.upload_bytes(f"s3://{bucket}/warm-up", b"x")  # loads botocore's service models first
-        store.client.meta.events.register("before-send.s3.UploadPart", record_body)
-        tracemalloc.start()
-        try:
-            with store.open_writer(f"s3://{bucket}/kept.ckpt") as writer:
-                writer.write(payload(4 * CHUNK))
-            held, _ = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-            store.client.meta.events.unregister("before-send.s3.UploadPart", record_body)
-        assert writer.stats is not None
-        assert writer.stats.bytes == 4 * CHUNK
-        alive = [ref for ref in mapped if ref() is not None]
-    assert held < CHUNK, f"{held / CHUNK:.1f} chunks still held after close()"
+    return record_body
+
+
+def test_a_closed_writer_holds_no_part_buffers_and_its_store_keeps_at_most_its_limit(
+    s3_server: MotoServer, bucket: str
+) -> None:
+    import tracemalloc
+
+    mapped: list[weakref.ref[mmap.mmap]] = []  # tracemalloc does not see mappings; weak references do
+    record_body = _record_mapped_bodies(mapped)
+    size = 2 * KEPT_BUFFER_BYTES  # more parts than the store may keep
+    store = small_store(max_concurrency=2)
+    store.upload_bytes(f"s3://{bucket}/warm-up", b"x")  # loads botocore's service models first
+    store.client.meta.events.register("before-send.s3.UploadPart", record_body)
+    tracemalloc.start()
+    try:
+        with store.open_writer(f"s3://{bucket}/kept.ckpt") as writer:
+            writer.write(payload(size))
+        kept_bytes = sum(len(buffer) for buffer in (ref() for ref in mapped) if buffer is not None)
+        store.close()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        store.close()
+    assert writer.stats is not None
+    assert writer.stats.bytes == size
     assert mapped or not hasattr(mmap, "MADV_HUGEPAGE"), "no part was sent from a mapped buffer"
-    assert alive == [], f"{len(alive)} mapped part buffers still alive after close()"
+    assert 0 < kept_bytes <= KEPT_BUFFER_BYTES or not mapped, f"the store kept {kept_bytes} bytes of buffers"
+    assert held < CHUNK, f"{held / CHUNK:.1f} chunks still held by the writer after its store closed"
+    alive = [ref for ref in mapped if ref() is not None]
+    assert alive == [], f"{len(alive)} mapped part buffers still alive after the store closed"
+
+
+def test_the_next_upload_through_a_store_refills_the_buffers_of_the_one_before(
+    s3_server: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[int] = []
+    real_new = buffers.new_part_buffer
+
+    def counting_new(size: int) -> buffers.PartBuffer:
+        created.append(size)
+        return real_new(size)
+
+    monkeypatch.setattr(buffers, "new_part_buffer", counting_new)
+    data = payload(16 * 1024 * 1024)  # a small checkpoint: three planned parts
+    with small_store(max_concurrency=4, chunk_size_MB=64) as store:
+        for save in range(3):
+            with store.open_writer(f"s3://{bucket}/step-{save}.ckpt", expected_size=len(data)) as writer:
+                for start in range(0, len(data), 1024 * 1024):
+                    writer.write(data[start : start + 1024 * 1024])
+            if save == 0:
+                first = len(created)
+        assert store.download_bytes(f"s3://{bucket}/step-2.ckpt") == data
+    assert first == 3
+    assert len(created) == first, f"{len(created) - first} fresh buffers in the two saves after the first"
+
+
+def test_kept_buffers_stay_under_their_limit_largest_first_and_are_taken_by_size() -> None:
+    kept = KeptBuffers(limit=10)
+    kept.keep([bytearray(4), bytearray(7), bytearray(3)])
+    assert kept.kept_bytes == 10  # 7 and 3: the 4 no longer fits
+    assert kept.take(8) is None
+    taken = kept.take(5)
+    assert taken is not None
+    assert len(taken) == 7
+    assert kept.kept_bytes == 3
+    kept.clear()
+    assert kept.kept_bytes == 0
 
 
 def _huge_pages_offered() -> bool:

@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from s3_dirpath_utils import build_s3_url, parse_s3_url
 from s3_utils import checksums
+from s3_utils.buffers import KeptBuffers
 from s3_utils.client import get_client, pool_size
 from s3_utils.config import S3ClientConfig, TransferConfig
 from s3_utils.copies import copy_refused, server_copy
@@ -100,6 +101,7 @@ class S3Store:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._executor_pid = 0
+        self._kept_buffers = KeptBuffers()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -124,14 +126,21 @@ class S3Store:
                     max_workers=self.transfer_config.max_concurrency, thread_name_prefix="s3-utils"
                 )
                 self._executor_pid = os.getpid()
-            executor = self._executor
-        return Transport(self.client, self._requester, self.transfer_config, executor, self._subscribers)
+                self._kept_buffers = KeptBuffers()  # nor a lock another thread may have held
+            executor, kept_buffers = self._executor, self._kept_buffers
+        return Transport(
+            self.client, self._requester, self.transfer_config, executor, self._subscribers, kept_buffers
+        )
 
     def close(self) -> None:
-        """Stop the worker threads (waiting for running requests). Safe to call twice."""
+        """Stop the worker threads (waiting for running requests) and drop the kept part buffers. Safe to
+        call twice."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
+            kept, self._kept_buffers = self._kept_buffers, KeptBuffers()
+        if self._executor_pid == os.getpid():  # a forked child may not take a lock a parent thread held
+            kept.clear()  # a writer kept for its stats holds the transport, and with it these
         if executor is not None and self._executor_pid == os.getpid():
             executor.shutdown(wait=True, cancel_futures=True)
 

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from s3_utils.buffers import KeptBuffers
 from s3_utils.config import TransferConfig
 from s3_utils.retry import Requester
 from s3_utils.stats import TransferSubscriber
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 class Transport:
     """The shared parts of one :class:`~s3_utils.store.S3Store`, handed to writers and downloads.
 
-    The store owns the executor; transfers only submit to it.
+    The store owns the executor and the kept part buffers; transfers only submit to the one and take
+    from and give to the other.
     """
 
     client: S3Client
@@ -26,3 +28,4 @@ class Transport:
     transfer: TransferConfig
     executor: ThreadPoolExecutor
     subscribers: tuple[TransferSubscriber, ...]
+    kept_buffers: KeptBuffers

@@ -89,7 +89,7 @@ class S3Writer:
             self._planned is not None and expected_size is not None and expected_size > self._planned
         )
         self._checksum = transport.transfer.checksum
-        self._pool = BufferPool()
+        self._pool = BufferPool(transport.kept_buffers)
         self._buffer: PartBuffer | None = None
         self._filled = 0
         self._written = 0
@@ -208,7 +208,7 @@ class S3Writer:
             self.abort()
             raise
         self._closed = True
-        self._pool.clear()  # a writer kept for its stats holds no part buffers
+        self._pool.clear()  # a writer kept for its stats holds no part buffers; its store keeps some
         self.stats = self._stats.finish(self._t.subscribers)
 
     def abort(self) -> None:
