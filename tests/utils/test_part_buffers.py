@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3_utils import buffers
 from s3_utils.buffers import (
     KEPT_BUFFER_BYTES,
     LARGE_PAGE,
@@ -25,7 +24,7 @@ from s3_utils.buffers import (
 )
 from support.payloads import payload
 from support.s3_server import MotoServer
-from support.stores import CHUNK, small_store
+from support.stores import CHUNK, count_new_part_buffers, small_store
 
 
 def test_parts_are_sent_from_at_most_concurrency_plus_one_reused_buffers(
@@ -106,14 +105,7 @@ def test_a_closed_writer_holds_no_part_buffers_and_its_store_keeps_at_most_its_l
 def test_the_next_upload_through_a_store_refills_the_buffers_of_the_one_before(
     s3_server: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    created: list[int] = []
-    real_new = buffers.new_part_buffer
-
-    def counting_new(size: int) -> buffers.PartBuffer:
-        created.append(size)
-        return real_new(size)
-
-    monkeypatch.setattr(buffers, "new_part_buffer", counting_new)
+    created = count_new_part_buffers(monkeypatch)
     data = payload(16 * 1024 * 1024)  # a small checkpoint: three planned parts
     with small_store(max_concurrency=4, chunk_size_MB=64) as store:
         for save in range(3):

@@ -18,12 +18,12 @@ from s3_utils import (
     S3ConfigError,
     S3Store,
     TransferConfig,
-    buffers,
     part_sizes,
 )
 from s3_utils.limits import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, GiB, MiB
 from s3_utils.part_sizes import PARTS_PER_SLOT, part_size, planned_part_size
 from support.fault_proxy import FaultProxy
+from support.stores import count_new_part_buffers
 
 chunk_sizes = st.one_of(
     st.integers(MIN_PART_SIZE, MAX_PART_SIZE),
@@ -75,14 +75,7 @@ def proxied_store(fault_proxy: FaultProxy) -> Iterator[S3Store]:
 def test_a_large_planned_upload_sends_parts_per_slot_and_refills_sent_buffers(
     fault_proxy: FaultProxy, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    created: list[int] = []
-    real_new = buffers.new_part_buffer
-
-    def counting_new(size: int) -> buffers.PartBuffer:
-        created.append(size)
-        return real_new(size)
-
-    monkeypatch.setattr(buffers, "new_part_buffer", counting_new)
+    created = count_new_part_buffers(monkeypatch)
     data = random.Random(7).randbytes(62 * MiB)
     url = f"s3://{bucket}/planned.ckpt"
     config = S3ClientConfig.from_env(endpoint_url=fault_proxy.url)
