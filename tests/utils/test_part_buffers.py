@@ -57,8 +57,12 @@ def test_parts_are_sent_from_at_most_concurrency_plus_one_reused_buffers(
     assert len({id(source) for source in sent_from}) <= 3, "a fresh buffer per part instead of reuse"
 
 
-def _record_mapped_bodies(mapped: list[weakref.ref[mmap.mmap]]) -> Any:
-    """A before-send handler that records a weak reference to each mapped buffer a part is sent from."""
+def test_a_closed_writer_holds_no_part_buffers_and_its_store_keeps_at_most_its_limit(
+    s3_server: MotoServer, bucket: str
+) -> None:
+    import tracemalloc
+
+    mapped: list[weakref.ref[mmap.mmap]] = []  # tracemalloc does not see mappings; weak references do
 
     def record_body(request: Any, **kwargs: Any) -> None:
         if request.body is not None:
@@ -69,16 +73,6 @@ def _record_mapped_bodies(mapped: list[weakref.ref[mmap.mmap]]) -> Any:
                 mapped.append(weakref.ref(source))
             del source
 
-    return record_body
-
-
-def test_a_closed_writer_holds_no_part_buffers_and_its_store_keeps_at_most_its_limit(
-    s3_server: MotoServer, bucket: str
-) -> None:
-    import tracemalloc
-
-    mapped: list[weakref.ref[mmap.mmap]] = []  # tracemalloc does not see mappings; weak references do
-    record_body = _record_mapped_bodies(mapped)
     size = 2 * KEPT_BUFFER_BYTES  # more parts than the store may keep
     store = small_store(max_concurrency=2)
     store.upload_bytes(f"s3://{bucket}/warm-up", b"x")  # loads botocore's service models first

@@ -187,10 +187,10 @@ class BufferPool:
 
     Args:
         kept: the store's buffers kept between uploads: taken from before a buffer is created, and
-            given the pool's buffers on :meth:`clear`; None to keep nothing.
+            given the pool's buffers on :meth:`clear`.
     """
 
-    def __init__(self, kept: KeptBuffers | None = None) -> None:
+    def __init__(self, kept: KeptBuffers) -> None:
         self._free: list[PartBuffer] = []
         self._kept = kept
         self._lock = threading.Lock()
@@ -203,7 +203,7 @@ class BufferPool:
                 buffer = self._free.pop()
                 if len(buffer) >= size:
                     return buffer
-        kept = self._kept.take(size) if self._kept is not None else None
+        kept = self._kept.take(size)
         return kept if kept is not None else new_part_buffer(size)
 
     def give_back(self, buffer: PartBuffer) -> None:
@@ -215,5 +215,4 @@ class BufferPool:
         """Hold no buffer: the given-back ones go to the store's kept buffers, as many as fit."""
         with self._lock:
             free, self._free = self._free, []
-        if self._kept is not None:
-            self._kept.keep(free)
+        self._kept.keep(free)

@@ -139,10 +139,11 @@ class S3Store:
             self._closed = True
             executor, self._executor = self._executor, None
             kept, self._kept_buffers = self._kept_buffers, KeptBuffers()
-        if self._executor_pid == os.getpid():  # a forked child may not take a lock a parent thread held
-            kept.clear()  # a writer kept for its stats holds the transport, and with it these
-        if executor is not None and self._executor_pid == os.getpid():
-            executor.shutdown(wait=True, cancel_futures=True)
+        if self._executor_pid == os.getpid():  # a forked child has neither the threads nor the locks' owners
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+            # after the running writers closed; one kept for its stats holds these through its transport
+            kept.clear()
 
     def __enter__(self) -> S3Store:
         return self
